@@ -1,0 +1,140 @@
+"""Versioned JSON Schemas of the events, and the Python records that follow them.
+
+``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v1.json`` is what
+the worker sends to ``sentiments``. :func:`decode_review` turns raw message bytes into a
+:class:`Review` or a :class:`Rejection` with a reason; it never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+SCHEMA_DIR = Path(__file__).resolve().parent
+
+LABEL_POSITIVE = "positive"
+LABEL_NEGATIVE = "negative"
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``name`` ("review" or "sentiment"), version 1."""
+    return json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    review_id: str
+    movie_id: str
+    text: str
+    rating: int | None = None
+    created_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sentiment:
+    review_id: str
+    movie_id: str
+    score: float
+    label: str
+    model_version: str
+    scored_at: str
+    event_time: str
+    schema_version: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a message could not be scored. ``reason`` is a short code (a metric label)."""
+
+    reason: str
+    detail: str
+
+
+# The reason codes a rejection can carry; metrics are labelled with these and nothing else.
+REJECTION_REASONS = (
+    "too_large",
+    "not_utf8",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "empty_field",
+    "text_too_long",
+    "invalid_value",
+)
+
+_REASON_BY_KEYWORD = {
+    "required": "missing_field",
+    "type": "wrong_type",
+    "minLength": "empty_field",
+    "pattern": "empty_field",
+    "maxLength": "invalid_value",
+    "minimum": "invalid_value",
+    "maximum": "invalid_value",
+    "format": "invalid_value",
+}
+
+
+def label_for(score: float) -> str:
+    return LABEL_POSITIVE if score >= 0.5 else LABEL_NEGATIVE
+
+
+def decode_review(raw: bytes | None, *, max_text_chars: int, max_message_bytes: int) -> Review | Rejection:
+    """Bytes from the ``reviews`` topic -> a valid :class:`Review`, or a :class:`Rejection`."""
+    if raw is None:
+        return Rejection("invalid_json", "message has no value")
+    if len(raw) > max_message_bytes:
+        return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {max_message_bytes}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("not_utf8", f"message is not UTF-8: {exc.reason} at byte {exc.start}")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Rejection("invalid_json", f"message is not JSON: {str(exc)[:200]}")
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"message is JSON {type(obj).__name__}, not an object")
+    errors = sorted(validator("review").iter_errors(obj), key=lambda e: (list(e.path), e.validator))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.path) or "message"
+        reason = _REASON_BY_KEYWORD.get(str(first.validator), "invalid_value")
+        if first.validator == "pattern" and where != "text":
+            reason = "invalid_value"
+        return Rejection(reason, f"{where}: {first.message[:200]}")
+    if len(obj["text"]) > max_text_chars:
+        return Rejection("text_too_long", f"text is {len(obj['text'])} characters, the limit is {max_text_chars}")
+    return Review(
+        review_id=obj["review_id"],
+        movie_id=obj["movie_id"],
+        text=obj["text"],
+        rating=obj.get("rating"),
+        created_at=obj.get("created_at"),
+    )
+
+
+def encode_review(review: Review) -> bytes:
+    body = {k: v for k, v in asdict(review).items() if v is not None}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def utc_iso(ts: float | None = None) -> str:
+    """A POSIX timestamp (now when None) as an RFC 3339 UTC string with milliseconds."""
+    moment = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

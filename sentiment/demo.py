@@ -1,0 +1,158 @@
+"""`sentiment demo`: the whole product on one machine, end to end.
+
+Starts a Tansu broker and a throwaway PostgreSQL cluster (SQLite when no PostgreSQL server is
+installed), migrates the database, starts a real worker process, streams reviews, waits until
+every one is scored, and prints a summary read back from Kafka and SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import text
+
+from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
+from sentiment.local import LocalBroker, LocalPostgres, ServiceError, create_topics, scratch_dir
+from sentiment.settings import Settings
+
+SAMPLE = Path(__file__).resolve().parent / "sample_reviews.jsonl"
+
+
+def pick_reviews(file: Path | None, count: int) -> tuple[list[ReviewRow], str]:
+    """Reviews to stream: the user's file, else whole films of imdb_test up to ``count``, else our sample."""
+    if file is not None:
+        rows = list(read_reviews(file))
+        return rows[:count], str(file)
+    data = shared_data_dir()
+    if data is None:
+        return list(read_reviews(SAMPLE)), f"{SAMPLE.name} (the project's own sample; no IMDB data found)"
+    by_film: dict[str, list[ReviewRow]] = defaultdict(list)
+    for row in read_reviews(data / "imdb_test.csv.gz"):
+        by_film[row.movie_id].append(row)
+    films = sorted(by_film)
+    random.Random(7).shuffle(films)
+    rows: list[ReviewRow] = []
+    for film in films:  # whole films, so that per-film aggregates mean something
+        rows.extend(by_film[film])
+        if len(rows) >= count:
+            break
+    random.Random(7).shuffle(rows)
+    return rows[:count], str(data / "imdb_test.csv.gz")
+
+
+def start_database(workdir: Path) -> tuple[str, LocalPostgres | None]:
+    try:
+        LocalPostgres.bin_dir()
+    except ServiceError as exc:
+        print(f"  no PostgreSQL server found ({exc}); using SQLite instead")
+        return f"sqlite:///{workdir / 'sentiment.db'}", None
+    pg = LocalPostgres(workdir / "postgres").start()
+    return pg.url, pg
+
+
+def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False) -> int:
+    from sentiment.producing import produce_reviews
+    from sentiment.queries import top_and_bottom_movies
+    from stream.db import make_engine, upgrade
+
+    workdir = scratch_dir("sentiment-demo-")
+    rows, source = pick_reviews(file, count)
+    expected = len({r.review_id for r in rows})
+    print(f"sentiment demo: {len(rows):,} reviews from {source}; scratch folder {workdir}")
+    broker = LocalBroker(workdir)
+    pg = worker = None
+    try:
+        print("  starting Tansu broker ...")
+        broker.start()
+        print("  starting database ...")
+        database_url, pg = start_database(workdir)
+        upgrade(database_url)
+        settings = Settings(
+            broker=broker.url,
+            database_url=database_url,
+            session_timeout=3.0,  # Tansu holds a JoinGroup for half the session timeout
+            heartbeat_interval=0.5,
+        )
+        create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
+                      settings.topic_partitions)
+        env = {**os.environ, "SENTIMENT_BROKER": broker.url, "SENTIMENT_DATABASE_URL": database_url,
+               "SENTIMENT_SESSION_TIMEOUT": "3", "SENTIMENT_HEARTBEAT_INTERVAL": "0.5", "SENTIMENT_LOG_LEVEL": "warn"}
+        print(f"  starting worker (model {settings.model}) ...")
+        with open(workdir / "worker.log", "ab") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT)
+        started = time.perf_counter()
+        produce_reviews(settings, rows, progress=sys.stderr.isatty())
+        produced = time.perf_counter()
+        engine = make_engine(database_url)
+        stored = wait_for_rows(engine, expected, worker, workdir / "worker.log")
+        finished = time.perf_counter()
+        print_summary(engine, database_url, stored, started, produced, finished, top_and_bottom_movies)
+        engine.dispose()
+        return 0
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        if pg is not None:
+            pg.stop()
+        broker.stop()
+        if keep:
+            print(f"  logs and data kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def wait_for_rows(engine, expected: int, worker: subprocess.Popen, log: Path, timeout: float = 600) -> int:
+    deadline = time.monotonic() + timeout
+    stored = 0
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the worker exited with code {worker.returncode}:\n{tail}")
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
+        if stored >= expected:
+            return stored
+        time.sleep(0.25)
+    raise RuntimeError(f"only {stored} of {expected} reviews were scored within {timeout:.0f} s; see {log}")
+
+
+def print_summary(engine, database_url, stored, started, produced, finished, top_and_bottom_movies) -> None:
+    with engine.connect() as conn:
+        first, last = conn.execute(text("SELECT min(scored_at), max(scored_at) FROM review_scores")).one()
+        positive = conn.execute(text("SELECT count(*) FROM review_scores WHERE label = 'positive'")).scalar_one()
+        samples = conn.execute(
+            text("SELECT review_id, movie_id, score, label FROM review_scores ORDER BY review_id LIMIT 5")
+        ).all()
+        version = conn.execute(text("SELECT model_version FROM review_scores LIMIT 1")).scalar_one()
+    total = finished - started
+    print()
+    print(f"Scored {stored:,} reviews with model {version}: {positive:,} positive, {stored - positive:,} negative.")
+    print(f"  produce took {produced - started:.1f} s; all scores stored after {total:.1f} s "
+          f"(worker start and group join included): {stored / total:,.0f} reviews/s end to end")
+    if first is not None and last is not None and last != first:
+        span = (last - first).total_seconds() if hasattr(last, "__sub__") else None
+        if span:
+            print(f"  scoring throughput while busy: {stored / span:,.0f} reviews/s")
+    print("  sample scores:")
+    for review_id, movie_id, score, label in samples:
+        print(f"    {review_id:<16} {movie_id:<12} {score:.3f} {label}")
+    top, bottom = top_and_bottom_movies(database_url, limit=5, min_reviews=3)
+    for title, films in (("Top films by mean sentiment", top), ("Bottom films by mean sentiment", bottom)):
+        print(f"  {title} (3+ reviews; SELECT ... FROM movie_sentiment ORDER BY mean_score):")
+        for f in films:
+            print(f"    {f['movie_id']:<12} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
+                  f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10")
+    print(json.dumps({"reviews_scored": stored, "seconds": round(total, 2)}))

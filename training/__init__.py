@@ -1,0 +1,1 @@
+"""Training pipeline: load -> split -> build -> fit -> evaluate -> export (see ``training.pipeline``)."""
