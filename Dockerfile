@@ -1,0 +1,15 @@
+# The worker image: `docker compose up` builds it; `--scale worker=N` runs N of them in one consumer group.
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+COPY pyproject.toml README.md ./
+COPY sentiment ./sentiment
+COPY stream ./stream
+COPY model ./model
+COPY schemas ./schemas
+COPY training ./training
+RUN pip install --no-cache-dir .
+RUN useradd --create-home --uid 10001 scorer
+USER scorer
+ENTRYPOINT ["sentiment"]
+CMD ["worker"]

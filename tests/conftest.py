@@ -1,0 +1,197 @@
+"""Shared fixtures. Services are real and started here; if one cannot start, tests error out loudly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sentiment.datasets import ReviewRow, read_csv, shared_data_dir
+from sentiment.local import LocalBroker, LocalPostgres, create_topics, scratch_dir
+from sentiment.settings import DEFAULT_MODEL, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def workdir() -> Iterator[Path]:
+    path = scratch_dir("sentiment-tests-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def scorer():
+    from model.scorer import load_scorer
+
+    return load_scorer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = shared_data_dir()
+    if found is None:
+        pytest.fail("IMDB data not found: put shared/data beside the checkout or set SENTIMENT_DATA_DIR")
+    return found
+
+
+@pytest.fixture(scope="session")
+def imdb_test_rows(data_dir: Path) -> list[ReviewRow]:
+    return list(read_csv(data_dir / "imdb_test.csv.gz"))
+
+
+@pytest.fixture(scope="session")
+def broker(workdir: Path) -> Iterator[LocalBroker]:
+    """A real Tansu broker for the whole session."""
+    tansu = LocalBroker(workdir).start()
+    yield tansu
+    tansu.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(workdir: Path) -> Iterator[str]:
+    """``SENTIMENT_TEST_DATABASE_URL`` if set, else a throwaway PostgreSQL cluster."""
+    url = os.environ.get("SENTIMENT_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    pg = LocalPostgres(workdir / "postgres").start()
+    yield pg.url
+    pg.stop()
+
+
+@pytest.fixture()
+def fresh_database(postgres_url: str) -> Iterator[str]:
+    """A new, migrated PostgreSQL database of this test's own on the session's server."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from stream.db import make_engine, upgrade
+
+    name = f"sentiment_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class WorkerProcess:
+    """A real ``sentiment worker`` process, with its log kept for failure messages."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        env = {
+            **os.environ,
+            "SENTIMENT_BROKER": settings.broker,
+            "SENTIMENT_DATABASE_URL": settings.database_url,
+            "SENTIMENT_APP_ID": settings.app_id,
+            "SENTIMENT_TOPIC_REVIEWS": settings.topic_reviews,
+            "SENTIMENT_TOPIC_SENTIMENTS": settings.topic_sentiments,
+            "SENTIMENT_TOPIC_DLQ": settings.topic_dlq,
+            "SENTIMENT_SESSION_TIMEOUT": str(settings.session_timeout),
+            "SENTIMENT_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
+            "SENTIMENT_BATCH_SIZE": str(settings.batch_size),
+            "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
+            "SENTIMENT_METRICS_PORT": str(settings.metrics_port),
+        }
+        with open(log, "ab") as fh:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT
+            )
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def assert_alive(self) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(f"worker exited with code {self.process.returncode}:\n{self.tail()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture()
+def stream_settings(broker: LocalBroker, fresh_database: str) -> Settings:
+    """Settings with topics and a consumer group of this test's own, on the session's broker."""
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        broker=broker.url,
+        database_url=fresh_database,
+        app_id=f"sentiment-test-{suffix}",
+        topic_reviews=f"reviews-{suffix}",
+        topic_sentiments=f"sentiments-{suffix}",
+        topic_dlq=f"reviews-{suffix}.dlq",
+        session_timeout=3.0,
+        heartbeat_interval=0.5,
+        batch_size=256,
+        batch_wait=0.3,
+        metrics_port=0,
+    )
+    create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq], 4)
+    return settings
+
+
+@pytest.fixture()
+def start_worker(stream_settings: Settings, workdir: Path):
+    workers: list[WorkerProcess] = []
+
+    def start(settings: Settings = stream_settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, workdir / f"worker-{settings.app_id}-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.25, on_poll=None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if on_poll:
+            on_poll()
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def collect_values(settings: Settings, topic: str, stop, timeout: float, worker: WorkerProcess | None = None) -> list:
+    """Read ``topic`` from the beginning until ``stop(values)`` is true or ``timeout`` passes."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers(), enable_auto_commit=False, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        values: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not stop(values):
+            if worker is not None:
+                worker.assert_alive()
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(records)
+        return values
+    finally:
+        consumer.close()

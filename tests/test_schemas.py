@@ -1,0 +1,68 @@
+"""The Python records agree with the JSON Schema files, and the decoder rejects with a reason."""
+
+import dataclasses
+import json
+
+import pytest
+
+from schemas import Rejection, Review, Sentiment, decode_review, encode_review, load_schema, utc_iso, validator
+
+LIMITS = {"max_text_chars": 1000, "max_message_bytes": 10_000}
+
+
+@pytest.mark.parametrize(("record", "schema"), [(Review, "review"), (Sentiment, "sentiment")])
+def test_record_fields_match_schema(record, schema):
+    spec = load_schema(schema)
+    fields = {f.name: f for f in dataclasses.fields(record)}
+    assert set(fields) == set(spec["properties"])
+    no_default = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
+    assert no_default <= set(spec["required"])
+    if schema == "review":
+        assert no_default == set(spec["required"])
+
+
+def test_sentiment_record_serializes_to_a_valid_event():
+    event = Sentiment("r1", "tt1", 0.75, "positive", "abc123", utc_iso(), utc_iso(0))
+    validator("sentiment").validate(json.loads(event.to_json()))
+
+
+def test_round_trip_of_a_review():
+    review = Review("r1", "tt1", "Loved it", rating=9, created_at="2024-05-01T12:00:00Z")
+    assert decode_review(encode_review(review), **LIMITS) == review
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not utf8", "not_utf8"),
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (b'{"movie_id": "tt1", "text": "x"}', "missing_field"),
+        (b'{"review_id": null, "movie_id": "tt1", "text": "x"}', "wrong_type"),
+        (b'{"review_id": 5, "movie_id": "tt1", "text": "x"}', "wrong_type"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": " \\n\\t "}', "empty_field"),
+        (b'{"review_id": "", "movie_id": "tt1", "text": "x"}', "empty_field"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "rating": 11}', "invalid_value"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "created_at": "yesterday"}', "invalid_value"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "' + b"a" * 1001 + b'"}', "text_too_long"),
+        (b"x" * 10_001, "too_large"),
+        (None, "invalid_json"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason(raw, reason):
+    result = decode_review(raw, **LIMITS)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.detail
+
+
+def test_unknown_fields_are_accepted_and_ignored():
+    result = decode_review(b'{"review_id": "r", "movie_id": "tt1", "text": "ok", "lang": "en"}', **LIMITS)
+    assert result == Review("r", "tt1", "ok")
+
+
+def test_decoder_agrees_with_the_schema_on_accepted_messages():
+    raw = {"review_id": "r", "movie_id": "tt1", "text": "<script>alert(1)</script>'; DROP TABLE x;--"}
+    assert not list(validator("review").iter_errors(raw))
+    assert isinstance(decode_review(json.dumps(raw).encode(), **LIMITS), Review)
