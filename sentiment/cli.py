@@ -111,11 +111,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import run
 
     cfg = load_config(args.config)
-    folder = run(cfg, data=args.data, out_dir=args.out)
+    data = args.data
+    if args.download:
+        from training.pipeline import download
+
+        data = download(Path(args.download_dir))
+    folder = run(cfg, data=data, out_dir=args.out)
     if args.promote:
         from training.pipeline import promote
 
         promote(folder, Path(__file__).resolve().parent.parent / "model" / "default")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from training.config import load_search
+    from training.tune import tune
+
+    base, search = load_search(args.config)
+    tune(base, search, data=args.data, out=args.out)
+    return 0
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from training.explore import report
+
+    report(args.data, args.out)
     return 0
 
 
@@ -209,8 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="TOML file with every hyperparameter")
     p.add_argument("--data", type=Path, help="folder of imdb_*.csv.gz, an aclImdb folder, or aclImdb_v1.tar.gz")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
+    p.add_argument("--download", action="store_true", help="fetch the original aclImdb_v1.tar.gz first")
+    p.add_argument("--download-dir", default="data", help="where --download puts the tarball (default data/)")
     p.add_argument("--promote", action="store_true", help="also make the new model the committed default")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="small hyperparameter search on the validation split; writes a table")
+    p.add_argument("--config", type=Path, required=True, help="a training config with a [search] table")
+    p.add_argument("--data", type=Path, help="as for train")
+    p.add_argument("--out", type=Path, default=Path("runs/tune"), help="where the table goes (default runs/tune)")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("explore", help="write a data report (Markdown and PNG plots) of the IMDB splits")
+    p.add_argument("--data", type=Path, help="as for train")
+    p.add_argument("--out", type=Path, default=Path("runs/data-report"), help="report folder (default runs/data-report)")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled file")
     p.add_argument("model_path", nargs="?", type=Path, metavar="MODEL", help="model folder (default: SENTIMENT_MODEL)")

@@ -9,7 +9,7 @@ import pytest
 from sentiment.cli import build_parser
 from tests.conftest import wait_until
 
-SUBCOMMANDS = ["demo", "worker", "produce", "consume", "movies", "db", "train", "evaluate", "settings"]
+SUBCOMMANDS = ["demo", "worker", "produce", "consume", "movies", "db", "train", "tune", "explore", "evaluate", "settings"]
 
 
 def run(*args, env=None, timeout=120):

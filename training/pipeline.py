@@ -1,6 +1,9 @@
 """The training pipeline, top to bottom: load -> split -> build -> fit -> evaluate -> export.
 
-    sentiment train --config training/seed.toml [--data PATH] [--out runs]
+    sentiment train --config training/bigram.toml [--data PATH] [--out runs] [--promote]
+
+Choices (hyperparameters, early stopping) see only a validation split cut from ``imdb_train``;
+``imdb_test`` is scored once, at the end, for the report.
 """
 
 from __future__ import annotations
@@ -25,6 +28,28 @@ from training.config import TrainConfig  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]
+ACL_IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+
+
+def download(dest: Path) -> Path:
+    """Fetch the original aclImdb tarball (84 MB) to ``dest``, unless it is there already."""
+    import urllib.error
+    import urllib.request
+
+    target = dest / "aclImdb_v1.tar.gz"
+    if target.exists():
+        return target
+    dest.mkdir(parents=True, exist_ok=True)
+    print(f"downloading {ACL_IMDB_URL} ...", flush=True)
+    try:
+        with urllib.request.urlopen(ACL_IMDB_URL, timeout=30) as response, open(f"{target}.part", "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as exc:
+        raise FileNotFoundError(
+            f"could not download {ACL_IMDB_URL} ({exc}); download it by hand and pass --data PATH/aclImdb_v1.tar.gz"
+        ) from exc
+    os.replace(f"{target}.part", target)
+    return target
 
 
 def load(data: Path | str | None) -> tuple[list[ReviewRow], list[ReviewRow]]:
@@ -36,7 +61,10 @@ def split(rows: list[ReviewRow], cfg: TrainConfig) -> tuple[Split, Split]:
     """Shuffle with the fixed split seed and cut the validation split off the training rows."""
     order = np.random.default_rng(cfg.split_seed).permutation(len(rows))
     n_val = int(round(len(rows) * cfg.validation_fraction))
-    pick = lambda idx: ([rows[i].text for i in idx], np.array([rows[i].label for i in idx], dtype=np.float32))  # noqa: E731
+
+    def pick(idx: np.ndarray) -> Split:
+        return [rows[i].text for i in idx], np.array([rows[i].label for i in idx], dtype=np.float32)
+
     return pick(order[n_val:]), pick(order[:n_val])
 
 
@@ -44,7 +72,7 @@ def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVe
     """A vectorizer adapted to the training texts, and the model core that scores token ids."""
     vectorizer = keras.layers.TextVectorization(
         max_tokens=cfg.max_tokens,
-        standardize=clean_text,
+        standardize=clean_text if cfg.cleaning == "full" else "lower_and_strip_punctuation",
         ngrams=cfg.ngrams if cfg.ngrams > 1 else None,
         output_mode="int",
         output_sequence_length=cfg.sequence_length,
@@ -74,7 +102,7 @@ def _token_dataset(vectorizer, texts: list[str], labels: np.ndarray, batch: int,
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Split) -> dict:
+def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Split, verbose: int = 1) -> dict:
     """Fit the core on token ids; stop early on validation loss and keep the best weights."""
     keras.utils.set_random_seed(cfg.seed)
     train_ds = _token_dataset(vectorizer, *train, cfg.batch_size, shuffle_seed=cfg.seed)
@@ -82,11 +110,11 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
     core.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
     started = time.perf_counter()
-    history = core.fit(train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=[stop], verbose=1)
+    history = core.fit(train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=[stop], verbose=verbose)
     return {
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "best_epoch": int(np.argmin(history.history["val_loss"])) + 1,
-        "training_seconds": time.perf_counter() - started,
+        "fit_seconds": time.perf_counter() - started,
     }
 
 
@@ -98,14 +126,30 @@ def end_to_end(cfg: TrainConfig, vectorizer, core: keras.Model) -> keras.Model:
     return keras.Model(texts, serving_core(vectorizer(texts)), name="sentiment")
 
 
+def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarray:
+    call = tf.function(lambda t: model(t, training=False))
+    parts = [np.asarray(call(tf.constant(texts[i : i + batch]))).reshape(-1) for i in range(0, len(texts), batch)]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+
+
+def train_and_validate(cfg: TrainConfig, train: Split, val: Split, verbose: int = 1) -> tuple[keras.Model, dict, np.ndarray]:
+    """Build and fit; returns the end-to-end model, the fit record and the validation scores."""
+    started = time.perf_counter()
+    vectorizer, core = build(cfg, train[0])
+    fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
+    model = end_to_end(cfg, vectorizer, core)
+    fitted["training_seconds"] = time.perf_counter() - started  # vocabulary, fitting and export model
+    fitted["parameters"] = int(core.count_params())
+    fitted["vocabulary_size"] = int(vectorizer.vocabulary_size())
+    return model, fitted, predict(model, val[0])
+
+
 def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
     return classification_metrics(labels, scores)
 
 
-def export(
-    cfg: TrainConfig, model: keras.Model, out_dir: Path, metrics: dict, reference_scores: np.ndarray
-) -> Path:
-    """Write one versioned run folder: model, metrics, reference scores, model card."""
+def export(cfg: TrainConfig, model: keras.Model, out_dir: Path, metrics: dict, reference_scores: np.ndarray) -> Path:
+    """Write one versioned run folder: model, metrics, plots, reference scores, model card."""
     staging = out_dir / f".{cfg.name}-staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -117,6 +161,8 @@ def export(
         json.dumps({"source": "validation split of imdb_train", "scores": [round(float(s), 5) for s in reference_scores]})
         + "\n"
     )
+    plot_curves(metrics["history"], staging / "training_curves.png")
+    plot_confusion(metrics["test"]["confusion_matrix"], staging / "confusion_matrix.png")
     (staging / "model_card.md").write_text(model_card(cfg, metrics))
     final = out_dir / f"{cfg.name}-{version}"
     shutil.rmtree(final, ignore_errors=True)
@@ -124,28 +170,75 @@ def export(
     return final
 
 
+def plot_curves(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = range(1, len(history["loss"]) + 1)
+    for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.plot(epochs, history[key], "o-", label="train")
+        ax.plot(epochs, history[f"val_{key}"], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(cm: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.array([[cm["true_negative"], cm["false_positive"]], [cm["false_negative"], cm["true_positive"]]])
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(grid, cmap="Blues")
+    for (i, j), n in np.ndenumerate(grid):
+        ax.text(j, i, f"{n:,}", ha="center", va="center", color="white" if n > grid.max() / 2 else "black")
+    ax.set_xticks([0, 1], ["negative", "positive"])
+    ax.set_yticks([0, 1], ["negative", "positive"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("imdb_test")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def model_card(cfg: TrainConfig, metrics: dict) -> str:
     test, val = metrics["test"], metrics["validation"]
+    grams = "unigrams" if cfg.ngrams == 1 else f"1- to {cfg.ngrams}-grams"
+    cleaning = (
+        "lowercase, cp1252 punctuation repaired, HTML removed, negations expanded, `!` and `?` kept, "
+        "other punctuation dropped" if cfg.cleaning == "full" else "lowercase, punctuation stripped"
+    )
+    config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(cfg).items())
     return f"""# Model card: `{cfg.name}` ({metrics['model_version']})
 
 **What it does.** Scores the sentiment of an English movie review: raw text in, the probability that the
 review is positive out (label `positive` when the probability is at least 0.5).
 
-**Architecture.** TextVectorization (cleaning inside the model: lowercase, cp1252 punctuation repaired, HTML
-removed, negations expanded, `!` and `?` kept, other punctuation dropped; {cfg.ngrams}-grams, {cfg.max_tokens:,}
-tokens, {cfg.sequence_length} per review) -> Embedding({cfg.embedding_dim}) -> average pooling -> Dense({cfg.hidden_units}, relu)
--> Dense(1, sigmoid). {metrics['parameters']:,} parameters, {metrics['artifact_bytes'] / 1e6:.1f} MB.
+**Architecture.** TextVectorization inside the model ({cleaning}; {grams}, {metrics['vocabulary_size']:,} tokens,
+{cfg.sequence_length} per review) -> Embedding({cfg.embedding_dim}) -> average pooling -> Dense({cfg.hidden_units}, relu)
+-> Dense(1, sigmoid). {metrics['parameters']:,} parameters; the artifact is {metrics['artifact_bytes'] / 1e6:.1f} MB.
 
 **Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics['train_examples']:,} reviews of
 `imdb_train`; early-stopped (best epoch {metrics['best_epoch']}) on a validation split of {val['examples']:,} reviews cut from
-`imdb_train` with seed {cfg.split_seed}. `imdb_test` was used once, for the figures below, never for a choice.
+`imdb_train` with seed {cfg.split_seed}. `imdb_test` was scored once, for the figures below, never for a choice.
 
 | split | accuracy | precision | recall | F1 | ROC AUC | calibration error |
 |---|---:|---:|---:|---:|---:|---:|
 | validation | {val['accuracy']:.4f} | {val['precision']:.4f} | {val['recall']:.4f} | {val['f1']:.4f} | {val['roc_auc']:.4f} | {val['calibration_error']:.4f} |
 | test ({test['examples']:,}) | {test['accuracy']:.4f} | {test['precision']:.4f} | {test['recall']:.4f} | {test['f1']:.4f} | {test['roc_auc']:.4f} | {test['calibration_error']:.4f} |
 
-Training took {metrics['training_seconds']:.0f} s on CPU.
+Training took {metrics['training_seconds']:.0f} s on CPU (vocabulary, fitting, export model).
+Curves: `training_curves.png`; test confusion matrix: `confusion_matrix.png`.
 
 **Limits.** Trained on movie reviews: accuracy drops on other domains (product reviews, tweets), and the score
 distribution shifts; watch the drift metrics. English only: other scripts are scored, but meaninglessly. Sarcasm and
@@ -154,7 +247,7 @@ mixed reviews are often misread. Do not use it to make decisions about people.
 **Config.**
 
 ```toml
-{chr(10).join(f'{k} = {json.dumps(v)}' for k, v in asdict(cfg).items())}
+{config_lines}
 ```
 """
 
@@ -164,22 +257,13 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}", flush=True)
-    vectorizer, core = build(cfg, train[0])
-    fitted = fit(cfg, vectorizer, core, train, val)
-    model = end_to_end(cfg, vectorizer, core)
-    scorer_fn = tf.function(lambda t: model(t, training=False))
-    score = lambda texts: np.concatenate(  # noqa: E731
-        [np.asarray(scorer_fn(tf.constant(texts[i : i + 1024]))).reshape(-1) for i in range(0, len(texts), 1024)]
-    )
-    val_scores = score(val[0])
-    test_texts = [r.text for r in test_rows]
-    test_labels = np.array([r.label for r in test_rows])
+    model, fitted, val_scores = train_and_validate(cfg, train, val)
+    test_scores = predict(model, [r.text for r in test_rows])
     metrics = {
         "config": asdict(cfg),
         "train_examples": len(train[0]),
         "validation": evaluate(val_scores, val[1]),
-        "test": evaluate(score(test_texts), test_labels),
-        "parameters": int(core.count_params()),
+        "test": evaluate(test_scores, np.array([r.label for r in test_rows])),
         **fitted,
     }
     folder = export(cfg, model, Path(out_dir), metrics, val_scores)
@@ -187,7 +271,8 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     reloaded = load_scorer(folder).score(val[0][:64])
     if not np.allclose(reloaded, val_scores[:64], atol=1e-5):
         raise RuntimeError(f"exported model at {folder} does not reproduce its scores")
-    print(f"validation accuracy {metrics['validation']['accuracy']:.4f}  test accuracy {metrics['test']['accuracy']:.4f}")
+    print(f"validation accuracy {metrics['validation']['accuracy']:.4f}  test accuracy {metrics['test']['accuracy']:.4f}"
+          f"  ({metrics['training_seconds']:.0f} s, {metrics['parameters']:,} parameters)")
     print(f"wrote {folder}")
     return folder
 
