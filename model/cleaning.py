@@ -42,7 +42,6 @@ _PUNCTUATION = (
 )
 
 
-
 @keras.saving.register_keras_serializable(package="sentiment", name="clean_text")
 def clean_text(texts: tf.Tensor) -> tf.Tensor:
     """Lowercase, repair cp1252 punctuation, strip HTML, expand negations, handle punctuation."""

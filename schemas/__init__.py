@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ LABEL_POSITIVE = "positive"
 LABEL_NEGATIVE = "negative"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """The JSON Schema ``name`` ("review" or "sentiment"), version 1."""
     return json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
 
@@ -136,5 +136,5 @@ def encode_review(review: Review) -> bytes:
 
 def utc_iso(ts: float | None = None) -> str:
     """A POSIX timestamp (now when None) as an RFC 3339 UTC string with milliseconds."""
-    moment = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
+    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from sentiment.settings import Settings, settings_table
@@ -52,8 +51,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from sentiment.producing import produce_reviews
     from sentiment.datasets import read_reviews
+    from sentiment.producing import produce_reviews
 
     settings = settings_from(args)
     rows = read_reviews(args.file, split=args.split)
@@ -90,8 +89,10 @@ def cmd_movies(args: argparse.Namespace) -> int:
         print(f"{title} (at least {args.min_reviews} review{'s' if args.min_reviews != 1 else ''}):")
         print(f"  {'movie_id':<12} {'reviews':>7} {'positive':>8} {'mean':>6} {'rating':>6}")
         for r in rows:
-            print(f"  {r['movie_id']:<12} {r['review_count']:>7} {r['positive_count']:>8} "
-                  f"{r['mean_score']:>6.3f} {r['rating']:>6.1f}")
+            print(
+                f"  {r['movie_id']:<12} {r['review_count']:>7} {r['positive_count']:>8} "
+                f"{r['mean_score']:>6.3f} {r['rating']:>6.1f}"
+            )
         if not rows:
             print("  (none yet)")
     return 0
@@ -152,8 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "calibration_error"):
             print(f"  {key:<18} {metrics[key]:.4f}")
         cm = metrics["confusion_matrix"]
-        print(f"  confusion matrix   TN {cm['true_negative']:,}  FP {cm['false_positive']:,}  "
-              f"FN {cm['false_negative']:,}  TP {cm['true_positive']:,}")
+        print(
+            f"  confusion matrix   TN {cm['true_negative']:,}  FP {cm['false_positive']:,}  "
+            f"FN {cm['false_negative']:,}  TP {cm['true_positive']:,}"
+        )
     return 0
 
 
@@ -186,8 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run everything end to end on local services and print a summary")
-    p.add_argument("--file", type=Path, help="reviews to stream (CSV, JSON Lines or aclImdb); default: imdb_test or "
-                   "the project's own sample")
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="reviews to stream (CSV, JSON Lines or aclImdb); default: imdb_test or the project's own sample",
+    )
     p.add_argument("--count", type=int, default=3000, help="how many reviews to stream (default 3000)")
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
     p.set_defaults(func=cmd_demo)
@@ -243,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explore", help="write a data report (Markdown and PNG plots) of the IMDB splits")
     p.add_argument("--data", type=Path, help="as for train")
-    p.add_argument("--out", type=Path, default=Path("runs/data-report"), help="report folder (default runs/data-report)")
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/data-report"), help="report folder (default runs/data-report)"
+    )
     p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a labelled file")

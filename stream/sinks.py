@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -89,7 +89,7 @@ def _aggregate(stored: Sequence[tuple[str, float, str]]) -> list[dict]:
         acc[0] += 1
         acc[1] += label == LABEL_POSITIVE
         acc[2] += score
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         {
             "movie_id": movie_id,

@@ -9,12 +9,25 @@ import pytest
 from sentiment.cli import build_parser
 from tests.conftest import wait_until
 
-SUBCOMMANDS = ["demo", "worker", "produce", "consume", "movies", "db", "train", "tune", "explore", "evaluate", "settings"]
+SUBCOMMANDS = [
+    "demo",
+    "worker",
+    "produce",
+    "consume",
+    "movies",
+    "db",
+    "train",
+    "tune",
+    "explore",
+    "evaluate",
+    "settings",
+]
 
 
 def run(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "sentiment", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sentiment", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
@@ -29,8 +42,15 @@ def test_settings_lists_every_environment_variable(capsys):
 
     main(["settings"])
     out = capsys.readouterr().out
-    for name in ("SENTIMENT_BROKER", "SENTIMENT_DATABASE_URL", "SENTIMENT_MODEL", "SENTIMENT_BATCH_SIZE",
-                 "SENTIMENT_BATCH_WAIT", "SENTIMENT_TOPIC_REVIEWS", "SENTIMENT_TOPIC_SENTIMENTS"):
+    for name in (
+        "SENTIMENT_BROKER",
+        "SENTIMENT_DATABASE_URL",
+        "SENTIMENT_MODEL",
+        "SENTIMENT_BATCH_SIZE",
+        "SENTIMENT_BATCH_WAIT",
+        "SENTIMENT_TOPIC_REVIEWS",
+        "SENTIMENT_TOPIC_SENTIMENTS",
+    ):
         assert name in out
 
 
@@ -56,10 +76,13 @@ def test_produce_worker_consume_movies(stream_settings, start_worker, tmp_path):
         {"review_id": "u3", "movie_id": "bad-film", "text": "Awful, boring and badly acted. A waste of time."},
     ]
     reviews.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    env = {**os.environ, "SENTIMENT_BROKER": stream_settings.broker,
-           "SENTIMENT_DATABASE_URL": stream_settings.database_url,
-           "SENTIMENT_TOPIC_REVIEWS": stream_settings.topic_reviews,
-           "SENTIMENT_TOPIC_SENTIMENTS": stream_settings.topic_sentiments}
+    env = {
+        **os.environ,
+        "SENTIMENT_BROKER": stream_settings.broker,
+        "SENTIMENT_DATABASE_URL": stream_settings.database_url,
+        "SENTIMENT_TOPIC_REVIEWS": stream_settings.topic_reviews,
+        "SENTIMENT_TOPIC_SENTIMENTS": stream_settings.topic_sentiments,
+    }
     worker = start_worker()
     produced = run("produce", str(reviews), "--quiet", env=env)
     assert produced.returncode == 0, produced.stderr

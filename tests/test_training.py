@@ -25,15 +25,29 @@ def tiny_run(tmp_path_factory, data_dir):
             writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(picked)
-    cfg = TrainConfig(name="tiny", max_tokens=2000, ngrams=2, sequence_length=64, embedding_dim=4, hidden_units=4,
-                      max_epochs=1, batch_size=32)
+    cfg = TrainConfig(
+        name="tiny",
+        max_tokens=2000,
+        ngrams=2,
+        sequence_length=64,
+        embedding_dim=4,
+        hidden_units=4,
+        max_epochs=1,
+        batch_size=32,
+    )
     return run(cfg, data=folder, out_dir=tmp_path_factory.mktemp("runs"))
 
 
 def test_every_artifact_file_is_written(tiny_run):
     names = {p.name for p in tiny_run.iterdir()}
-    assert {"model.keras", "metrics.json", "model_card.md", "reference_scores.json", "training_curves.png",
-            "confusion_matrix.png"} <= names
+    assert {
+        "model.keras",
+        "metrics.json",
+        "model_card.md",
+        "reference_scores.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    } <= names
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "calibration_error", "confusion_matrix"):
         assert key in metrics["validation"] and key in metrics["test"]

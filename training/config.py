@@ -61,7 +61,9 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"{source}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
     defaults = TrainConfig()
     for key, value in raw.items():
         expected = type(getattr(defaults, key))

@@ -132,7 +132,9 @@ def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarr
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
 
-def train_and_validate(cfg: TrainConfig, train: Split, val: Split, verbose: int = 1) -> tuple[keras.Model, dict, np.ndarray]:
+def train_and_validate(
+    cfg: TrainConfig, train: Split, val: Split, verbose: int = 1
+) -> tuple[keras.Model, dict, np.ndarray]:
     """Build and fit; returns the end-to-end model, the fit record and the validation scores."""
     started = time.perf_counter()
     vectorizer, core = build(cfg, train[0])
@@ -158,7 +160,9 @@ def export(cfg: TrainConfig, model: keras.Model, out_dir: Path, metrics: dict, r
     metrics = {**metrics, "model_version": version, "artifact_bytes": (staging / MODEL_FILE).stat().st_size}
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (staging / "reference_scores.json").write_text(
-        json.dumps({"source": "validation split of imdb_train", "scores": [round(float(s), 5) for s in reference_scores]})
+        json.dumps(
+            {"source": "validation split of imdb_train", "scores": [round(float(s), 5) for s in reference_scores]}
+        )
         + "\n"
     )
     plot_curves(metrics["history"], staging / "training_curves.png")
@@ -216,28 +220,30 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
     grams = "unigrams" if cfg.ngrams == 1 else f"1- to {cfg.ngrams}-grams"
     cleaning = (
         "lowercase, cp1252 punctuation repaired, HTML removed, negations expanded, `!` and `?` kept, "
-        "other punctuation dropped" if cfg.cleaning == "full" else "lowercase, punctuation stripped"
+        "other punctuation dropped"
+        if cfg.cleaning == "full"
+        else "lowercase, punctuation stripped"
     )
     config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(cfg).items())
-    return f"""# Model card: `{cfg.name}` ({metrics['model_version']})
+    return f"""# Model card: `{cfg.name}` ({metrics["model_version"]})
 
 **What it does.** Scores the sentiment of an English movie review: raw text in, the probability that the
 review is positive out (label `positive` when the probability is at least 0.5).
 
-**Architecture.** TextVectorization inside the model ({cleaning}; {grams}, {metrics['vocabulary_size']:,} tokens,
+**Architecture.** TextVectorization inside the model ({cleaning}; {grams}, {metrics["vocabulary_size"]:,} tokens,
 {cfg.sequence_length} per review) -> Embedding({cfg.embedding_dim}) -> average pooling -> Dense({cfg.hidden_units}, relu)
--> Dense(1, sigmoid). {metrics['parameters']:,} parameters; the artifact is {metrics['artifact_bytes'] / 1e6:.1f} MB.
+-> Dense(1, sigmoid). {metrics["parameters"]:,} parameters; the artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
 
-**Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics['train_examples']:,} reviews of
-`imdb_train`; early-stopped (best epoch {metrics['best_epoch']}) on a validation split of {val['examples']:,} reviews cut from
+**Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics["train_examples"]:,} reviews of
+`imdb_train`; early-stopped (best epoch {metrics["best_epoch"]}) on a validation split of {val["examples"]:,} reviews cut from
 `imdb_train` with seed {cfg.split_seed}. `imdb_test` was scored once, for the figures below, never for a choice.
 
 | split | accuracy | precision | recall | F1 | ROC AUC | calibration error |
 |---|---:|---:|---:|---:|---:|---:|
-| validation | {val['accuracy']:.4f} | {val['precision']:.4f} | {val['recall']:.4f} | {val['f1']:.4f} | {val['roc_auc']:.4f} | {val['calibration_error']:.4f} |
-| test ({test['examples']:,}) | {test['accuracy']:.4f} | {test['precision']:.4f} | {test['recall']:.4f} | {test['f1']:.4f} | {test['roc_auc']:.4f} | {test['calibration_error']:.4f} |
+| validation | {val["accuracy"]:.4f} | {val["precision"]:.4f} | {val["recall"]:.4f} | {val["f1"]:.4f} | {val["roc_auc"]:.4f} | {val["calibration_error"]:.4f} |
+| test ({test["examples"]:,}) | {test["accuracy"]:.4f} | {test["precision"]:.4f} | {test["recall"]:.4f} | {test["f1"]:.4f} | {test["roc_auc"]:.4f} | {test["calibration_error"]:.4f} |
 
-Training took {metrics['training_seconds']:.0f} s on CPU (vocabulary, fitting, export model).
+Training took {metrics["training_seconds"]:.0f} s on CPU (vocabulary, fitting, export model).
 Curves: `training_curves.png`; test confusion matrix: `confusion_matrix.png`.
 
 **Limits.** Trained on movie reviews: accuracy drops on other domains (product reviews, tweets), and the score
@@ -271,8 +277,10 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     reloaded = load_scorer(folder).score(val[0][:64])
     if not np.allclose(reloaded, val_scores[:64], atol=1e-5):
         raise RuntimeError(f"exported model at {folder} does not reproduce its scores")
-    print(f"validation accuracy {metrics['validation']['accuracy']:.4f}  test accuracy {metrics['test']['accuracy']:.4f}"
-          f"  ({metrics['training_seconds']:.0f} s, {metrics['parameters']:,} parameters)")
+    print(
+        f"validation accuracy {metrics['validation']['accuracy']:.4f}  test accuracy {metrics['test']['accuracy']:.4f}"
+        f"  ({metrics['training_seconds']:.0f} s, {metrics['parameters']:,} parameters)"
+    )
     print(f"wrote {folder}")
     return folder
 

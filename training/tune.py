@@ -36,18 +36,35 @@ def tune(base: TrainConfig, search: dict[str, list], data=None, out: Path | str 
         started = time.perf_counter()
         _, fitted, scores = train_and_validate(cfg, train, val, verbose=0)
         metrics = classification_metrics(val[1], scores)
-        results.append({"trial": name, "val_accuracy": metrics["accuracy"], "val_roc_auc": metrics["roc_auc"],
-                        "best_epoch": fitted["best_epoch"], "parameters": fitted["parameters"],
-                        "seconds": time.perf_counter() - started, "config": asdict(cfg)})
-        print(f"{name:<28} validation accuracy {metrics['accuracy']:.4f}  AUC {metrics['roc_auc']:.4f}  "
-              f"epoch {fitted['best_epoch']}  {results[-1]['seconds']:.0f} s", flush=True)
+        results.append(
+            {
+                "trial": name,
+                "val_accuracy": metrics["accuracy"],
+                "val_roc_auc": metrics["roc_auc"],
+                "best_epoch": fitted["best_epoch"],
+                "parameters": fitted["parameters"],
+                "seconds": time.perf_counter() - started,
+                "config": asdict(cfg),
+            }
+        )
+        print(
+            f"{name:<28} validation accuracy {metrics['accuracy']:.4f}  AUC {metrics['roc_auc']:.4f}  "
+            f"epoch {fitted['best_epoch']}  {results[-1]['seconds']:.0f} s",
+            flush=True,
+        )
     (out / "tune.json").write_text(json.dumps(results, indent=2) + "\n")
     table = out / "tune.md"
-    lines = [f"# Tuning `{base.name}` on the validation split ({len(val[0]):,} reviews of imdb_train)", "",
-             "| trial | validation accuracy | ROC AUC | best epoch | parameters | seconds |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# Tuning `{base.name}` on the validation split ({len(val[0]):,} reviews of imdb_train)",
+        "",
+        "| trial | validation accuracy | ROC AUC | best epoch | parameters | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(results, key=lambda r: -r["val_accuracy"]):
-        lines.append(f"| {r['trial']} | {r['val_accuracy']:.4f} | {r['val_roc_auc']:.4f} | {r['best_epoch']} | "
-                     f"{r['parameters']:,} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['trial']} | {r['val_accuracy']:.4f} | {r['val_roc_auc']:.4f} | {r['best_epoch']} | "
+            f"{r['parameters']:,} | {r['seconds']:.0f} |"
+        )
     table.write_text("\n".join(lines) + "\n")
     print(f"wrote {table}")
     return table

@@ -1,0 +1,65 @@
+"""Every Prometheus metric of the worker, declared once. No label carries a review or film id."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REVIEWS_CONSUMED = Counter("sentiment_reviews_consumed_total", "Messages read from the reviews topic.")
+REVIEWS_SCORED = Counter("sentiment_reviews_scored_total", "Reviews scored by the model.")
+REVIEWS_REJECTED = Counter(
+    "sentiment_reviews_rejected_total", "Messages rejected to the dead-letter topic, by reason.", ["reason"]
+)
+EVENTS_SENT = Counter(
+    "sentiment_events_sent_total", "Events the broker acknowledged, by topic role.", ["topic"]
+)  # topic: sentiments | dead_letter
+DB_ROWS_WRITTEN = Counter(
+    "sentiment_db_rows_written_total", "New rows written to review_scores (replayed reviews are not counted)."
+)
+BATCH_SIZE = Histogram(
+    "sentiment_batch_size", "Messages per micro-batch.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+)
+BATCH_SCORING_SECONDS = Histogram(
+    "sentiment_batch_scoring_seconds",
+    "Time to decode, validate and score one micro-batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+DB_WRITE_SECONDS = Histogram(
+    "sentiment_db_write_seconds",
+    "Time of one successful database transaction for a batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+END_TO_END_SECONDS = Histogram(
+    "sentiment_end_to_end_latency_seconds",
+    "From the review's message timestamp to its score being delivered.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+SCORE = Histogram(
+    "sentiment_score",
+    "Scores (probability of positive) of the reviews scored.",
+    buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)),
+)
+POSITIVE_RATIO = Gauge("sentiment_positive_ratio", "Share of positive labels over the drift window.")
+SCORE_PSI = Gauge("sentiment_score_psi", "Population Stability Index of the drift window against the reference.")
+SCORE_KS = Gauge("sentiment_score_ks", "Kolmogorov-Smirnov statistic of the drift window against the reference.")
+DRIFT_WINDOW = Gauge("sentiment_drift_window_scores", "Scores currently in the drift window.")
+PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
+MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
+CONSUMER_LAG = Gauge(
+    "sentiment_consumer_lag_messages", "Messages waiting behind the last batch, per the broker's high watermark."
+)
+LAST_SUCCESS = Gauge("sentiment_last_batch_success_timestamp_seconds", "When the last batch was fully written.")
+SINCE_LAST_SUCCESS = Gauge("sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.")
+READY = Gauge("sentiment_ready", "1 while the worker can write results (database reachable), else 0.")
+
+_last_success = time.time()
+
+
+def mark_batch_done() -> None:
+    global _last_success
+    _last_success = time.time()
+    LAST_SUCCESS.set(_last_success)
+
+
+SINCE_LAST_SUCCESS.set_function(lambda: time.time() - _last_success)
