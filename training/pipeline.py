@@ -58,14 +58,31 @@ def load(data: Path | str | None) -> tuple[list[ReviewRow], list[ReviewRow]]:
 
 
 def split(rows: list[ReviewRow], cfg: TrainConfig) -> tuple[Split, Split]:
-    """Shuffle with the fixed split seed and cut the validation split off the training rows."""
-    order = np.random.default_rng(cfg.split_seed).permutation(len(rows))
-    n_val = int(round(len(rows) * cfg.validation_fraction))
+    """Cut the validation split off the training rows by film: no film has reviews on both sides, as
+    between imdb_train and imdb_test, so validation accuracy is an honest estimate of test accuracy.
+    The films are shuffled with the fixed split seed; the rows of each side are shuffled too."""
+    rng = np.random.default_rng(cfg.split_seed)
+    films = sorted({r.movie_id for r in rows})
+    rng.shuffle(films)
+    wanted = int(round(len(rows) * cfg.validation_fraction))
+    per_film: dict[str, int] = {}
+    for r in rows:
+        per_film[r.movie_id] = per_film.get(r.movie_id, 0) + 1
+    val_films: set[str] = set()
+    taken = 0
+    for film in films:
+        if taken >= wanted:
+            break
+        val_films.add(film)
+        taken += per_film[film]
+    order = rng.permutation(len(rows))
+    val_idx = [i for i in order if rows[i].movie_id in val_films]
+    train_idx = [i for i in order if rows[i].movie_id not in val_films]
 
-    def pick(idx: np.ndarray) -> Split:
+    def pick(idx: list[int]) -> Split:
         return [rows[i].text for i in idx], np.array([rows[i].label for i in idx], dtype=np.float32)
 
-    return pick(order[n_val:]), pick(order[:n_val])
+    return pick(train_idx), pick(val_idx)
 
 
 def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVectorization, keras.Model]:
