@@ -163,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentiment.demo import run_demo
 
-    return run_demo(file=args.file, count=args.count, keep=args.keep)
+    return run_demo(file=args.file, count=args.count, keep=args.keep, shift=args.shift)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--count", type=int, default=3000, help="how many reviews to stream (default 3000)")
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
+    p.add_argument("--shift", action="store_true", help="then stream Amazon product reviews and show drift rising")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="run the Faust worker: reviews in, scores out to Kafka and the database")

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
-from sentiment.local import LocalBroker, LocalPostgres, ServiceError, create_topics, scratch_dir
+from sentiment.local import LocalBroker, LocalPostgres, ServiceError, create_topics, free_port, scratch_dir
 from sentiment.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parent / "sample_reviews.jsonl"
@@ -58,7 +58,66 @@ def start_database(workdir: Path) -> tuple[str, LocalPostgres | None]:
     return pg.url, pg
 
 
-def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False) -> int:
+def read_metric(port: int, name: str) -> float | None:
+    """One sample of the worker's /metrics, summed over labels (None when absent)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    values = [s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name]
+    return sum(values) if values else None
+
+
+def shift_reviews(count: int) -> list[ReviewRow]:
+    """Amazon electronics and kitchen reviews: another domain, to show drift."""
+    data = shared_data_dir()
+    if data is None or not (data / "shift_amazon_mds.csv.gz").exists():
+        raise FileNotFoundError("--shift needs shift_amazon_mds.csv.gz in the shared data folder")
+    rows = [
+        r
+        for r in read_reviews(data / "shift_amazon_mds.csv.gz")
+        if r.review_id.startswith(("mds_electronics", "mds_kitchen"))
+    ]
+    random.Random(7).shuffle(rows)
+    return [ReviewRow(r.review_id, "amazon-" + r.review_id.split("_")[1], r.text, r.label) for r in rows[:count]]
+
+
+def stream_shift(settings: Settings, port: int, engine, already: int, worker, log: Path) -> None:
+    from sentiment.producing import produce_reviews
+
+    shifted = shift_reviews(4000)
+    print(f"\nDrift: streaming {len(shifted):,} Amazon electronics and kitchen reviews after the movie reviews")
+    print(f"  PSI before: {read_metric(port, 'sentiment_score_psi'):.3f} (alert threshold {settings.psi_threshold})")
+    produce_reviews(settings, shifted, progress=False)
+    deadline = time.monotonic() + 300
+    last_printed = -1
+    crossed_at = None
+    while time.monotonic() < deadline:
+        scored = int(read_metric(port, "sentiment_reviews_scored_total") or 0) - already
+        psi = read_metric(port, "sentiment_score_psi") or 0.0
+        if crossed_at is None and psi > settings.psi_threshold:
+            crossed_at = scored
+        if scored // 500 != last_printed // 500 or scored >= len(shifted):
+            print(
+                f"  {max(scored, 0):>5,} shifted reviews scored: PSI {psi:.3f}  KS "
+                f"{read_metric(port, 'sentiment_score_ks'):.3f}  positive ratio "
+                f"{read_metric(port, 'sentiment_positive_ratio'):.2f}"
+            )
+            last_printed = scored
+        if scored >= len(shifted):
+            break
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {worker.returncode}; see {log}")
+        time.sleep(0.2)
+    if crossed_at is not None:
+        print(f"  PSI crossed the alert threshold after about {crossed_at:,} shifted reviews")
+    else:
+        print("  PSI stayed below the alert threshold")
+
+
+def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False) -> int:
     from sentiment.producing import produce_reviews
     from sentiment.queries import top_and_bottom_movies
     from stream.db import make_engine, upgrade
@@ -86,8 +145,11 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False) ->
             [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
             settings.topic_partitions,
         )
+        metrics_port = free_port()
         env = {
             **os.environ,
+            "SENTIMENT_METRICS_PORT": str(metrics_port),
+            "SENTIMENT_METRICS_HOST": "127.0.0.1",
             "SENTIMENT_BROKER": broker.url,
             "SENTIMENT_DATABASE_URL": database_url,
             "SENTIMENT_SESSION_TIMEOUT": "3",
@@ -106,6 +168,13 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False) ->
         stored = wait_for_rows(engine, expected, worker, workdir / "worker.log")
         finished = time.perf_counter()
         print_summary(engine, database_url, stored, started, produced, finished, top_and_bottom_movies)
+        print(
+            f"  metrics: http://127.0.0.1:{metrics_port}/metrics  (PSI {read_metric(metrics_port, 'sentiment_score_psi'):.3f}, "
+            f"KS {read_metric(metrics_port, 'sentiment_score_ks'):.3f}; Prometheus and Grafana config in deploy/)"
+        )
+        if shift:
+            stream_shift(settings, metrics_port, engine, stored, worker, workdir / "worker.log")
+        print(json.dumps({"reviews_scored": stored, "seconds": round(finished - started, 2)}))
         engine.dispose()
         return 0
     finally:
@@ -169,4 +238,3 @@ def print_summary(engine, database_url, stored, started, produced, finished, top
                 f"    {f['movie_id']:<12} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
                 f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10"
             )
-    print(json.dumps({"reviews_scored": stored, "seconds": round(total, 2)}))

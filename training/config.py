@@ -26,6 +26,7 @@ class TrainConfig:
     # fitting
     batch_size: int = 64
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay; 0 is plain Adam
     max_epochs: int = 20
     patience: int = 2
     seed: int = 42

@@ -124,7 +124,12 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
     keras.utils.set_random_seed(cfg.seed)
     train_ds = _token_dataset(vectorizer, *train, cfg.batch_size, shuffle_seed=cfg.seed)
     val_ds = _token_dataset(vectorizer, *val, 1024, shuffle_seed=None)
-    core.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy", metrics=["accuracy"])
+    optimizer = (
+        keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.weight_decay
+        else keras.optimizers.Adam(cfg.learning_rate)
+    )
+    core.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
     started = time.perf_counter()
     history = core.fit(train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=[stop], verbose=verbose)
