@@ -124,7 +124,7 @@ class LocalPostgres:
         self.workdir = workdir
         self.datadir = workdir / "pgdata"
         self.log = workdir / "postgres.log"
-        self.process: subprocess.Popen | None = None
+        self.running = False
         self.user = "sentiment"
 
     @property
@@ -183,8 +183,7 @@ class LocalPostgres:
             )
             if init.returncode != 0:
                 raise ServiceError(f"initdb failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
-        self.process = self._launch(bindir)
-        wait_for_port(self.port, self.process, timeout, "PostgreSQL", self.log)
+        self._pg_ctl("start")
         self._wait_ready(bindir, timeout)
         created = subprocess.run(
             [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "sentiment"],
@@ -195,28 +194,22 @@ class LocalPostgres:
             raise ServiceError(f"createdb failed: {created.stderr}")
         return self
 
-    def _launch(self, bindir: Path) -> subprocess.Popen:
-        cmd = self._as_owner(
-            [
-                str(bindir / "postgres"),
-                "-D",
-                str(self.datadir),
-                "-p",
-                str(self.port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                f"unix_socket_directories={self.workdir}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=50",
-            ]
+    def _pg_ctl(self, action: str) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.workdir} "
+            "-c fsync=off -c max_connections=50"
         )
-        log = open(self.log, "ab")
-        if os.geteuid() == 0:
-            shutil.chown(self.log, "postgres", "postgres")
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [str(self.bin_dir() / "pg_ctl"), action, "-D", str(self.datadir), "-w", "-t", "30"]
+        if action in ("start", "restart"):
+            cmd += ["-l", str(self.log), "-o", options]
+        else:
+            cmd += ["-m", "fast"]
+        done = subprocess.run(self._as_owner(cmd), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ServiceError(
+                f"pg_ctl {action} failed ({done.returncode}):\n{done.stdout}{done.stderr}\n{_tail(self.log)}"
+            )
+        self.running = action != "stop"
 
     def _wait_ready(self, bindir: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -230,14 +223,14 @@ class LocalPostgres:
         raise ServiceError(f"PostgreSQL on port {self.port} not ready within {timeout:.0f} s:\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process, signal.SIGINT)  # fast shutdown
-            self.process = None
+        """Stop the server (fast shutdown: connected clients are disconnected)."""
+        if self.running:
+            self._pg_ctl("stop")
 
     def restart(self) -> None:
-        self.stop()
-        self.process = self._launch(self.bin_dir())
-        wait_for_port(self.port, self.process, 30, "PostgreSQL", self.log)
+        """Start the stopped server again on the same port and data."""
+        self._pg_ctl("start")
+        self._wait_ready(self.bin_dir(), 30)
 
 
 def scratch_dir(prefix: str = "sentiment-") -> Path:

@@ -1,0 +1,163 @@
+"""Nothing lost, nothing counted twice: crashes, a database outage, scale-out and SIGTERM, on real parts.
+
+Each scenario checks the acceptance figure: every valid review appears on `sentiments` at least once,
+`review_scores` holds each exactly once, the per-film aggregates equal a recomputation from
+`review_scores`, and every invalid message is on the dead-letter topic. Each prints what it counted.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import time
+import urllib.request
+
+import pytest
+from kafka import KafkaProducer
+from sqlalchemy import text
+
+from sentiment.local import LocalPostgres, free_port
+from sentiment.producing import produce_reviews
+from stream.db import make_engine, upgrade
+from tests.conftest import collect_values, wait_until
+
+pytestmark = pytest.mark.integration
+
+BAD = [b"\xc3\x28 broken utf-8", b'{"review_id": "x"}', b"null"]
+
+
+def stored_count(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def send_bad(settings) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers())
+    for raw in BAD:
+        producer.send(settings.topic_reviews, key=b"bad", value=raw)
+    producer.flush()
+    producer.close()
+
+
+def check_acceptance(scenario: str, settings, reviews, worker) -> None:
+    expected = {r.review_id for r in reviews}
+    records = collect_values(
+        settings,
+        settings.topic_sentiments,
+        lambda rs: {json.loads(r.value)["review_id"] for r in rs} >= expected,
+        240,
+        worker,
+    )
+    ids = [json.loads(r.value)["review_id"] for r in records]
+    dead = collect_values(settings, settings.topic_dlq, lambda rs: len(rs) >= len(BAD), 60, worker)
+    assert wait_until(lambda: stored_count(settings.database_url) >= len(expected), 60)
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT review_id FROM review_scores")).scalars().all()
+        mismatched = conn.execute(
+            text("""
+            SELECT count(*) FROM movie_sentiment m FULL OUTER JOIN (
+                SELECT movie_id, count(*) AS n, sum(CASE WHEN label = 'positive' THEN 1 ELSE 0 END) AS pos,
+                       avg(score) AS mean
+                FROM review_scores GROUP BY movie_id) r ON r.movie_id = m.movie_id
+            WHERE r.movie_id IS NULL OR m.movie_id IS NULL OR m.review_count <> r.n
+               OR m.positive_count <> r.pos OR abs(m.mean_score - r.mean) > 1e-9
+        """)
+        ).scalar_one()
+    engine.dispose()
+    lost = len(expected - set(ids))
+    print(
+        f"\n| {scenario} | sent {len(expected)} (+{len(BAD)} invalid) | scored {len(set(ids))} | "
+        f"duplicates on sentiments {len(ids) - len(set(ids))} | rows in SQL {len(rows)} | "
+        f"DLQ {len(dead)} | lost {lost} |"
+    )
+    assert lost == 0
+    assert len(rows) == len(set(rows)) == len(expected) and set(rows) == expected
+    assert mismatched == 0, "per-film aggregates differ from a recomputation from review_scores"
+    assert sorted(r.value for r in dead) == sorted(BAD)
+
+
+def sample(rows, n, seed):
+    return random.Random(seed).sample(rows, n)
+
+
+def test_kill_9_with_a_backlog_three_times(stream_settings, start_worker, imdb_test_rows):
+    reviews = sample(imdb_test_rows, 5000, 11)
+    produce_reviews(stream_settings, reviews, progress=False)  # a backlog waits before any worker runs
+    send_bad(stream_settings)
+    for round_ in range(3):
+        worker = start_worker()
+        target = (round_ + 1) * 1000
+        assert wait_until(
+            lambda t=target: stored_count(stream_settings.database_url) >= t, 120, on_poll=worker.assert_alive
+        ), worker.tail()
+        worker.process.send_signal(signal.SIGKILL)
+        worker.process.wait()
+    worker = start_worker()
+    check_acceptance("kill -9 x3 with backlog", stream_settings, reviews, worker)
+
+
+def metric(port: int, name: str) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def test_database_outage_of_20_seconds(stream_settings, start_worker, imdb_test_rows, workdir):
+    pg = LocalPostgres(workdir / f"pg-outage-{stream_settings.app_id}").start()
+    try:
+        upgrade(pg.url)
+        settings = stream_settings.model_copy(update={"database_url": pg.url, "metrics_port": free_port()})
+        reviews = sample(imdb_test_rows, 4000, 12)
+        worker = start_worker(settings)
+        produce_reviews(settings, reviews[:2000], progress=False)
+        assert wait_until(lambda: stored_count(pg.url) >= 500, 120, on_poll=worker.assert_alive), worker.tail()
+        pg.stop()
+        outage_started = time.monotonic()
+        produce_reviews(settings, reviews[2000:], progress=False)
+        send_bad(settings)
+        assert wait_until(lambda: metric(settings.metrics_port, "sentiment_ready") == 0.0, 15), worker.tail()
+        time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
+        worker.assert_alive()
+        pg.restart()
+        assert wait_until(lambda: metric(settings.metrics_port, "sentiment_ready") == 1.0, 60), worker.tail()
+        check_acceptance("PostgreSQL down 20 s", settings, reviews, worker)
+    finally:
+        pg.stop()
+
+
+def test_two_workers_share_the_work_and_one_takes_over(stream_settings, start_worker, imdb_test_rows):
+    reviews = sample(imdb_test_rows, 5000, 13)
+    first, second = start_worker(), start_worker()
+    produce_reviews(stream_settings, reviews[:2500], progress=False)
+    assert wait_until(lambda: stored_count(stream_settings.database_url) >= 1000, 120), first.tail()
+    second.process.send_signal(signal.SIGKILL)
+    second.process.wait()
+    produce_reviews(stream_settings, reviews[2500:], progress=False)
+    send_bad(stream_settings)
+    check_acceptance("2 workers, one killed", stream_settings, reviews, first)
+
+
+def test_sigterm_stops_cleanly_within_seconds(stream_settings, start_worker, imdb_test_rows):
+    reviews = sample(imdb_test_rows, 4000, 14)
+    produce_reviews(stream_settings, reviews, progress=False)
+    send_bad(stream_settings)
+    worker = start_worker()
+    assert wait_until(lambda: stored_count(stream_settings.database_url) >= 1000, 120), worker.tail()
+    started = time.monotonic()
+    code = worker.stop(timeout=30)
+    took = time.monotonic() - started
+    print(f"\nSIGTERM: exit code {code} after {took:.1f} s")
+    assert took < 10, worker.tail()
+    worker = start_worker()
+    check_acceptance("SIGTERM mid-stream, restart", stream_settings, reviews, worker)
