@@ -39,12 +39,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     from sentiment.local import create_topics
+    from sentiment.settings import kafka_client_options
     from stream.app import run_worker
 
     create_topics(
         settings.bootstrap_servers(),
         [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
         settings.topic_partitions,
+        **kafka_client_options(settings),
     )
     run_worker(settings)
     return 0

@@ -237,7 +237,9 @@ def scratch_dir(prefix: str = "sentiment-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int, timeout: float = 20) -> None:
+def create_topics(
+    bootstrap: str | list[str], names: list[str], partitions: int, timeout: float = 20, **client_options
+) -> None:
     """Create the topics explicitly (the broker would otherwise auto-create them with its own defaults)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -245,7 +247,7 @@ def create_topics(bootstrap: str, names: list[str], partitions: int, timeout: fl
     deadline = time.monotonic() + timeout
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin", **client_options)
             break
         except Exception:
             if time.monotonic() > deadline:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from schemas import Review, encode_review
 from sentiment.datasets import ReviewRow
-from sentiment.settings import Settings
+from sentiment.settings import Settings, kafka_client_options
 
 
 def produce_reviews(
@@ -23,6 +23,7 @@ def produce_reviews(
         linger_ms=20,
         max_request_size=max(settings.max_message_bytes, 1_048_576),
         client_id="sentiment-produce",
+        **kafka_client_options(settings),
     )
     rows = itertools.islice(rows, limit) if limit is not None else rows
     failures: list[Exception] = []
@@ -54,6 +55,7 @@ def consume_topic(
         enable_auto_commit=False,
         group_id=None,
         client_id="sentiment-consume",
+        **kafka_client_options(settings),
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

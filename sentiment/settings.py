@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
@@ -30,6 +30,17 @@ class Settings(BaseSettings):
     topic_sentiments: str = Field("sentiments", description="Topic the worker writes one result per review to.")
     topic_dlq: str = Field("reviews.dlq", description="Dead-letter topic for rejected reviews.")
     topic_partitions: int = Field(4, ge=1, description="Partitions used when the scorer creates its topics.")
+    security_protocol: str = Field(
+        "PLAINTEXT", pattern="^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$", description="Kafka security protocol."
+    )
+    sasl_mechanism: str = Field(
+        "PLAIN", pattern="^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$", description="SASL mechanism (with SASL_*)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (with SASL_*).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (with SASL_*); never logged.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signs the brokers' certificates (with *SSL).")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS (with *SSL).")
+    ssl_keyfile: Path | None = Field(None, description="Client certificate's private key (with *SSL).")
     app_id: str = Field("sentiment-scorer", description="Faust app id, also the Kafka consumer group.")
     session_timeout: float = Field(
         10.0, gt=0, description="Consumer group session timeout in seconds (Kafka accepts 6 to 1800 by default)."
@@ -51,6 +62,53 @@ class Settings(BaseSettings):
         url = self.faust_broker_url()
         hosts = url.split("://", 1)[1]
         return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
+
+
+def kafka_client_options(settings: Settings) -> dict:
+    """Security options for kafka-python clients (producer, consumer, admin), from the settings."""
+    options: dict = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.startswith("SASL"):
+        options |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+        }
+    if settings.security_protocol.endswith("SSL"):
+        options |= {
+            "ssl_cafile": str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            "ssl_certfile": str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            "ssl_keyfile": str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        }
+    return options
+
+
+def ssl_context(settings: Settings):
+    """An SSL context for the Faust app (aiokafka), or None without TLS."""
+    if not settings.security_protocol.endswith("SSL"):
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+    if settings.ssl_certfile:
+        context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+    return context
+
+
+def faust_credentials(settings: Settings):
+    """Faust's ``broker_credentials`` for the security settings (None for PLAINTEXT)."""
+    import faust
+
+    context = ssl_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password.get_secret_value() if settings.sasl_password else None,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def settings_table() -> list[tuple[str, str, str]]:

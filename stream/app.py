@@ -18,7 +18,7 @@ from typing import TypeVar
 import faust
 
 from model.scorer import ModelArtifact, load_scorer
-from sentiment.settings import Settings
+from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
 from stream.db import make_engine
@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker_url(),
+        broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         consumer_auto_offset_reset="earliest",
