@@ -28,6 +28,7 @@ from stream.sinks import SqlSink
 log = logging.getLogger("sentiment.worker")
 
 T = TypeVar("T")
+DEAD_LETTER_MAX_BYTES = 16 * 1024 * 1024
 
 
 async def retry_with_backoff(
@@ -68,6 +69,10 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # a rejected message goes to the dead-letter topic unchanged, so the producer must carry anything
+        # the consumer can read
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
+        consumer_max_fetch_size=DEAD_LETTER_MAX_BYTES,
         topic_partitions=settings.topic_partitions,
         web_enabled=False,
         store="memory://",

@@ -1,0 +1,87 @@
+"""Bad and strange input against a real worker: rejected with a reason to the dead-letter topic, or scored
+and stored verbatim; the worker goes on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kafka import KafkaProducer
+from sqlalchemy import text
+
+from stream.db import make_engine
+from tests.conftest import collect_values, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def review(review_id, text_, movie="tt-odd", **extra):
+    return json.dumps({"review_id": review_id, "movie_id": movie, "text": text_, **extra}).encode()
+
+
+SQLISH = "'); DROP TABLE review_scores; --"
+HTMLISH = "<script>alert('x')</script><img src=x onerror=alert(1)>"
+
+REJECTED = {
+    b"\xff\xfe\xfd": "not_utf8",
+    b"{'single': 'quotes'}": "invalid_json",
+    b"42": "not_an_object",
+    b'{"review_id": "m1", "text": "no film"}': "missing_field",
+    b'{"review_id": null, "movie_id": "tt1", "text": "null id"}': "wrong_type",
+    b'{"review_id": "t1", "movie_id": "tt1", "text": ["a", "list"]}': "wrong_type",
+    review("e1", ""): "empty_field",
+    review("e2", " \n\t "): "empty_field",
+    review("long", "word " * 20_000): "text_too_long",  # 100,000 characters, over the 50,000 limit
+    b'{"review_id": "big", "movie_id": "tt1", "text": "' + b"a" * (5 * 1024 * 1024) + b'"}': "too_large",
+}
+ACCEPTED = {
+    "emoji": review("emoji", "Loved it 😍🍿🎬 best film ever!!!"),
+    "cjk": review("cjk", "这部电影非常好看，演员表演出色。"),
+    "arabic": review("arabic", "فيلم رائع جدا"),
+    "sql": review(SQLISH, SQLISH, movie=SQLISH),
+    "html": review(HTMLISH, HTMLISH, movie=HTMLISH),
+    "extra": review("extra", "Fine film.", lang="en", source={"app": "x"}),
+    "dup-first": review("dup", "An outstanding, wonderful film.", movie="tt-dup"),
+}
+DUPLICATE_LATER = review("dup", "The worst, most boring film ever made.", movie="tt-dup")
+
+
+def test_bad_and_strange_input(stream_settings, start_worker):
+    worker = start_worker()
+    producer = KafkaProducer(bootstrap_servers=stream_settings.bootstrap_servers(), max_request_size=8 * 1024 * 1024)
+    for raw in [*REJECTED, *ACCEPTED.values()]:
+        producer.send(stream_settings.topic_reviews, key=b"k", value=raw)
+    producer.flush()
+    producer.send(stream_settings.topic_reviews, key=b"k", value=DUPLICATE_LATER)  # same id, other text, later
+    producer.flush()
+    producer.close()
+
+    dead = collect_values(stream_settings, stream_settings.topic_dlq, lambda rs: len(rs) >= len(REJECTED), 120, worker)
+    got = {r.value: dict(r.headers)["dlq.reason"].decode() for r in dead}
+    print(f"\nDLQ: {len(dead)} messages, reasons {sorted(got.values())}")
+    assert got == REJECTED, "every rejected message lands unchanged, with its reason"
+
+    ids = {json.loads(v)["review_id"] for v in ACCEPTED.values()}
+    events = collect_values(
+        stream_settings, stream_settings.topic_sentiments, lambda rs: len(rs) >= len(ids) + 1, 120, worker
+    )
+    assert {json.loads(r.value)["review_id"] for r in events} == ids
+
+    engine = make_engine(stream_settings.database_url)
+    assert wait_until(lambda: _count(engine) == len(ids), 30)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT review_id, movie_id FROM review_scores")).all())
+        dup_score, dup_label = conn.execute(
+            text("SELECT score, label FROM review_scores WHERE review_id = :id"), {"id": "dup"}
+        ).one()
+        dup_film = conn.execute(text("SELECT review_count FROM movie_sentiment WHERE movie_id = 'tt-dup'")).scalar_one()
+    engine.dispose()
+    assert stored[SQLISH] == SQLISH and stored[HTMLISH] == HTMLISH, "stored verbatim, never executed"
+    assert dup_label == "positive" and dup_score > 0.5, "the first review of an id wins"
+    assert dup_film == 1, "a duplicate id does not count twice"
+    worker.assert_alive()
+
+
+def _count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
