@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9108, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint (0: off).")
     metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint listens on.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
-    psi_threshold: float = Field(0.2, gt=0, description="PSI above which score drift is alerted.")
+    psi_threshold: float = Field(
+        0.1, gt=0, description="PSI above which score drift is alerted (0.1: see README, Drift)."
+    )
     log_level: str = Field("info", description="Worker log level.")
 
     def faust_broker_url(self) -> str:

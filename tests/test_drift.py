@@ -66,3 +66,6 @@ def test_imdb_stays_below_and_amazon_crosses_the_threshold(scorer, data_dir):
     )
     assert np.nanmax(imdb_psi) < settings.psi_threshold
     assert crossed is not None
+    # once the window holds only shifted reviews, the PSI stays above the threshold (the alert would fire)
+    full = settings.drift_window // 256 + 1
+    assert min(shift_psi[full:]) > settings.psi_threshold

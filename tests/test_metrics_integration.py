@@ -168,3 +168,58 @@ def test_promtool_checks_config_and_alert_rules():
         [promtool, "test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")], capture_output=True, text=True
     )
     assert test.returncode == 0, test.stdout + test.stderr
+
+
+def read_metric(port: int, name: str) -> float | None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            body = response.read().decode()
+    except OSError:
+        return None
+    values = [s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name]
+    return sum(values) if values else None
+
+
+def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, imdb_test_rows, data_dir):
+    """All 25,000 imdb_test reviews never push PSI over the threshold; Amazon electronics and kitchen
+    reviews after them do. PSI is read from /metrics every 50 ms while the stream flows."""
+    from sentiment.datasets import ReviewRow, read_reviews
+
+    settings, worker = metrics_worker
+    port, threshold = settings.metrics_port, settings.psi_threshold
+    imdb = list(imdb_test_rows)
+    random.Random(3).shuffle(imdb)
+    shifted = [
+        ReviewRow(r.review_id, "amazon", r.text, r.label)
+        for r in read_reviews(data_dir / "shift_amazon_mds.csv.gz")
+        if r.review_id.startswith(("mds_electronics", "mds_kitchen"))
+    ]
+    random.Random(3).shuffle(shifted)
+
+    def follow(until: int) -> list[tuple[int, float]]:
+        seen = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            worker.assert_alive()
+            scored, psi = read_metric(port, "sentiment_reviews_scored_total"), read_metric(port, "sentiment_score_psi")
+            if scored is not None and psi is not None and psi == psi:  # NaN until the window has filled
+                seen.append((int(scored), psi))
+                if scored >= until:
+                    return seen
+            time.sleep(0.05)
+        pytest.fail(f"only {seen[-1] if seen else 0} reviews scored in time:\n{worker.tail()}")
+
+    produce_reviews(settings, imdb, progress=False)
+    imdb_phase = follow(len(imdb))
+    produce_reviews(settings, shifted, progress=False)
+    shift_phase = follow(len(imdb) + len(shifted))
+    crossed = next((n - len(imdb) for n, psi in shift_phase if psi > threshold), None)
+    print(
+        f"\nimdb_test: {len(imdb_phase)} readings, max PSI {max(p for _, p in imdb_phase):.3f}; "
+        f"shift: PSI crossed {threshold} after {crossed} of {len(shifted)} reviews, "
+        f"ended at {shift_phase[-1][1]:.3f}"
+    )
+    assert max(p for _, p in imdb_phase) < threshold
+    assert crossed is not None and shift_phase[-1][1] > threshold
