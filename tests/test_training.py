@@ -51,11 +51,12 @@ def test_every_artifact_file_is_written(tiny_run):
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "calibration_error", "confusion_matrix"):
         assert key in metrics["validation"] and key in metrics["test"]
-    assert metrics["test"]["examples"] == 200 and metrics["validation"]["examples"] == 40
+    n_val = metrics["validation"]["examples"]
+    assert metrics["test"]["examples"] == 200 and 30 <= n_val <= 60  # 10% of 400, rounded up to whole films
     assert metrics["training_seconds"] > 0 and metrics["parameters"] > 0 and metrics["artifact_bytes"] > 0
     assert tiny_run.name == f"tiny-{metrics['model_version']}"
     assert metrics["model_version"] == ModelArtifact.at(tiny_run).version
-    assert len(json.loads((tiny_run / "reference_scores.json").read_text())["scores"]) == 40
+    assert len(json.loads((tiny_run / "reference_scores.json").read_text())["scores"]) == n_val
     assert "imdb_test" in (tiny_run / "model_card.md").read_text()
 
 
@@ -68,3 +69,17 @@ def test_artifact_round_trip_gives_the_same_scores(tiny_run, tmp_path):
     second = load_scorer(copy)
     np.testing.assert_array_equal(first.score(texts), second.score(texts))
     assert first.version == second.version
+
+
+def test_validation_split_is_by_film_and_repeatable():
+    from sentiment.datasets import ReviewRow
+    from training.pipeline import split
+
+    rows = [ReviewRow(f"r{i}", f"tt{i % 37}", f"text {i}", i % 2) for i in range(1000)]
+    cfg = TrainConfig(validation_fraction=0.2)
+    (train_a, _), (val_a, _) = split(rows, cfg)
+    (train_b, _), (val_b, _) = split(rows, cfg)
+    assert train_a == train_b and val_a == val_b
+    film = {r.text: r.movie_id for r in rows}
+    assert not {film[t] for t in train_a} & {film[t] for t in val_a}
+    assert 180 <= len(val_a) <= 240 and len(train_a) + len(val_a) == 1000
