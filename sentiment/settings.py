@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     session_timeout: float = Field(
         10.0, gt=0, description="Consumer group session timeout in seconds (Kafka accepts 6 to 1800 by default)."
     )
+    commit_interval: float = Field(
+        1.0, gt=0, description="Seconds between offset commits: after a crash, at most this much work is redone."
+    )
     heartbeat_interval: float = Field(1.0, gt=0, description="Consumer heartbeat interval in seconds.")
     max_text_chars: int = Field(50_000, ge=1, description="Longer review texts are rejected to the dead-letter topic.")
     max_message_bytes: int = Field(1_000_000, ge=1, description="Larger messages are rejected unread.")

@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_credentials=faust_credentials(settings),
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=settings.commit_interval,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # a rejected message goes to the dead-letter topic unchanged, so the producer must carry anything
