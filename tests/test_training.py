@@ -11,8 +11,8 @@ from training.pipeline import run
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, data_dir):
-    """A tiny aclImdb-free data folder: 400 train and 200 test rows of the real CSVs."""
+def tiny_data(tmp_path_factory, data_dir):
+    """A tiny data folder: 400 train and 200 test rows of the real CSVs, both classes."""
     import csv
     import gzip
 
@@ -20,11 +20,16 @@ def tiny_run(tmp_path_factory, data_dir):
     for split, n in (("train", 400), ("test", 200)):
         with gzip.open(data_dir / f"imdb_{split}.csv.gz", "rt", encoding="utf-8", newline="") as src:
             rows = list(csv.DictReader(src))
-        picked = rows[: n // 2] + rows[-n // 2 :]  # both classes
+        picked = rows[: n // 2] + rows[-n // 2 :]
         with gzip.open(folder / f"imdb_{split}.csv.gz", "wt", encoding="utf-8", newline="") as dst:
             writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(picked)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
     cfg = TrainConfig(
         name="tiny",
         max_tokens=2000,
@@ -35,7 +40,25 @@ def tiny_run(tmp_path_factory, data_dir):
         max_epochs=1,
         batch_size=32,
     )
-    return run(cfg, data=folder, out_dir=tmp_path_factory.mktemp("runs"))
+    return run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
+
+
+def test_explore_writes_a_data_report(tiny_data, tmp_path):
+    from training.explore import report
+
+    path = report(tiny_data, tmp_path)
+    text = path.read_text()
+    assert "| train | 400 | 200 | 200 |" in text and "| test | 200 | 100 | 100 |" in text
+    assert "Samples / words-per-sample ratio" in text and "bigrams" in text
+    assert (tmp_path / "words_per_review.png").stat().st_size > 1000
+
+
+def test_evaluate_json_on_a_labelled_file(capsys):
+    from sentiment.cli import main
+
+    assert main(["evaluate", "--data", "sentiment/sample_reviews.jsonl", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["examples"] == 34 and metrics["accuracy"] >= 0.8
 
 
 def test_every_artifact_file_is_written(tiny_run):
