@@ -27,6 +27,7 @@ REJECTED = {
     b"{'single': 'quotes'}": "invalid_json",
     b"42": "not_an_object",
     b'{"review_id": "m1", "text": "no film"}': "missing_field",
+    b'{"review_id": 7, "movie_id": "tt1", "text": "id is a number"}': "wrong_type",
     b'{"review_id": null, "movie_id": "tt1", "text": "null id"}': "wrong_type",
     b'{"review_id": "t1", "movie_id": "tt1", "text": ["a", "list"]}': "wrong_type",
     review("e1", ""): "empty_field",
@@ -80,6 +81,9 @@ def test_bad_and_strange_input(stream_settings, start_worker):
     assert dup_label == "positive" and dup_score > 0.5, "the first review of an id wins"
     assert dup_film == 1, "a duplicate id does not count twice"
     worker.assert_alive()
+    log = worker.log.read_text(errors="replace")
+    for secret in ("onerror=alert", "这部电影", "most boring film", "id is a number", "no film"):
+        assert secret not in log, f"review text in the worker log: {secret!r}"
 
 
 def _count(engine) -> int:
