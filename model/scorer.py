@@ -85,7 +85,7 @@ class Scorer:
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 
-def load_scorer(path: Path | str) -> Scorer:
-    artifact = ModelArtifact.at(path)
+def load_scorer(path: Path | str | ModelArtifact) -> Scorer:
+    artifact = path if isinstance(path, ModelArtifact) else ModelArtifact.at(path)
     keras_model = keras.models.load_model(artifact.model_file, compile=False)
     return Scorer(keras_model, artifact.version)

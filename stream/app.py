@@ -84,12 +84,13 @@ def create_app(settings: Settings) -> faust.App:
     sentiments = app.topic(settings.topic_sentiments, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_dlq, value_serializer="raw", key_serializer="raw")
 
-    scorer = load_scorer(settings.model)
+    artifact = ModelArtifact.at(settings.model)
+    scorer = load_scorer(artifact)
     batch_scorer = BatchScorer(
         scorer, max_text_chars=settings.max_text_chars, max_message_bytes=settings.max_message_bytes
     )
     sink = SqlSink(make_engine(settings.database_url))
-    drift = DriftMonitor(ModelArtifact.at(settings.model).reference_scores(), window=settings.drift_window)
+    drift = DriftMonitor(artifact.reference_scores(), window=settings.drift_window)
     metrics.MODEL_INFO.labels(version=scorer.version).set(1)
     metrics.PSI_THRESHOLD.set(settings.psi_threshold)
     log.info("model %s loaded from %s", scorer.version, settings.model)
