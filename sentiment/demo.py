@@ -15,12 +15,22 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import text
 
 from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
-from sentiment.local import LocalBroker, LocalPostgres, ServiceError, create_topics, free_port, scratch_dir
+from sentiment.local import (
+    LocalBroker,
+    LocalPostgres,
+    ServiceError,
+    create_topics,
+    free_port,
+    read_metric,
+    scratch_dir,
+)
+from sentiment.queries import top_and_bottom_movies
 from sentiment.settings import Settings
 
 SAMPLE = Path(__file__).resolve().parent / "sample_reviews.jsonl"
@@ -58,16 +68,9 @@ def start_database(workdir: Path) -> tuple[str, LocalPostgres | None]:
     return pg.url, pg
 
 
-def read_metric(port: int, name: str) -> float | None:
-    """One sample of the worker's /metrics, summed over labels (None when absent)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        body = response.read().decode()
-    values = [s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name]
-    return sum(values) if values else None
+def metric_or_nan(port: int, name: str) -> float:
+    value = read_metric(port, name)
+    return float("nan") if value is None else value
 
 
 def shift_reviews(count: int) -> list[ReviewRow]:
@@ -89,7 +92,7 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
 
     shifted = shift_reviews(4000)
     print(f"\nDrift: streaming {len(shifted):,} Amazon electronics and kitchen reviews after the movie reviews")
-    print(f"  PSI before: {read_metric(port, 'sentiment_score_psi'):.3f} (alert threshold {settings.psi_threshold})")
+    print(f"  PSI before: {metric_or_nan(port, 'sentiment_score_psi'):.3f} (alert threshold {settings.psi_threshold})")
     produce_reviews(settings, shifted, progress=False)
     deadline = time.monotonic() + 300
     last_printed = -1
@@ -102,8 +105,8 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
         if scored // 500 != last_printed // 500 or scored >= len(shifted):
             print(
                 f"  {max(scored, 0):>5,} shifted reviews scored: PSI {psi:.3f}  KS "
-                f"{read_metric(port, 'sentiment_score_ks'):.3f}  positive ratio "
-                f"{read_metric(port, 'sentiment_positive_ratio'):.2f}"
+                f"{metric_or_nan(port, 'sentiment_score_ks'):.3f}  positive ratio "
+                f"{metric_or_nan(port, 'sentiment_positive_ratio'):.2f}"
             )
             last_printed = scored
         if scored >= len(shifted):
@@ -119,7 +122,6 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
 
 def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False) -> int:
     from sentiment.producing import produce_reviews
-    from sentiment.queries import top_and_bottom_movies
     from stream.db import make_engine, upgrade
 
     workdir = scratch_dir("sentiment-demo-")
@@ -167,10 +169,10 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, sh
         engine = make_engine(database_url)
         stored = wait_for_rows(engine, expected, worker, workdir / "worker.log")
         finished = time.perf_counter()
-        print_summary(engine, database_url, stored, started, produced, finished, top_and_bottom_movies)
+        print_summary(engine, database_url, stored, started, produced, finished)
         print(
-            f"  metrics: http://127.0.0.1:{metrics_port}/metrics  (PSI {read_metric(metrics_port, 'sentiment_score_psi'):.3f}, "
-            f"KS {read_metric(metrics_port, 'sentiment_score_ks'):.3f}; Prometheus and Grafana config in deploy/)"
+            f"  metrics: http://127.0.0.1:{metrics_port}/metrics  (PSI {metric_or_nan(metrics_port, 'sentiment_score_psi'):.3f}, "
+            f"KS {metric_or_nan(metrics_port, 'sentiment_score_ks'):.3f}; Prometheus and Grafana config in deploy/)"
         )
         if shift:
             stream_shift(settings, metrics_port, engine, stored, worker, workdir / "worker.log")
@@ -208,7 +210,7 @@ def wait_for_rows(engine, expected: int, worker: subprocess.Popen, log: Path, ti
     raise RuntimeError(f"only {stored} of {expected} reviews were scored within {timeout:.0f} s; see {log}")
 
 
-def print_summary(engine, database_url, stored, started, produced, finished, top_and_bottom_movies) -> None:
+def print_summary(engine, database_url, stored, started, produced, finished) -> None:
     with engine.connect() as conn:
         first, last = conn.execute(text("SELECT min(scored_at), max(scored_at) FROM review_scores")).one()
         positive = conn.execute(text("SELECT count(*) FROM review_scores WHERE label = 'positive'")).scalar_one()
@@ -224,8 +226,10 @@ def print_summary(engine, database_url, stored, started, produced, finished, top
         f"(worker start and group join included): {stored / total:,.0f} reviews/s end to end"
     )
     if first is not None and last is not None and last != first:
-        span = (last - first).total_seconds() if hasattr(last, "__sub__") else None
-        if span:
+        # SQLite hands raw SQL timestamps back as text, PostgreSQL as datetimes
+        first, last = (datetime.fromisoformat(str(v)) for v in (first, last))
+        span = (last - first).total_seconds()
+        if span > 0:
             print(f"  scoring throughput while busy: {stored / span:,.0f} reviews/s")
     print("  sample scores:")
     for review_id, movie_id, score, label in samples:

@@ -233,6 +233,21 @@ class LocalPostgres:
         self._wait_ready(self.bin_dir(), 30)
 
 
+def read_metric(port: int, name: str) -> float | None:
+    """One sample of a worker's /metrics on this machine, summed over labels; None when absent or unreachable."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    except OSError:
+        return None
+    values = [s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name]
+    return sum(values) if values else None
+
+
 def scratch_dir(prefix: str = "sentiment-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 

@@ -11,13 +11,12 @@ import json
 import random
 import signal
 import time
-import urllib.request
 
 import pytest
 from kafka import KafkaProducer
 from sqlalchemy import text
 
-from sentiment.local import LocalPostgres, free_port
+from sentiment.local import LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
 from stream.db import make_engine, upgrade
 from tests.conftest import collect_values, wait_until
@@ -102,17 +101,6 @@ def test_kill_9_with_a_backlog_three_times(stream_settings, start_worker, imdb_t
     check_acceptance("kill -9 x3 with backlog", stream_settings, reviews, worker)
 
 
-def metric(port: int, name: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def test_database_outage_of_20_seconds(stream_settings, start_worker, imdb_test_rows, workdir):
     pg = LocalPostgres(workdir / f"pg-outage-{stream_settings.app_id}").start()
     try:
@@ -126,11 +114,11 @@ def test_database_outage_of_20_seconds(stream_settings, start_worker, imdb_test_
         outage_started = time.monotonic()
         produce_reviews(settings, reviews[2000:], progress=False)
         send_bad(settings)
-        assert wait_until(lambda: metric(settings.metrics_port, "sentiment_ready") == 0.0, 15), worker.tail()
+        assert wait_until(lambda: read_metric(settings.metrics_port, "sentiment_ready") == 0.0, 15), worker.tail()
         time.sleep(max(0.0, 20 - (time.monotonic() - outage_started)))
         worker.assert_alive()
         pg.restart()
-        assert wait_until(lambda: metric(settings.metrics_port, "sentiment_ready") == 1.0, 60), worker.tail()
+        assert wait_until(lambda: read_metric(settings.metrics_port, "sentiment_ready") == 1.0, 60), worker.tail()
         check_acceptance("PostgreSQL down 20 s", settings, reviews, worker)
     finally:
         pg.stop()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from sentiment.local import free_port, wait_for_port
+from sentiment.local import free_port, read_metric, wait_for_port
 from sentiment.producing import produce_reviews
 from tests.conftest import ROOT, collect_values, wait_until
 
@@ -168,18 +168,6 @@ def test_promtool_checks_config_and_alert_rules():
         [promtool, "test", "rules", str(DEPLOY / "prometheus" / "alerts_test.yml")], capture_output=True, text=True
     )
     assert test.returncode == 0, test.stdout + test.stderr
-
-
-def read_metric(port: int, name: str) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            body = response.read().decode()
-    except OSError:
-        return None
-    values = [s.value for f in text_string_to_metric_families(body) for s in f.samples if s.name == name]
-    return sum(values) if values else None
 
 
 def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, imdb_test_rows, data_dir):
