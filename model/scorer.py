@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import model.cleaning  # noqa: E402,F401  (registers clean_text for deserialization)
+import model.layers  # noqa: E402,F401  (registers the pooling layers)
 
 MODEL_FILE = "model.keras"
 
@@ -39,20 +40,21 @@ def model_version(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    folder: Path
+    model_file: Path
     version: str
 
     @classmethod
-    def at(cls, folder: Path | str) -> ModelArtifact:
-        folder = Path(folder)
-        file = folder / MODEL_FILE if folder.is_dir() else folder
+    def at(cls, path: Path | str) -> ModelArtifact:
+        """An artifact folder, or a ``.keras`` file of any name (its folder holds the other files)."""
+        path = Path(path)
+        file = path / MODEL_FILE if path.is_dir() else path
         if not file.exists():
-            raise FileNotFoundError(f"no model artifact at {folder} (expected {MODEL_FILE} in it)")
-        return cls(folder=file.parent, version=model_version(file))
+            raise FileNotFoundError(f"no model artifact at {path} (expected {MODEL_FILE} in it)")
+        return cls(model_file=file, version=model_version(file))
 
     @property
-    def model_file(self) -> Path:
-        return self.folder / MODEL_FILE
+    def folder(self) -> Path:
+        return self.model_file.parent
 
     def metrics(self) -> dict:
         path = self.folder / "metrics.json"

@@ -161,7 +161,11 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, sh
         print(f"  starting worker (model {settings.model}) ...")
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "sentiment", "worker"],
+                env=env,
+                cwd=workdir,  # Faust keeps an "<app id>-data" folder in its working directory
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         started = time.perf_counter()
         produce_reviews(settings, rows, progress=sys.stderr.isatty())

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint listens on.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
     psi_threshold: float = Field(
-        0.1, gt=0, description="PSI above which score drift is alerted (0.1: see README, Drift)."
+        0.07, gt=0, description="PSI above which score drift is alerted (0.07: see README, Drift)."
     )
     log_level: str = Field("info", description="Worker log level.")
 

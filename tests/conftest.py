@@ -109,7 +109,11 @@ class WorkerProcess:
         }
         with open(log, "ab") as fh:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=fh, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "sentiment", "worker"],
+                env=env,
+                cwd=log.parent,  # Faust keeps an "<app id>-data" folder in its working directory
+                stdout=fh,
+                stderr=subprocess.STDOUT,
             )
 
     def tail(self, lines: int = 40) -> str:

@@ -12,12 +12,12 @@ from training.pipeline import run
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, data_dir):
-    """A tiny data folder: 400 train and 200 test rows of the real CSVs, both classes."""
+    """A tiny data folder: 400 train and 200 test rows of the real CSVs (both classes), 100 unlabelled."""
     import csv
     import gzip
 
     folder = tmp_path_factory.mktemp("tiny-data")
-    for split, n in (("train", 400), ("test", 200)):
+    for split, n in (("train", 400), ("test", 200), ("unsup", 100)):
         with gzip.open(data_dir / f"imdb_{split}.csv.gz", "rt", encoding="utf-8", newline="") as src:
             rows = list(csv.DictReader(src))
         picked = rows[: n // 2] + rows[-n // 2 :]
@@ -106,3 +106,64 @@ def test_validation_split_is_by_film_and_repeatable():
     film = {r.text: r.movie_id for r in rows}
     assert not {film[t] for t in train_a} & {film[t] for t in val_a}
     assert 180 <= len(val_a) <= 240 and len(train_a) + len(val_a) == 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_refit_run(tiny_data, tmp_path_factory):
+    """The default model's options: known n-grams only, int8 embedding, refit on all training rows."""
+    cfg = TrainConfig(
+        name="tiny-refit",
+        max_tokens=2000,
+        ngrams=3,
+        sequence_length=96,
+        embedding_dim=4,
+        hidden_units=4,
+        max_epochs=2,
+        patience=1,
+        batch_size=32,
+        mask_unknown=True,
+        quantize="int8",
+        refit_on_all=True,
+    )
+    return run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
+
+
+def test_refit_uses_every_training_row_and_is_reported(tiny_refit_run):
+    metrics = json.loads((tiny_refit_run / "metrics.json").read_text())
+    assert metrics["refit_examples"] == 400
+    assert 1 <= metrics["refit_epochs"] == metrics["best_epoch"] <= 2
+    assert len(metrics["refit_history"]["loss"]) == metrics["refit_epochs"]
+    # the refit model has seen the validation split: the drift reference is its scores on unseen reviews
+    reference = json.loads((tiny_refit_run / "reference_scores.json").read_text())
+    assert len(reference["scores"]) == 100 and "imdb_unsup" in reference["source"]
+    assert metrics["drift_reference"] == reference["source"]
+    card = (tiny_refit_run / "model_card.md").read_text()
+    assert "fitted again on all 400" in card and "int8" in card
+
+
+def test_int8_artifact_stores_an_int8_embedding(tiny_refit_run):
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(tiny_refit_run / "model.keras") as archive:
+        assert all(info.compress_type == zipfile.ZIP_DEFLATED for info in archive.infolist())
+        weights = tiny_refit_run / "weights.h5"
+        weights.write_bytes(archive.read("model.weights.h5"))
+    try:
+        dtypes = []
+        with h5py.File(weights) as h5:
+            h5.visititems(lambda name, obj: dtypes.append(str(obj.dtype)) if isinstance(obj, h5py.Dataset) else None)
+        assert "int8" in dtypes
+    finally:
+        weights.unlink()
+
+
+def test_unknown_words_do_not_move_the_score(tiny_refit_run):
+    scorer = load_scorer(tiny_refit_run)
+    plain, padded, unknown_only, empty = scorer.score(
+        ["the film", "the film qzxvbn wqpzkx", "qzxvbn wqpzkx", ""]
+    )
+    assert plain == pytest.approx(padded, abs=1e-6)
+    # nothing known: a finite score, the same as for an empty text (never NaN)
+    assert np.isfinite(unknown_only) and unknown_only == pytest.approx(empty, abs=1e-6)

@@ -19,6 +19,8 @@ class TrainConfig:
     max_tokens: int = 20_000
     ngrams: int = 1
     sequence_length: int = 500
+    # average over known n-grams only (out-of-vocabulary ones are dropped, not pooled as one "[UNK]")
+    mask_unknown: bool = False
     # model
     embedding_dim: int = 32
     hidden_units: int = 32
@@ -29,7 +31,14 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW's decoupled weight decay; 0 is plain Adam
     max_epochs: int = 20
     patience: int = 2
+    # what early stopping watches on the validation split: "val_loss" (lowest) or "val_accuracy" (highest)
+    monitor: str = "val_loss"
+    # after early stopping, fit once more on all of imdb_train (validation split included) for the
+    # number of epochs validation chose; the validation figures stay those of the held-out fit
+    refit_on_all: bool = False
     seed: int = 42
+    # export: "int8" stores the embedding as int8 with a scale per row (a quarter of the size); "none" float32
+    quantize: str = "none"
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **overrides)
@@ -75,7 +84,13 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
     config = TrainConfig(**raw)
     if config.cleaning not in CLEANING_CHOICES:
         raise ValueError(f"{source}: cleaning must be one of {', '.join(CLEANING_CHOICES)}, not {config.cleaning!r}")
+    if config.monitor not in MONITOR_CHOICES:
+        raise ValueError(f"{source}: monitor must be one of {', '.join(MONITOR_CHOICES)}, not {config.monitor!r}")
+    if config.quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"{source}: quantize must be one of {', '.join(QUANTIZE_CHOICES)}, not {config.quantize!r}")
     return config
 
 
 CLEANING_CHOICES = ("full", "basic")
+QUANTIZE_CHOICES = ("none", "int8")
+MONITOR_CHOICES = ("val_loss", "val_accuracy")
