@@ -28,19 +28,21 @@ def tiny_data(tmp_path_factory, data_dir):
     return folder
 
 
+TINY = TrainConfig(
+    name="tiny",
+    max_tokens=2000,
+    ngrams=2,
+    sequence_length=64,
+    embedding_dim=4,
+    hidden_units=4,
+    max_epochs=1,
+    batch_size=32,
+)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data, tmp_path_factory):
-    cfg = TrainConfig(
-        name="tiny",
-        max_tokens=2000,
-        ngrams=2,
-        sequence_length=64,
-        embedding_dim=4,
-        hidden_units=4,
-        max_epochs=1,
-        batch_size=32,
-    )
-    return run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
+    return run(TINY, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
 
 
 def test_explore_writes_a_data_report(tiny_data, tmp_path):
@@ -111,16 +113,12 @@ def test_validation_split_is_by_film_and_repeatable():
 @pytest.fixture(scope="module")
 def tiny_refit_run(tiny_data, tmp_path_factory):
     """The default model's options: known n-grams only, int8 embedding, refit on all training rows."""
-    cfg = TrainConfig(
+    cfg = TINY.with_overrides(
         name="tiny-refit",
-        max_tokens=2000,
         ngrams=3,
         sequence_length=96,
-        embedding_dim=4,
-        hidden_units=4,
         max_epochs=2,
         patience=1,
-        batch_size=32,
         mask_unknown=True,
         quantize="int8",
         refit_on_all=True,
@@ -161,9 +159,7 @@ def test_int8_artifact_stores_an_int8_embedding(tiny_refit_run):
 
 def test_unknown_words_do_not_move_the_score(tiny_refit_run):
     scorer = load_scorer(tiny_refit_run)
-    plain, padded, unknown_only, empty = scorer.score(
-        ["the film", "the film qzxvbn wqpzkx", "qzxvbn wqpzkx", ""]
-    )
+    plain, padded, unknown_only, empty = scorer.score(["the film", "the film qzxvbn wqpzkx", "qzxvbn wqpzkx", ""])
     assert plain == pytest.approx(padded, abs=1e-6)
     # nothing known: a finite score, the same as for an empty text (never NaN)
     assert np.isfinite(unknown_only) and unknown_only == pytest.approx(empty, abs=1e-6)

@@ -31,6 +31,7 @@ from training.metrics import classification_metrics  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]
 ACL_IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+REFERENCE_SIZE = 5000  # unlabelled reviews scored for the drift reference of a refit model
 
 
 def download(dest: Path) -> Path:
@@ -220,10 +221,9 @@ def drift_reference(cfg: TrainConfig, model: keras.Model, data, val_scores: np.n
     rng = np.random.default_rng(cfg.split_seed)
     picked = rng.choice(len(unlabelled), size=min(REFERENCE_SIZE, len(unlabelled)), replace=False)
     sample = [unlabelled[i] for i in sorted(picked)]
-    return predict(model, sample), f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
-
-
-REFERENCE_SIZE = 5000
+    return predict(
+        model, sample
+    ), f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
 
 
 def export(
@@ -243,10 +243,7 @@ def export(
     metrics = {**metrics, "model_version": version, "artifact_bytes": (staging / MODEL_FILE).stat().st_size}
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (staging / "reference_scores.json").write_text(
-        json.dumps(
-            {"source": reference_source, "scores": [round(float(s), 5) for s in reference_scores]}
-        )
-        + "\n"
+        json.dumps({"source": reference_source, "scores": [round(float(s), 5) for s in reference_scores]}) + "\n"
     )
     plot_curves(metrics["history"], staging / "training_curves.png")
     plot_confusion(metrics["test"]["confusion_matrix"], staging / "confusion_matrix.png")
