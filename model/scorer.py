@@ -5,7 +5,7 @@ An artifact is a folder::
     model.keras            the end-to-end Keras model: raw strings in, P(positive) out
     model_card.md          what it is, how it was trained, how well it does
     metrics.json           the training run's metrics
-    reference_scores.json  scores of the validation split (the reference for drift metrics)
+    reference_scores.json  its scores on reviews it did not train on (the reference for drift metrics)
 
 The model version is the first 12 hex digits of the SHA-256 of ``model.keras``.
 """

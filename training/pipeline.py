@@ -232,7 +232,6 @@ def export(
     out_dir: Path,
     metrics: dict,
     reference_scores: np.ndarray,
-    reference_source: str = "validation split of imdb_train",
 ) -> Path:
     """Write one versioned run folder: model, metrics, plots, reference scores, model card."""
     staging = out_dir / f".{cfg.name}-staging"
@@ -243,7 +242,8 @@ def export(
     metrics = {**metrics, "model_version": version, "artifact_bytes": (staging / MODEL_FILE).stat().st_size}
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (staging / "reference_scores.json").write_text(
-        json.dumps({"source": reference_source, "scores": [round(float(s), 5) for s in reference_scores]}) + "\n"
+        json.dumps({"source": metrics["drift_reference"], "scores": [round(float(s), 5) for s in reference_scores]})
+        + "\n"
     )
     plot_curves(metrics["history"], staging / "training_curves.png")
     plot_confusion(metrics["test"]["confusion_matrix"], staging / "confusion_matrix.png")
@@ -383,7 +383,7 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     }
     reference_scores, reference_source = drift_reference(cfg, model, data, val_scores)
     metrics["drift_reference"] = reference_source
-    folder = export(cfg, model, Path(out_dir), metrics, reference_scores, reference_source)
+    folder = export(cfg, model, Path(out_dir), metrics, reference_scores)
     # the artifact must score exactly as the model in memory did
     probe = [r.text for r in test_rows[:32]] + [r.text for r in test_rows[-32:]]
     reloaded = load_scorer(folder).score(probe)
