@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from pathlib import Path
 
-from sentiment.settings import Settings, settings_table
+from sentiment.errors import UserError
+from sentiment.settings import Settings, load_settings, settings_in_effect
 
 # Options shared by commands that talk to the broker, the database or the model: each overrides one setting.
 SETTING_OPTIONS = {
@@ -31,59 +33,128 @@ def _add_settings(parser: argparse.ArgumentParser, *names: str) -> None:
         group.add_argument(flag, dest=name, type=kind, default=None, help=f"{help_text} [{env}]")
 
 
+def _overrides(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k in SETTING_OPTIONS and v is not None}
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in vars(args).items() if k in SETTING_OPTIONS and v is not None}
-    return Settings(**overrides)
+    return load_settings(_overrides(args), {name: flag for name, (flag, _, _) in SETTING_OPTIONS.items()})
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    from sentiment.local import create_topics
-    from sentiment.settings import kafka_client_options
-    from stream.app import run_worker
+    from stream.preflight import preflight
 
-    create_topics(
-        settings.bootstrap_servers(),
-        [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
-        settings.topic_partitions,
-        **kafka_client_options(settings),
-    )
-    run_worker(settings)
-    return 0
+    settings = settings_from(args)
+    ready = preflight(settings)
+    from stream.app import run_worker  # imports TensorFlow: after the quick checks
+
+    return run_worker(settings, ready)
+
+
+MAX_SKIPS_SHOWN = 20
+
+
+def _label_order_warning(rows: list, sent: list, source: str) -> str | None:
+    """A warning when a labelled file is sorted by label: streamed in that order, it looks like drift."""
+    labels = [r.label for r in rows if getattr(r, "label", None) is not None]
+    if len(labels) < 20 or len(set(labels)) < 2:  # a handful of rows in any order is no sign of sorting
+        return None
+    changes = sum(a != b for a, b in zip(labels, labels[1:]))
+    if changes > 1:
+        return None
+    sent_labels = {r.label for r in sent if getattr(r, "label", None) is not None}
+    first = "positive" if labels[0] == 1 else "negative"
+    if len(sent_labels) == 1:
+        return (
+            f"warning: {source} is sorted by label and every review sent is {first}: the worker will report drift; "
+            "use --shuffle"
+        )
+    return f"warning: {source} is sorted by label ({first} first): streamed in this order it looks like drift; use --shuffle"
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from sentiment.datasets import read_reviews
+    import itertools
+
+    from sentiment.datasets import read_records
     from sentiment.producing import produce_reviews
 
     settings = settings_from(args)
-    rows = read_reviews(args.file, split=args.split)
-    sent = produce_reviews(settings, rows, limit=args.limit, progress=not args.quiet)
-    print(f"sent {sent:,} reviews to {settings.topic_reviews} at {','.join(settings.bootstrap_servers())}")
+    source = "standard input" if str(args.file) == "-" else str(args.file)
+    records = read_records(args.file, split=args.split)
+    total = None
+    if str(args.file) == "-" and not args.shuffle:
+        rows = itertools.islice(records, args.limit) if args.limit is not None else records
+    else:
+        everything = list(records)
+        rows = list(everything)
+        if args.shuffle:
+            random.Random(args.seed).shuffle(rows)
+        rows = rows[: args.limit] if args.limit is not None else rows
+        total = len(rows)
+        if not args.shuffle and (warning := _label_order_warning(everything, rows, source)):
+            print(warning, file=sys.stderr)
+
+    shown = 0
+
+    def report_skip(line, reason):
+        nonlocal shown
+        shown += 1
+        if shown <= MAX_SKIPS_SHOWN:
+            print(f"{source}:{line}: skipped: {reason}", file=sys.stderr)
+
+    report = produce_reviews(
+        settings,
+        rows,
+        total=total,
+        progress=not args.quiet and sys.stderr.isatty(),
+        send_invalid=args.send_invalid,
+        on_skip=report_skip,
+    )
+    if shown > MAX_SKIPS_SHOWN:
+        print(f"... and {shown - MAX_SKIPS_SHOWN:,} more skipped rows", file=sys.stderr)
+    print(f"{report.summary()} to {settings.topic_reviews} at {','.join(settings.bootstrap_servers())}")
+    if report.undelivered:
+        raise UserError(
+            f"{len(report.undelivered):,} of {report.sent:,} reviews were not delivered: {report.undelivered[0]!r}",
+            "check the broker and send the file again (the worker keeps the first score of a review id)",
+        )
+    if report.skipped and not args.allow_skipped:
+        raise UserError(
+            f"{len(report.skipped):,} rows were skipped (lines above)",
+            "fix them, or pass --send-invalid (the worker dead-letters them) or --allow-skipped (exit 0)",
+        )
     return 0
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from sentiment.producing import consume_topic
+    from sentiment.producing import consume_topic, record_json
 
     settings = settings_from(args)
     topic = args.topic or settings.topic_sentiments
+    with_headers = args.headers or topic == settings.topic_dlq
     count = 0
-    for value in consume_topic(settings, topic, from_beginning=args.from_beginning, idle_timeout=args.timeout):
-        sys.stdout.write(value.decode("utf-8", "replace") + "\n")
-        sys.stdout.flush()
-        count += 1
-        if args.max is not None and count >= args.max:
-            break
-    print(f"{count:,} events from {topic}", file=sys.stderr)
+    try:
+        for record in consume_topic(settings, topic, from_beginning=args.from_beginning, idle_timeout=args.timeout):
+            sys.stdout.write(record_json(record, with_headers) + "\n")
+            sys.stdout.flush()
+            count += 1
+            if args.max is not None and count >= args.max:
+                break
+    finally:
+        print(f"{count:,} events from {topic}", file=sys.stderr)
     return 0
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
+    from sentiment.checks import database_engine
     from sentiment.queries import top_and_bottom_movies
 
     settings = settings_from(args)
-    top, bottom = top_and_bottom_movies(settings.database_url, limit=args.limit, min_reviews=args.min_reviews)
+    engine = database_engine(settings)
+    try:
+        top, bottom = top_and_bottom_movies(engine, limit=args.limit, min_reviews=args.min_reviews)
+    finally:
+        engine.dispose()
     if args.json:
         print(json.dumps({"top": top, "bottom": bottom}, default=str, indent=2))
         return 0
@@ -101,11 +172,20 @@ def cmd_movies(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sentiment.checks import DATABASE_HINT, redact
     from stream.db import upgrade
 
     settings = settings_from(args)
-    upgrade(settings.database_url, args.revision)
-    print(f"database at {_redact(settings.database_url)} is at revision {args.revision}")
+    try:
+        upgrade(settings.database_url, args.revision, settings.connect_timeout)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UserError(
+            f"cannot migrate the database at {redact(settings.database_url)}: {reason}", DATABASE_HINT
+        ) from exc
+    print(f"database at {redact(settings.database_url)} is at revision {args.revision}")
     return 0
 
 
@@ -147,11 +227,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from sentiment.evaluation import evaluate_file
 
     model = args.model_path or settings_from(args).model
-    metrics = evaluate_file(model, args.data, split=args.split, limit=args.limit)
+    metrics = evaluate_file(model, args.data, split=args.split, limit=args.limit, seed=args.seed)
+    for warning in metrics["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        print(f"model {metrics['model_version']} on {metrics['data']} ({metrics['examples']:,} labelled reviews)")
+        print(
+            f"model {metrics['model_version']} on {metrics['data']} ({metrics['examples']:,} labelled reviews, "
+            f"{metrics['sample']})"
+        )
         for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "calibration_error"):
             print(f"  {key:<18} {metrics[key]:.4f}")
         cm = metrics["confusion_matrix"]
@@ -169,17 +254,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    for env, default, description in settings_table():
-        print(f"{env:<30} {default:<40} {description}")
+    from sentiment.checks import redact
+
+    settings = settings_from(args)
+    rows = [(env, redact(value), source, text) for env, value, source, text in settings_in_effect(settings)]
+    if args.json:
+        print(json.dumps([dict(zip(("variable", "value", "source", "description"), r)) for r in rows], indent=2))
+        return 0
+    width = max(len(r[1]) for r in rows)
+    print(f"{'variable':<31} {'value in effect':<{width}}  {'from':<11}  meaning")
+    for env, value, source, description in rows:
+        print(f"{env:<31} {value:<{width}}  {source:<11}  {description}")
     return 0
 
 
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
-    return url
+def cmd_local(args: argparse.Namespace) -> int:
+    from sentiment.local import run_local_services
+
+    return run_local_services(args.dir, broker_port=args.broker_port, postgres_port=args.postgres_port)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from sentiment.datasets import prepare_cache
+    from sentiment.settings import default_data_home
+
+    source = args.source
+    if args.download:
+        from training.pipeline import download
+
+        source = download(default_data_home())
+    if source is None:
+        raise UserError("say where the data is: sentiment data prepare PATH/aclImdb_v1.tar.gz (or --download)")
+    dest = default_data_home() / "data"
+    counts = prepare_cache(Path(source), dest)
+    print(f"wrote {', '.join(f'imdb_{k}.csv.gz ({v:,} reviews)' for k, v in counts.items())} to {dest}")
+    return 0
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="reviews to stream (CSV, JSON Lines or aclImdb); default: imdb_test or the project's own sample",
     )
-    p.add_argument("--count", type=int, default=3000, help="how many reviews to stream (default 3000)")
+    p.add_argument("--count", type=_positive_int, default=3000, help="how many reviews to stream (default 3000)")
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
     p.add_argument("--shift", action="store_true", help="then stream Amazon product reviews and show drift rising")
     p.set_defaults(func=cmd_demo)
@@ -205,20 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, *SETTING_OPTIONS)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("produce", help="send reviews from a file to the reviews topic, keyed by film")
-    p.add_argument("file", type=Path, help="CSV (id,movie_id,review,...), JSON Lines, or an aclImdb folder/tarball")
+    p = sub.add_parser(
+        "produce",
+        help="send reviews from a file to the reviews topic, keyed by film",
+        description="Send reviews to the reviews topic, keyed by film. A row without review_id, movie_id or text, or "
+        "one that cannot be read, is reported with its line and skipped (exit 1 unless --allow-skipped); nothing "
+        "is made up. Ends with 'sent N, skipped M (reasons)'.",
+    )
+    p.add_argument(
+        "file", type=Path, help="CSV (id,movie_id,review,...), JSON Lines, an aclImdb folder/tarball, or - (stdin)"
+    )
     p.add_argument("--split", default="test", choices=["train", "test", "unsup"], help="split of an aclImdb tree")
-    p.add_argument("--limit", type=int, help="send at most this many reviews")
+    p.add_argument("--limit", type=_positive_int, help="send at most this many rows (after --shuffle)")
+    p.add_argument("--shuffle", action="store_true", help="send in a random order (files are often sorted by label)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    p.add_argument(
+        "--send-invalid", action="store_true", help="send invalid rows as they are, so the worker dead-letters them"
+    )
+    p.add_argument("--allow-skipped", action="store_true", help="exit 0 even when rows were skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_settings(p, "broker", "topic_reviews")
     p.set_defaults(func=cmd_produce)
 
-    p = sub.add_parser("consume", help="print sentiments events as JSON lines")
+    p = sub.add_parser("consume", help="print sentiments events (or another topic's) as JSON lines")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest event, not the newest")
     p.add_argument("--max", type=int, help="stop after this many events")
     p.add_argument("--timeout", type=float, help="stop after this many seconds without an event")
     p.add_argument("--topic", help="another topic to print (for example the dead-letter topic)")
-    _add_settings(p, "broker", "topic_sentiments")
+    p.add_argument(
+        "--headers",
+        action="store_true",
+        help="print each event with its headers, partition and offset (always on for the dead-letter topic)",
+    )
+    _add_settings(p, "broker", "topic_sentiments", "topic_dlq")
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("movies", help="top and bottom films by mean sentiment (SQL on movie_sentiment)")
@@ -261,26 +396,86 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path", nargs="?", type=Path, metavar="MODEL", help="model folder (default: SENTIMENT_MODEL)")
     p.add_argument("--data", type=Path, required=True, help="labelled CSV/JSON Lines, or an aclImdb folder/tarball")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split of an aclImdb tree")
-    p.add_argument("--limit", type=int, help="evaluate the first N reviews only")
+    p.add_argument("--limit", type=_positive_int, help="evaluate a random sample of N reviews (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_settings(p, "model")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("settings", help="list every SENTIMENT_* setting with its default")
+    p = sub.add_parser("settings", help="every SENTIMENT_* setting: the value in effect and where it came from")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_settings)
+
+    p = sub.add_parser("local", help="local services for your own experiments")
+    localsub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    up = localsub.add_parser(
+        "up",
+        help="start a Tansu broker and a PostgreSQL cluster on this machine until Ctrl-C",
+        description="Start a Kafka-protocol broker (Tansu) and a PostgreSQL cluster on 127.0.0.1, migrate the "
+        "database, print the SENTIMENT_* lines to export, and run until Ctrl-C. Broker data lives in memory; the "
+        "database lives in --dir and survives a restart.",
+    )
+    up.add_argument(
+        "--dir", type=Path, help="where the database and logs live (default ~/.local/share/sentiment/local)"
+    )
+    up.add_argument("--broker-port", type=int, default=9092, help="broker port (default 9092; 0: a free one)")
+    up.add_argument("--postgres-port", type=int, default=5432, help="PostgreSQL port (default 5432; 0: a free one)")
+    up.set_defaults(func=cmd_local)
+
+    p = sub.add_parser("data", help="the IMDB data the tests, the demo and training read")
+    datasub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prep = datasub.add_parser(
+        "prepare",
+        help="build imdb_*.csv.gz in ~/.local/share/sentiment/data from the original aclImdb folder or tarball",
+    )
+    prep.add_argument("source", nargs="?", type=Path, help="aclImdb folder or aclImdb_v1.tar.gz")
+    prep.add_argument("--download", action="store_true", help="download aclImdb_v1.tar.gz first (needs the internet)")
+    prep.set_defaults(func=cmd_data)
     return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, default) -> None:
+    """``--debug`` on every command and subcommand (a subcommand's own default must not undo the outer one)."""
+    parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of an error")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_debug(child, argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    _add_debug(parser, default=False)
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("SENTIMENT_LOG_LEVEL", "").lower() == "debug"
+    name = f"sentiment {args.command}"
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"sentiment {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:
+        if debug:
+            raise
+        lines = exc.lines()
+        print(f"{name}: {lines[0]}", file=sys.stderr)
+        for line in lines[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return exc.exit_code
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        if debug:
+            raise
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        if debug:
+            raise
+        print(
+            f"{name}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr
+        )
+        print("  run it again with --debug for the traceback, and report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,60 +27,159 @@ _TITLE_ID = re.compile(r"(tt\d+)")
 
 @dataclass(frozen=True, slots=True)
 class ReviewRow:
-    review_id: str
-    movie_id: str
-    text: str
+    """One review as read from a file. A field the file does not give is None: readers never invent one."""
+
+    review_id: str | None
+    movie_id: str | None
+    text: str | None
     label: int | None = None
     rating: int | None = None
+    title: str | None = None
+    line: int | None = None  # where the row starts in its file (1-based), for messages
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that could not be read at all (broken CSV or JSON, a label or rating that is not a number)."""
+
+    line: int
+    reason: str
 
 
 def shared_data_dir() -> Path | None:
-    """``$SENTIMENT_DATA_DIR``, else ``../shared/data`` beside the checkout, if it exists."""
+    """Where the IMDB CSVs are: ``$SENTIMENT_DATA_DIR``, ``../shared/data`` beside the checkout, or the cache that
+    ``sentiment data prepare`` builds from the original aclImdb tarball; None when none of them holds them."""
+    from sentiment.settings import default_data_home
+
     env = os.environ.get("SENTIMENT_DATA_DIR")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
+    candidates.append(default_data_home() / "data")
     return next((c for c in candidates if (c / "imdb_train.csv.gz").exists()), None)
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    if str(path) == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
 
 
-def _optional_int(value: object) -> int | None:
-    if value in (None, ""):
+_LABELS = {"1": 1, "0": 0, "pos": 1, "neg": 0, "positive": 1, "negative": 0, "true": 1, "false": 0}
+
+
+def parse_label(value: object) -> int | None:
+    """1, 0, "pos", "negative", true ... -> 1 or 0; None or "" -> None; anything else is a ValueError."""
+    if value is None or value == "":
         return None
-    return int(value)  # type: ignore[arg-type]
+    key = str(value).strip().lower()
+    if isinstance(value, bool):
+        key = str(value).lower()
+    if key not in _LABELS:
+        raise ValueError(f"bad label: {value!r} is not 1/0, pos/neg or positive/negative")
+    return _LABELS[key]
 
 
-def read_csv(path: Path) -> Iterator[ReviewRow]:
-    """CSV with columns ``id,movie_id,review[,label][,rating]`` (movie_id optional: then 'unknown')."""
+def parse_rating(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"bad rating: {value!r} is not a number") from None
+    if not number.is_integer():
+        raise ValueError(f"bad rating: {value!r} is not a whole number")
+    return int(number)
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"wrong type: {type(value).__name__} where a string belongs")
+    return str(value)
+
+
+def read_csv(path: Path) -> Iterator[ReviewRow | BadRow]:
+    """CSV with a header naming ``id`` (or ``review_id``), ``movie_id``, ``review`` (or ``text``), and optionally
+    ``label``, ``rating`` and ``title``. A row with more or fewer fields than the header is a :class:`BadRow`."""
     with _open_text(path) as fh:
-        for row in csv.DictReader(fh):
-            yield ReviewRow(
-                review_id=row.get("id") or row["review_id"],
-                movie_id=row.get("movie_id") or "unknown",
-                text=row.get("review") if row.get("review") is not None else row["text"],
-                label=_optional_int(row.get("label")),
-                rating=_optional_int(row.get("rating")),
-            )
+        reader = csv.reader(fh, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield BadRow(1, f"unreadable CSV header: {exc}")
+            return
+        columns = {name.strip().lower(): i for i, name in enumerate(header)}
+        pick = {
+            "review_id": columns.get("id", columns.get("review_id")),
+            "movie_id": columns.get("movie_id"),
+            "text": columns.get("review", columns.get("text")),
+            "label": columns.get("label"),
+            "rating": columns.get("rating"),
+            "title": columns.get("title"),
+        }
+        line = reader.line_num + 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield BadRow(line, f"unreadable CSV: {exc}")
+                line = reader.line_num + 1
+                continue
+            if not fields:
+                line = reader.line_num + 1
+                continue
+            if len(fields) != len(header):
+                yield BadRow(line, f"wrong field count: {len(fields)} fields where the header has {len(header)}")
+            else:
+                values = {key: (fields[i] if i is not None else None) for key, i in pick.items()}
+                try:
+                    yield ReviewRow(
+                        review_id=values["review_id"] or None,
+                        movie_id=values["movie_id"] or None,
+                        text=values["text"],
+                        label=parse_label(values["label"]),
+                        rating=parse_rating(values["rating"]),
+                        title=values["title"] or None,
+                        line=line,
+                    )
+                except ValueError as exc:
+                    yield BadRow(line, str(exc))
+            line = reader.line_num + 1
 
 
-def read_jsonl(path: Path) -> Iterator[ReviewRow]:
-    """JSON Lines in the shape of the ``review`` event (``text`` or ``review``; ``label`` optional)."""
+def read_jsonl(path: Path) -> Iterator[ReviewRow | BadRow]:
+    """JSON Lines in the shape of the ``review`` event (``text`` or ``review``; ``label``, ``title`` optional)."""
     with _open_text(path) as fh:
-        for line in fh:
+        for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            obj = json.loads(line)
-            yield ReviewRow(
-                review_id=str(obj.get("review_id", obj.get("id"))),
-                movie_id=str(obj.get("movie_id") or "unknown"),
-                text=obj["text"] if "text" in obj else obj["review"],
-                label=_optional_int(obj.get("label")),
-                rating=_optional_int(obj.get("rating")),
-            )
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                yield BadRow(number, f"not JSON: {exc}")
+                continue
+            if not isinstance(obj, dict):
+                yield BadRow(number, f"not an object: a JSON {type(obj).__name__}")
+                continue
+            try:
+                yield ReviewRow(
+                    review_id=_text_or_none(obj.get("review_id", obj.get("id"))),
+                    movie_id=_text_or_none(obj.get("movie_id")),
+                    text=obj["text"] if "text" in obj else obj.get("review"),
+                    label=parse_label(obj.get("label")),
+                    rating=parse_rating(obj.get("rating")),
+                    title=obj.get("title") if isinstance(obj.get("title"), str) else None,
+                    line=number,
+                )
+            except ValueError as exc:
+                yield BadRow(number, str(exc))
 
 
 def _acl_rows(files: Iterable[tuple[str, bytes]], split: str) -> Iterator[ReviewRow]:
@@ -99,7 +199,7 @@ def _acl_rows(files: Iterable[tuple[str, bytes]], split: str) -> Iterator[Review
         prefix = "unsup" if kind == "unsup" else f"{split}_{kind}"
         yield ReviewRow(
             review_id=f"{prefix}_{n}",
-            movie_id=found.group(1) if found else "unknown",
+            movie_id=found.group(1) if found else None,
             text=text,
             label=None if kind == "unsup" else int(kind == "pos"),
             rating=None if kind == "unsup" else rating,
@@ -131,14 +231,17 @@ def is_acl_imdb(path: Path) -> bool:
     return path.name.endswith((".tar.gz", ".tgz", ".tar"))
 
 
-def read_reviews(path: Path | str, split: str = "test") -> Iterator[ReviewRow]:
-    """Reviews from a CSV(.gz), JSON Lines (.jsonl/.ndjson, optionally .gz), or an aclImdb folder/tarball.
+def read_records(path: Path | str, split: str = "test") -> Iterator[ReviewRow | BadRow]:
+    """Rows of a CSV(.gz), JSON Lines (.jsonl/.ndjson, optionally .gz), an aclImdb folder/tarball, or ``-`` (JSON
+    Lines on standard input), with a :class:`BadRow` for each row that could not be read.
 
     ``split`` picks train, test or unsup from an aclImdb tree; files hold one split already.
     """
     path = Path(path)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    if str(path) == "-":
+        return read_jsonl(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
     if is_acl_imdb(path):
@@ -152,6 +255,14 @@ def read_reviews(path: Path | str, split: str = "test") -> Iterator[ReviewRow]:
     raise ValueError(f"{path}: expected .csv, .jsonl or an aclImdb folder or tarball")
 
 
+def read_reviews(path: Path | str, split: str = "test") -> Iterator[ReviewRow]:
+    """The rows of :func:`read_records`; a row that cannot be read is an error naming its line (nothing is dropped)."""
+    for record in read_records(path, split):
+        if isinstance(record, BadRow):
+            raise ValueError(f"{path}:{record.line}: {record.reason}")
+        yield record
+
+
 def imdb_split(split: str, data: Path | str | None = None) -> list[ReviewRow]:
     """All reviews of an IMDB split from ``data`` (the CSV folder, an aclImdb folder or tarball)
     or, when None, from the shared data folder."""
@@ -162,5 +273,32 @@ def imdb_split(split: str, data: Path | str | None = None) -> list[ReviewRow]:
             "or set SENTIMENT_DATA_DIR to a folder holding imdb_train.csv.gz"
         )
     if source.is_dir() and (source / f"imdb_{split}.csv.gz").exists():
-        return list(read_csv(source / f"imdb_{split}.csv.gz"))
+        return list(read_reviews(source / f"imdb_{split}.csv.gz"))
     return list(read_reviews(source, split))
+
+
+def write_csv(rows: Iterable[ReviewRow], path: Path, labelled: bool = True) -> int:
+    """Rows as a gzipped CSV in the shared data's format (``id,movie_id,review[,label,rating]``)."""
+    count = 0
+    tmp = path.with_suffix(path.suffix + ".part")
+    with gzip.open(tmp, "wt", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["id", "movie_id", "review", "label", "rating"] if labelled else ["id", "movie_id", "review"])
+        for r in rows:
+            fields = [r.review_id, r.movie_id or "", r.text]
+            writer.writerow(fields + ([r.label, r.rating] if labelled else []))
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def prepare_cache(source: Path, dest: Path) -> dict[str, int]:
+    """Turn the original aclImdb folder or ``aclImdb_v1.tar.gz`` into ``imdb_{train,test,unsup}.csv.gz`` in
+    ``dest``, the files the tests, the demo and training read. Returns the row count of each split."""
+    if not is_acl_imdb(source):
+        raise ValueError(f"{source} is not an aclImdb folder or aclImdb_v1.tar.gz")
+    dest.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split in ("test", "unsup", "train"):  # train last: its file marks the cache as complete
+        counts[split] = write_csv(read_reviews(source, split), dest / f"imdb_{split}.csv.gz", labelled=split != "unsup")
+    return counts

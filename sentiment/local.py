@@ -259,15 +259,8 @@ def create_topics(
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin", **client_options)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    client_options.setdefault("bootstrap_timeout_ms", int(timeout * 1000))
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin", **client_options)
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
@@ -278,3 +271,58 @@ def create_topics(
                 pass
     finally:
         admin.close()
+
+
+def _port_or_free(port: int) -> int:
+    if port == 0:
+        return free_port()
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            from sentiment.errors import UserError
+
+            raise UserError(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror})",
+                "stop what uses it, or pick another with --broker-port / --postgres-port (0: any free port)",
+            ) from exc
+    return port
+
+
+def run_local_services(folder: Path | None, *, broker_port: int = 9092, postgres_port: int = 5432) -> int:
+    """`sentiment local up`: a Tansu broker and a migrated PostgreSQL cluster on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    from sentiment.errors import UserError
+    from sentiment.settings import default_data_home
+    from stream.db import upgrade
+
+    folder = (folder or default_data_home() / "local").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(folder, _port_or_free(broker_port))
+    pg = LocalPostgres(folder / "postgres", _port_or_free(postgres_port))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
+    try:
+        try:
+            broker.start()
+            pg.start()
+        except ServiceError as exc:
+            raise UserError(str(exc).splitlines()[0], f"logs in {folder}") from exc
+        upgrade(pg.url)
+        print(f"Tansu broker on {broker.bootstrap} (in memory: topics are gone after a restart); log {broker.log}")
+        print(f"PostgreSQL on 127.0.0.1:{pg.port}, database 'sentiment', migrated; data and log in {pg.workdir}")
+        print("In another shell:")
+        print(f"  export SENTIMENT_BROKER={broker.url}")
+        print(f"  export SENTIMENT_DATABASE_URL={pg.url}")
+        print("  export SENTIMENT_SESSION_TIMEOUT=3 SENTIMENT_HEARTBEAT_INTERVAL=0.5  # Tansu joins groups faster")
+        print("Ctrl-C stops both.", flush=True)
+        while not stop:
+            if broker.process is not None and broker.process.poll() is not None:
+                raise UserError(f"the broker exited with code {broker.process.returncode}", f"see {broker.log}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("stopping ...", flush=True)
+        pg.stop()
+        broker.stop()
+    return 0

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-
-from stream.db import make_engine
+from sqlalchemy.engine import Engine
 
 MOVIES_SQL = """
 SELECT movie_id, review_count, positive_count, mean_score, rating, updated_at
@@ -15,13 +14,9 @@ LIMIT :limit
 """
 
 
-def top_and_bottom_movies(database_url: str, *, limit: int = 5, min_reviews: int = 1) -> tuple[list[dict], list[dict]]:
-    engine = make_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            params = {"limit": limit, "min_reviews": min_reviews}
-            top = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="DESC")), params)]
-            bottom = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="ASC")), params)]
-    finally:
-        engine.dispose()
+def top_and_bottom_movies(engine: Engine, *, limit: int = 5, min_reviews: int = 1) -> tuple[list[dict], list[dict]]:
+    with engine.connect() as conn:
+        params = {"limit": limit, "min_reviews": min_reviews}
+        top = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="DESC")), params)]
+        bottom = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="ASC")), params)]
     return top, bottom

@@ -7,12 +7,25 @@ Every field is read from an environment variable named ``SENTIMENT_<FIELD>``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sentiment.errors import UserError
+
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
+
+
+def default_data_home() -> Path:
+    """Where local state lives when no setting says otherwise: ``$XDG_DATA_HOME/sentiment`` (``~/.local/share``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "sentiment"
+
+
+# An absolute path, so that every command finds the same database whatever folder it runs in.
+DEFAULT_DATABASE_URL = f"sqlite:///{default_data_home() / 'sentiment.db'}"
 
 
 class Settings(BaseSettings):
@@ -20,7 +33,7 @@ class Settings(BaseSettings):
 
     broker: str = Field("kafka://127.0.0.1:9092", description="Faust broker URL (kafka://host:port;host2:port).")
     database_url: str = Field(
-        "sqlite:///.sentiment/sentiment.db",
+        DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL of the database that holds review_scores and movie_sentiment.",
     )
     model: Path = Field(DEFAULT_MODEL, description="Folder of the model artifact; the committed default when unset.")
@@ -51,13 +64,34 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(1.0, gt=0, description="Consumer heartbeat interval in seconds.")
     max_text_chars: int = Field(50_000, ge=1, description="Longer review texts are rejected to the dead-letter topic.")
     max_message_bytes: int = Field(1_000_000, ge=1, description="Larger messages are rejected unread.")
-    metrics_port: int = Field(9108, ge=0, le=65535, description="Port of the Prometheus /metrics endpoint (0: off).")
+    metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Port of the worker's /metrics, /healthz and /readyz (0: off)."
+    )
     metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint listens on.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
+    drift_min_scores: int = Field(
+        1000, ge=10, description="Scores needed in the window before PSI and KS are exported (README, Drift)."
+    )
     psi_threshold: float = Field(
         0.07, gt=0, description="PSI above which score drift is alerted (0.07: see README, Drift)."
     )
-    log_level: str = Field("info", description="Worker log level.")
+    connect_timeout: float = Field(
+        5.0, gt=0, le=120, description="Seconds to wait for the broker or the database before giving up."
+    )
+    shutdown_grace: float = Field(
+        10.0, gt=0, le=600, description="Seconds the worker takes at most to stop on SIGTERM or Ctrl-C."
+    )
+    progress_interval: float = Field(
+        30.0, ge=0, description="Seconds between the worker's one-line progress summaries in its log (0: off)."
+    )
+    log_level: str = Field(
+        "info",
+        pattern="^(?i:debug|info|warn|warning|error|critical)$",
+        description="Log level; debug also shows tracebacks.",
+    )
+    data_dir: Path | None = Field(
+        None, description="Folder with imdb_*.csv.gz for the demo, the tests and training (default: ../shared/data)."
+    )
 
     def faust_broker_url(self) -> str:
         return self.broker if "://" in self.broker else f"kafka://{self.broker}"
@@ -69,9 +103,64 @@ class Settings(BaseSettings):
         return [h.strip() for h in hosts.replace(",", ";").split(";") if h.strip()]
 
 
+ENV_PREFIX = "SENTIMENT_"
+
+# Variables read outside the Settings object, listed by `sentiment settings` too.
+OTHER_VARIABLES = {
+    "SENTIMENT_TEST_DATABASE_URL": "PostgreSQL server the tests use instead of starting their own (tests only).",
+    "SENTIMENT_PG_BIN": "Folder(s) of the PostgreSQL server binaries for local clusters (default: found on the system).",
+}
+
+
+def load_settings(overrides: dict | None = None, options: dict[str, str] | None = None) -> Settings:
+    """Settings from the environment and ``overrides``; a bad value is a :class:`UserError` naming its source.
+
+    ``options`` maps a field to the command-line option that set it, so that the error names that option.
+    """
+    overrides = overrides or {}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            source = (options or {}).get(field) if field in overrides else None
+            source = source or f"{ENV_PREFIX}{field.upper()}"
+            value = overrides.get(field, os.environ.get(f"{ENV_PREFIX}{field.upper()}"))
+            problems.append(f"{source}={value!r}: {error['msg']}")
+        raise UserError(
+            "invalid setting " + "; ".join(problems),
+            "fix or unset it (`sentiment settings` lists every setting with its allowed values)",
+            exit_code=2,
+        ) from exc
+
+
+def settings_in_effect(settings: Settings, overrides: dict | None = None) -> list[tuple[str, str, str, str]]:
+    """(variable, value in effect, where it came from, description) for every setting; secrets masked."""
+    overrides = overrides or {}
+    rows = []
+    for name, field in Settings.model_fields.items():
+        env = f"{ENV_PREFIX}{name.upper()}"
+        value = getattr(settings, name)
+        shown = "***" if isinstance(value, SecretStr) else ("" if value is None else str(value))
+        if name in overrides:
+            source = "command line"
+        elif env in os.environ:
+            source = "environment"
+        else:
+            source = "default"
+        rows.append((env, shown, source, field.description or ""))
+    for env, description in OTHER_VARIABLES.items():
+        rows.append((env, os.environ.get(env, ""), "environment" if env in os.environ else "unset", description))
+    return rows
+
+
 def kafka_client_options(settings: Settings) -> dict:
-    """Security options for kafka-python clients (producer, consumer, admin), from the settings."""
-    options: dict = {"security_protocol": settings.security_protocol}
+    """Options for kafka-python clients (producer, consumer, admin): security, and how long to wait for the broker."""
+    options: dict = {
+        "security_protocol": settings.security_protocol,
+        "bootstrap_timeout_ms": int(settings.connect_timeout * 1000),
+    }
     if settings.security_protocol.startswith("SASL"):
         options |= {
             "sasl_mechanism": settings.sasl_mechanism,
@@ -114,11 +203,3 @@ def faust_credentials(settings: Settings):
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-def settings_table() -> list[tuple[str, str, str]]:
-    """(environment variable, default, description) for README and --help."""
-    rows = []
-    for name, field in Settings.model_fields.items():
-        rows.append((f"SENTIMENT_{name.upper()}", str(field.default), field.description or ""))
-    return rows

@@ -3,32 +3,46 @@
 The agent is a short loop: take a micro-batch -> decode, validate and score it -> write the
 results (PostgreSQL, then the ``sentiments`` and dead-letter topics) -> ack, so that offsets
 advance only past messages whose results are stored and delivered. A failed write is retried
-with backoff, never skipped.
+with backoff, never skipped. On SIGTERM or Ctrl-C the worker stops within ``shutdown_grace``
+seconds in every state; an unfinished batch stays unacked and is scored again after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import faust
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
 from model.scorer import ModelArtifact, load_scorer
+from sentiment.checks import redact
 from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
 from stream.db import make_engine
 from stream.drift import DriftMonitor
+from stream.health import health
 from stream.sinks import SqlSink
+
+if TYPE_CHECKING:
+    from stream.preflight import Ready
 
 log = logging.getLogger("sentiment.worker")
 
 T = TypeVar("T")
 DEAD_LETTER_MAX_BYTES = 16 * 1024 * 1024
+PROBE_INTERVAL = 5.0  # seconds between readiness probes of the database and the broker
 
 
 async def retry_with_backoff(
@@ -37,9 +51,9 @@ async def retry_with_backoff(
     *,
     first_delay: float = 0.5,
     max_delay: float = 10.0,
-    on_failure: Callable[[], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> T:
-    """Run ``attempt`` until it succeeds, sleeping longer after each failure (cancellation ends it)."""
+    """Run ``attempt`` until it succeeds, sleeping longer after each failure (cancellation or stopping ends it)."""
     delay = first_delay
     failures = 0
     while True:
@@ -50,8 +64,11 @@ async def retry_with_backoff(
         except Exception as exc:  # noqa: BLE001 - any failure of a write is retried
             failures += 1
             if on_failure is not None:
-                on_failure()
-            log.warning("%s failed (attempt %d), retrying in %.1f s: %s", what, failures, delay, exc)
+                on_failure(exc)
+            if health.stopping:
+                log.warning("%s failed while stopping; the batch stays unacked: %s", what, first_line(exc))
+                raise asyncio.CancelledError() from exc
+            log.warning("%s failed (attempt %d), retrying in %.1f s: %s", what, failures, delay, first_line(exc))
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay)
         else:
@@ -60,7 +77,57 @@ async def retry_with_backoff(
             return result
 
 
-def create_app(settings: Settings) -> faust.App:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (SQLAlchemy's own, not its wrapper's), for one-line log records."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def probe_database(engine: Engine) -> str | None:
+    """None when the database answers ``SELECT 1``, else the first line of why not."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return first_line(exc)
+    return None
+
+
+def probe_broker(settings: Settings) -> str | None:
+    """None when a bootstrap server accepts a TCP connection, else why not."""
+    reasons = []
+    for server in settings.bootstrap_servers():
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=min(settings.connect_timeout, 3.0)):
+                return None
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{server} {getattr(exc, 'strerror', None) or exc}")
+    return "unreachable: " + "; ".join(reasons)
+
+
+@dataclass
+class Progress:
+    """Running totals for the periodic progress line of the log."""
+
+    scored: int = 0
+    rejected: int = 0
+    lag: float = float("nan")
+    at_last_line: tuple[float, int, int] = (time.monotonic(), 0, 0)
+
+    def line(self) -> str:
+        now = time.monotonic()
+        then, scored, rejected = self.at_last_line
+        self.at_last_line = (now, self.scored, self.rejected)
+        rate = (self.scored - scored) / max(now - then, 1e-9)
+        lag = "unknown" if self.lag != self.lag else f"{self.lag:,.0f}"
+        return (
+            f"progress: {rate:,.1f} reviews/s, scored {self.scored - scored:,} and rejected {self.rejected - rejected:,} "
+            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag}, "
+            f"{'ready' if health.ready else 'NOT ready: ' + '; '.join(health.reasons())}"
+        )
+
+
+def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.faust_broker_url(),
@@ -77,6 +144,8 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.topic_partitions,
         web_enabled=False,
         store="memory://",
+        # on stop, do not wait for the current batch to be processed: it stays unacked and is scored again later
+        stream_wait_empty=False,
     )
     reviews = app.topic(
         settings.topic_reviews, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
@@ -84,16 +153,81 @@ def create_app(settings: Settings) -> faust.App:
     sentiments = app.topic(settings.topic_sentiments, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_dlq, value_serializer="raw", key_serializer="raw")
 
-    artifact = ModelArtifact.at(settings.model)
-    scorer = load_scorer(artifact)
+    if ready is None:
+        artifact = ModelArtifact.at(settings.model)
+        scorer = load_scorer(artifact)
+        engine = make_engine(settings.database_url, settings.connect_timeout)
+    else:
+        artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
+    health.update(model_loaded=True)
     batch_scorer = BatchScorer(
         scorer, max_text_chars=settings.max_text_chars, max_message_bytes=settings.max_message_bytes
     )
-    sink = SqlSink(make_engine(settings.database_url))
-    drift = DriftMonitor(artifact.reference_scores(), window=settings.drift_window)
+    sink = SqlSink(engine)
+    drift = DriftMonitor(
+        artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
+    )
+    progress = Progress()
     metrics.MODEL_INFO.labels(version=scorer.version).set(1)
     metrics.PSI_THRESHOLD.set(settings.psi_threshold)
-    log.info("model %s loaded from %s", scorer.version, settings.model)
+    metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
+    metrics.SCORE_PSI.set(float("nan"))
+    metrics.SCORE_KS.set(float("nan"))
+
+    async def probe() -> None:
+        health.beat()
+        database_error, broker_error = await asyncio.gather(
+            asyncio.to_thread(probe_database, engine), asyncio.to_thread(probe_broker, settings)
+        )
+        was_ready = health.ready
+        health.update(database_error=database_error, broker_error=broker_error)
+        if was_ready and not health.ready:
+            log.warning("not ready: %s", "; ".join(health.reasons()))
+        elif health.ready and not was_ready:
+            log.info("ready")
+
+    @app.task
+    async def announce() -> None:
+        where = ready.server.url if ready is not None and ready.server is not None else None
+        log.info(
+            "model %s from %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
+            scorer.version,
+            artifact.folder,
+            settings.app_id,
+            settings.batch_size,
+            settings.batch_wait,
+            redact(settings.database_url),
+            f"{where}/metrics (and /healthz, /readyz)" if where else "off (SENTIMENT_METRICS_PORT=0)",
+        )
+        await probe()
+
+    @app.timer(PROBE_INTERVAL)
+    async def probe_regularly() -> None:
+        await probe()
+
+    if settings.progress_interval:
+
+        @app.timer(settings.progress_interval)
+        async def log_progress() -> None:
+            progress.lag = consumer_lag(app, last_offsets)
+            log.info(progress.line())
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app, assigned, **kwargs) -> None:
+        ours = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_reviews)
+        if ours:
+            log.info("partitions assigned: %s %s", settings.topic_reviews, ", ".join(map(str, ours)))
+        else:
+            log.info(
+                "no partition of %s assigned: this group has more workers than the topic has partitions; "
+                "this worker stands by",
+                settings.topic_reviews,
+            )
+        health.update(joined=True)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app, revoked, **kwargs) -> None:
+        health.update(joined=False)
 
     async def publish(result: BatchResult) -> None:
         deliveries = [
@@ -109,11 +243,11 @@ def create_app(settings: Settings) -> faust.App:
         started = time.perf_counter()
         new_rows = sink.write(result.sentiments)
         metrics.DB_WRITE_SECONDS.observe(time.perf_counter() - started)
-        metrics.READY.set(1)
+        health.update(database_error=None)
         return new_rows
 
-    def not_ready() -> None:
-        metrics.READY.set(0)
+    def not_ready(exc: Exception) -> None:
+        health.update(database_error=first_line(exc))
 
     @app.agent(reviews, name="score-reviews")
     async def score_reviews(stream):
@@ -150,6 +284,8 @@ def create_app(settings: Settings) -> faust.App:
         now = time.time()
         scores = [s.score for s in result.sentiments]
         metrics.REVIEWS_SCORED.inc(len(scores))
+        progress.scored += len(scores)
+        progress.rejected += len(result.rejected)
         metrics.EVENTS_SENT.labels(topic="sentiments").inc(len(scores))
         metrics.EVENTS_SENT.labels(topic="dead_letter").inc(len(result.rejected))
         for message, why in result.rejected:
@@ -170,7 +306,8 @@ def create_app(settings: Settings) -> faust.App:
         drift.add(scores)
         metrics.DRIFT_WINDOW.set(len(drift.window))
         metrics.POSITIVE_RATIO.set(drift.positive_ratio())
-        if drift.ready:
+        metrics.DRIFT_READY.set(1 if drift.ready else 0)
+        if drift.ready:  # until then PSI and KS stay NaN: a few hundred scores say nothing reliable
             metrics.SCORE_PSI.set(drift.psi())
             metrics.SCORE_KS.set(drift.ks())
         for m in messages:
@@ -198,13 +335,53 @@ def consumer_lag(app: faust.App, last_offsets: dict[tuple[str, int], int]) -> fl
     return float(lag)
 
 
-def run_worker(settings: Settings) -> None:
-    """Run one worker process until SIGINT/SIGTERM."""
-    app = create_app(settings)
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+class ScorerWorker(faust.Worker):
+    """Faust's worker with a deadline on stopping: after the first SIGTERM or Ctrl-C it has ``grace`` seconds, then
+    it exits at once. Offsets only ever cover stored and delivered results, so nothing unstored is acknowledged
+    either way; a second Ctrl-C exits at once too."""
 
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
-        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper())
-    worker.execute_from_commandline()
+    def __init__(self, *args, grace: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.grace = grace
+        self._deadline: threading.Timer | None = None
+
+    def _on_sigint(self) -> None:
+        self._begin_stop("Ctrl-C")
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._begin_stop("SIGTERM")
+        super()._on_sigterm()
+
+    def _begin_stop(self, why: str) -> None:
+        health.update(stopping=True)
+        if self._deadline is not None:
+            self._exit_now(f"{why} again: stopping now")
+        log.info("%s: stopping (at most %.0f s); an unfinished batch stays unacked", why, self.grace)
+        self._deadline = threading.Timer(
+            self.grace, self._exit_now, args=(f"not stopped within {self.grace:.0f} s (SENTIMENT_SHUTDOWN_GRACE)",)
+        )
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    @staticmethod
+    def _exit_now(why: str) -> None:
+        log.warning("%s; exiting: offsets cover only stored and delivered results", why)
+        for stream_ in (sys.stdout, sys.stderr):
+            stream_.flush()
+        os._exit(1)
+
+
+def run_worker(settings: Settings, ready: Ready | None = None) -> int:
+    """Run one worker process until SIGINT/SIGTERM; returns its exit code."""
+    app = create_app(settings, ready)
+    server = ready.server.start() if ready is not None and ready.server is not None else None
+    worker = ScorerWorker(app, loglevel=settings.log_level.upper(), grace=settings.shutdown_grace)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        if server is not None:
+            server.stop()
+    return 0

@@ -48,21 +48,60 @@ movie_sentiment = Table(
 )
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; a SQLite file's folder is created, and ``postgresql://`` uses psycopg 3."""
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (None for other databases and for ``:memory:``)."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
+
+
+def make_engine(url: str, connect_timeout: float = 5.0, create_folder: bool = False) -> Engine:
+    """An engine for ``url``; ``postgresql://`` uses psycopg 3 and gives up connecting after ``connect_timeout``.
+
+    A SQLite file's folder is created only with ``create_folder`` (migrations), so that a read never
+    leaves an empty database behind.
+    """
+    connect_args: dict = {}
+    path = sqlite_path(url)
+    if path is not None and create_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return create_engine(url, pool_pre_ping=True, future=True)
+    if url.startswith("postgresql+psycopg://"):
+        connect_args["connect_timeout"] = max(2, round(connect_timeout))  # libpq's smallest useful value is 2 s
+    return create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args)
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply the migrations up to ``revision``."""
-    from alembic import command
+def _alembic_config(engine: Engine | None = None):
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
-    cfg.attributes["engine"] = make_engine(url)
-    command.upgrade(cfg, revision)
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(url: str, revision: str = "head", connect_timeout: float = 5.0) -> None:
+    """Apply the migrations up to ``revision``."""
+    from alembic import command
+
+    engine = make_engine(url, connect_timeout, create_folder=True)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    finally:
+        engine.dispose()

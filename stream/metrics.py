@@ -44,6 +44,12 @@ POSITIVE_RATIO = Gauge("sentiment_positive_ratio", "Share of positive labels ove
 SCORE_PSI = Gauge("sentiment_score_psi", "Population Stability Index of the drift window against the reference.")
 SCORE_KS = Gauge("sentiment_score_ks", "Kolmogorov-Smirnov statistic of the drift window against the reference.")
 DRIFT_WINDOW = Gauge("sentiment_drift_window_scores", "Scores currently in the drift window.")
+DRIFT_MIN_SCORES = Gauge(
+    "sentiment_drift_min_scores", "Scores the window needs before PSI and KS are exported (NaN until then)."
+)
+DRIFT_READY = Gauge(
+    "sentiment_drift_ready", "1 once the drift window holds enough scores for PSI and KS to mean something, else 0."
+)
 PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
 MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
 CONSUMER_LAG = Gauge(
@@ -51,7 +57,10 @@ CONSUMER_LAG = Gauge(
 )
 LAST_SUCCESS = Gauge("sentiment_last_batch_success_timestamp_seconds", "When the last batch was fully written.")
 SINCE_LAST_SUCCESS = Gauge("sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.")
-READY = Gauge("sentiment_ready", "1 while the worker can write results (database reachable), else 0.")
+READY = Gauge(
+    "sentiment_ready",
+    "1 while the worker can do its job (model loaded, in its group, database and broker reachable), else 0.",
+)
 
 _last_success = time.time()
 

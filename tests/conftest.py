@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentiment.datasets import ReviewRow, read_csv, shared_data_dir
+from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
 from sentiment.local import LocalBroker, LocalPostgres, create_topics, scratch_dir
 from sentiment.settings import DEFAULT_MODEL, Settings
 
@@ -44,7 +44,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def imdb_test_rows(data_dir: Path) -> list[ReviewRow]:
-    return list(read_csv(data_dir / "imdb_test.csv.gz"))
+    return list(read_reviews(data_dir / "imdb_test.csv.gz"))
 
 
 @pytest.fixture(scope="session")

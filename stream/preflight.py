@@ -1,0 +1,58 @@
+"""Before the worker starts: every part it needs is there, or it stops within seconds with one line saying which.
+
+Order: the cheap checks first (model folder, broker and its topics, database reachable and migrated, the metrics
+port), then loading TensorFlow and the model, which takes seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from sentiment.checks import broker_timeout_error, check_broker, database_engine
+from sentiment.errors import UserError
+from sentiment.settings import Settings, kafka_client_options
+from stream.health import HealthServer, health
+
+
+@dataclass
+class Ready:
+    artifact: Any  # model.scorer.ModelArtifact (imported late: it imports TensorFlow)
+    scorer: Any  # model.scorer.Scorer
+    engine: Engine
+    server: HealthServer | None
+
+
+def preflight(settings: Settings) -> Ready:
+    from kafka.errors import KafkaError
+
+    from sentiment.local import create_topics
+
+    if not (settings.model.is_file() or (settings.model / "model.keras").is_file()):
+        raise UserError(
+            f"no model at {settings.model} (no model.keras in it)", "set SENTIMENT_MODEL / --model to a model folder"
+        )
+    check_broker(settings)
+    try:
+        create_topics(
+            settings.bootstrap_servers(),
+            [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
+            settings.topic_partitions,
+            timeout=settings.connect_timeout,
+            **kafka_client_options(settings),
+        )
+    except KafkaError as exc:
+        raise broker_timeout_error(settings, exc) from exc
+    engine = database_engine(settings)
+    server = HealthServer(health, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    from model.scorer import ModelArtifact, load_scorer
+
+    try:
+        artifact = ModelArtifact.at(settings.model)
+        scorer = load_scorer(artifact)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise UserError(f"cannot load the model at {settings.model}: {exc}", "set SENTIMENT_MODEL / --model") from exc
+    health.update(model_loaded=True)
+    return Ready(artifact, scorer, engine, server)
