@@ -257,10 +257,15 @@ def read_records(path: Path | str, split: str = "test") -> Iterator[ReviewRow | 
 
 def read_reviews(path: Path | str, split: str = "test") -> Iterator[ReviewRow]:
     """The rows of :func:`read_records`; a row that cannot be read is an error naming its line (nothing is dropped)."""
-    for record in read_records(path, split):
-        if isinstance(record, BadRow):
-            raise ValueError(f"{path}:{record.line}: {record.reason}")
-        yield record
+    records = read_records(path, split)  # a missing file or an unknown format fails here, not at the first row
+
+    def good_rows() -> Iterator[ReviewRow]:
+        for record in records:
+            if isinstance(record, BadRow):
+                raise ValueError(f"{path}:{record.line}: {record.reason}")
+            yield record
+
+    return good_rows()
 
 
 def imdb_split(split: str, data: Path | str | None = None) -> list[ReviewRow]:

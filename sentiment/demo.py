@@ -7,6 +7,7 @@ every one is scored, and prints a summary read back from Kafka and SQL.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
+from sentiment.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
 from sentiment.local import (
     LocalBroker,
     LocalPostgres,
@@ -39,8 +40,8 @@ SAMPLE = Path(__file__).resolve().parent / "sample_reviews.jsonl"
 def pick_reviews(file: Path | None, count: int) -> tuple[list[ReviewRow], str]:
     """Reviews to stream: the user's file, else whole films of imdb_test up to ``count``, else our sample."""
     if file is not None:
-        rows = list(read_reviews(file))
-        return rows[:count], str(file)
+        rows = list(itertools.islice(read_records(file), count))  # unreadable rows are reported when produced
+        return rows, str(file)
     data = shared_data_dir()
     if data is None:
         return list(read_reviews(SAMPLE)), f"{SAMPLE.name} (the project's own sample; no IMDB data found)"
@@ -73,6 +74,28 @@ def metric_or_nan(port: int, name: str) -> float:
     return float("nan") if value is None else value
 
 
+def drift_line(port: int) -> str:
+    """PSI and KS as the worker exports them, or why they are not exported yet."""
+    psi = metric_or_nan(port, "sentiment_score_psi")
+    if psi != psi:
+        window = metric_or_nan(port, "sentiment_drift_window_scores")
+        needed = metric_or_nan(port, "sentiment_drift_min_scores")
+        return f"drift: not measured yet ({window:,.0f} of the {needed:,.0f} scores it needs)"
+    return f"drift: PSI {psi:.3f}, KS {metric_or_nan(port, 'sentiment_score_ks'):.3f}"
+
+
+def wait_for_metric(port: int, name: str, at_least: float, worker, timeout: float = 60) -> float:
+    """Wait until the worker's metric reaches ``at_least``: its metrics are updated after the batch is stored."""
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        value = read_metric(port, name) or 0.0
+        if value >= at_least or worker.poll() is not None:
+            return value
+        time.sleep(0.1)
+    return value
+
+
 def shift_reviews(count: int) -> list[ReviewRow]:
     """Amazon electronics and kitchen reviews: another domain, to show drift."""
     data = shared_data_dir()
@@ -92,20 +115,23 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
 
     shifted = shift_reviews(4000)
     print(f"\nDrift: streaming {len(shifted):,} Amazon electronics and kitchen reviews after the movie reviews")
-    print(f"  PSI before: {metric_or_nan(port, 'sentiment_score_psi'):.3f} (alert threshold {settings.psi_threshold})")
+    print(f"  before: {drift_line(port)} (alert threshold {settings.psi_threshold})")
     produce_reviews(settings, shifted, progress=False)
+    print(
+        f"  (PSI is exported once the window holds {settings.drift_min_scores:,} scores; "
+        f"alert threshold {settings.psi_threshold})"
+    )
     deadline = time.monotonic() + 300
     last_printed = -1
     crossed_at = None
     while time.monotonic() < deadline:
         scored = int(read_metric(port, "sentiment_reviews_scored_total") or 0) - already
-        psi = read_metric(port, "sentiment_score_psi") or 0.0
+        psi = metric_or_nan(port, "sentiment_score_psi")
         if crossed_at is None and psi > settings.psi_threshold:
             crossed_at = scored
         if scored // 500 != last_printed // 500 or scored >= len(shifted):
             print(
-                f"  {max(scored, 0):>5,} shifted reviews scored: PSI {psi:.3f}  KS "
-                f"{metric_or_nan(port, 'sentiment_score_ks'):.3f}  positive ratio "
+                f"  {max(scored, 0):>5,} shifted reviews scored: {drift_line(port)}, positive ratio "
                 f"{metric_or_nan(port, 'sentiment_positive_ratio'):.2f}"
             )
             last_printed = scored
@@ -121,12 +147,15 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
 
 
 def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False) -> int:
-    from sentiment.producing import produce_reviews
+    from sentiment.producing import produce_reviews, row_problem
     from stream.db import make_engine, upgrade
 
+    rows, source = pick_reviews(file, count)  # before the scratch folder: a bad --file leaves nothing behind
+    valid = [r for r in rows if isinstance(r, ReviewRow) and row_problem(r) is None]
+    if not valid:
+        raise ValueError(f"{source} holds no valid review (each needs review_id, movie_id and a text)")
+    expected = len({r.review_id for r in valid})
     workdir = scratch_dir("sentiment-demo-")
-    rows, source = pick_reviews(file, count)
-    expected = len({r.review_id for r in rows})
     print(f"sentiment demo: {len(rows):,} reviews from {source}; scratch folder {workdir}")
     broker = LocalBroker(workdir)
     pg = worker = None
@@ -168,19 +197,29 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, sh
                 stderr=subprocess.STDOUT,
             )
         started = time.perf_counter()
-        produce_reviews(settings, rows, progress=sys.stderr.isatty())
+
+        def report_skip(line, reason):
+            print(f"  {source}:{line}: skipped: {reason}")
+
+        report = produce_reviews(settings, rows, total=len(rows), progress=sys.stderr.isatty(), on_skip=report_skip)
         produced = time.perf_counter()
         engine = make_engine(database_url)
         stored = wait_for_rows(engine, expected, worker, workdir / "worker.log")
         finished = time.perf_counter()
-        print_summary(engine, database_url, stored, started, produced, finished)
-        print(
-            f"  metrics: http://127.0.0.1:{metrics_port}/metrics  (PSI {metric_or_nan(metrics_port, 'sentiment_score_psi'):.3f}, "
-            f"KS {metric_or_nan(metrics_port, 'sentiment_score_ks'):.3f}; Prometheus and Grafana config in deploy/)"
-        )
+        # the worker updates its metrics right after storing a batch: wait for them, not for a race
+        wait_for_metric(metrics_port, "sentiment_reviews_scored_total", report.sent, worker)
+        live_drift = drift_line(metrics_port)
+        print_summary(engine, valid, stored, started, produced, finished)
+        if report.skipped:
+            print(f"  {report.summary()}")
+        print(f"  {live_drift} (read from the worker's /metrics while it ran)")
         if shift:
             stream_shift(settings, metrics_port, engine, stored, worker, workdir / "worker.log")
-        print(json.dumps({"reviews_scored": stored, "seconds": round(finished - started, 2)}))
+        print(
+            json.dumps(
+                {"reviews_scored": stored, "skipped": len(report.skipped), "seconds": round(finished - started, 2)}
+            )
+        )
         engine.dispose()
         return 0
     finally:
@@ -214,17 +253,31 @@ def wait_for_rows(engine, expected: int, worker: subprocess.Popen, log: Path, ti
     raise RuntimeError(f"only {stored} of {expected} reviews were scored within {timeout:.0f} s; see {log}")
 
 
-def print_summary(engine, database_url, stored, started, produced, finished) -> None:
+def _snippet(text: str, width: int = 70) -> str:
+    flat = " ".join(text.replace("<br />", " ").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def print_summary(engine, rows: list[ReviewRow], stored, started, produced, finished) -> None:
     with engine.connect() as conn:
         first, last = conn.execute(text("SELECT min(scored_at), max(scored_at) FROM review_scores")).one()
-        positive = conn.execute(text("SELECT count(*) FROM review_scores WHERE label = 'positive'")).scalar_one()
-        samples = conn.execute(
-            text("SELECT review_id, movie_id, score, label FROM review_scores ORDER BY review_id LIMIT 5")
-        ).all()
-        version = conn.execute(text("SELECT model_version FROM review_scores LIMIT 1")).scalar_one()
+        scored = conn.execute(text("SELECT review_id, score, label, model_version FROM review_scores")).all()
+        top, bottom = top_and_bottom_movies(engine, limit=5, min_reviews=3 if len(rows) >= 300 else 1)
+    by_id = {r.review_id: r for r in rows}
+    positive = sum(1 for _, _, label, _ in scored if label == "positive")
     total = finished - started
     print()
-    print(f"Scored {stored:,} reviews with model {version}: {positive:,} positive, {stored - positive:,} negative.")
+    print(
+        f"Scored {stored:,} reviews with model {scored[0][3]}: {positive:,} positive, {stored - positive:,} negative."
+    )
+    labelled = [
+        (by_id[rid].label, label) for rid, _, label, _ in scored if rid in by_id and by_id[rid].label is not None
+    ]
+    if labelled:
+        agree = sum((truth == 1) == (label == "positive") for truth, label in labelled)
+        print(
+            f"  the model agrees with the reviewers' own labels on {agree:,} of {len(labelled):,} ({agree / len(labelled):.1%})"
+        )
     print(
         f"  produce took {produced - started:.1f} s; all scores stored after {total:.1f} s "
         f"(worker start and group join included): {stored / total:,.0f} reviews/s end to end"
@@ -235,14 +288,21 @@ def print_summary(engine, database_url, stored, started, produced, finished) -> 
         span = (last - first).total_seconds()
         if span > 0:
             print(f"  scoring throughput while busy: {stored / span:,.0f} reviews/s")
+    ranked = sorted(scored, key=lambda r: r[1])
+    picks = {"most negative": ranked[0], "most positive": ranked[-1]}
+    picks["least sure"] = min(scored, key=lambda r: abs(r[1] - 0.5))
     print("  sample scores:")
-    for review_id, movie_id, score, label in samples:
-        print(f"    {review_id:<16} {movie_id:<12} {score:.3f} {label}")
-    top, bottom = top_and_bottom_movies(database_url, limit=5, min_reviews=3)
-    for title, films in (("Top films by mean sentiment", top), ("Bottom films by mean sentiment", bottom)):
-        print(f"  {title} (3+ reviews; SELECT ... FROM movie_sentiment ORDER BY mean_score):")
+    for what, (review_id, score, label, _) in picks.items():
+        row = by_id.get(review_id)
+        said = "" if row is None or row.label is None else f" (reviewer: {'positive' if row.label else 'negative'})"
+        print(f"    {what:<13} {score:.3f} {label}{said}: {_snippet(row.text) if row else review_id}")
+    titles = {r.movie_id: r.title for r in rows if r.title}
+    min_reviews = 3 if len(rows) >= 300 else 1
+    for heading, films in (("Top films by mean sentiment", top), ("Bottom films by mean sentiment", bottom)):
+        print(f"  {heading} ({min_reviews}+ reviews; SELECT ... FROM movie_sentiment ORDER BY mean_score):")
         for f in films:
+            name = f"{f['movie_id']} {titles[f['movie_id']]}" if f["movie_id"] in titles else f["movie_id"]
             print(
-                f"    {f['movie_id']:<12} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
+                f"    {name:<44} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
                 f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10"
             )

@@ -26,7 +26,8 @@ class DriftMonitor:
         self.edges = np.unique(inner)  # bins edges between the deciles (ties collapse)
         self.reference_share = self._shares(self.reference)
         self.window: deque[float] = deque(maxlen=window)
-        self.min_scores = min_scores if min_scores is not None else min(window, 200)
+        # below this many scores PSI and KS are too noisy to alert on (bench/drift_warmup.py); never above the window
+        self.min_scores = min(min_scores if min_scores is not None else window, window)
 
     def _shares(self, scores: np.ndarray) -> np.ndarray:
         counts = np.bincount(np.searchsorted(self.edges, scores, side="right"), minlength=len(self.edges) + 1)

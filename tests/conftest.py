@@ -19,6 +19,20 @@ from sentiment.settings import DEFAULT_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixtures that read the real IMDB data; a run that selects a test using one needs the data.
+DATA_FIXTURES = {"data_dir", "imdb_test_rows", "tiny_data"}
+NO_DATA = (
+    "IMDB data not found (../shared/data, $SENTIMENT_DATA_DIR, ~/.local/share/sentiment/data): run "
+    "`.venv/bin/sentiment data prepare PATH/aclImdb_v1.tar.gz` (or `--download`), or set SENTIMENT_DATA_DIR"
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Fail the whole run at its start, in one line, when selected tests need the IMDB data and it is not there."""
+    needing = [item for item in items if DATA_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if needing and shared_data_dir() is None:
+        pytest.exit(f"{NO_DATA} ({len(needing)} of the selected tests read it)", returncode=4)
+
 
 @pytest.fixture(scope="session")
 def workdir() -> Iterator[Path]:
@@ -38,7 +52,7 @@ def scorer():
 def data_dir() -> Path:
     found = shared_data_dir()
     if found is None:
-        pytest.fail("IMDB data not found: put shared/data beside the checkout or set SENTIMENT_DATA_DIR")
+        pytest.fail(NO_DATA)
     return found
 
 

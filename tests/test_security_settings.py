@@ -11,7 +11,10 @@ from sentiment.settings import Settings, faust_credentials, kafka_client_options
 
 def test_plaintext_by_default():
     settings = Settings()
-    assert kafka_client_options(settings) == {"security_protocol": "PLAINTEXT"}
+    options = kafka_client_options(settings)
+    assert options["security_protocol"] == "PLAINTEXT"
+    assert not any(key.startswith(("sasl", "ssl")) for key in options)
+    assert options["bootstrap_timeout_ms"] == settings.connect_timeout * 1000  # fail fast on a wrong address
     assert faust_credentials(settings) is None
 
 
