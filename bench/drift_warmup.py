@@ -57,7 +57,9 @@ def main() -> None:
     shift = score(shift_rows)
     rows = []
     print(f"window {settings.drift_window}, threshold {settings.psi_threshold}, {args.starts} cold starts each")
-    print(f"{'min scores':>10} {'max PSI, first 3,000 imdb':>26} {'alarms':>7} {'max PSI, all imdb':>18} {'shift crosses after':>20}")
+    print(
+        f"{'min scores':>10} {'max PSI, first 3,000 imdb':>26} {'alarms':>7} {'max PSI, all imdb':>18} {'shift crosses after':>20}"
+    )
     for min_scores in (200, 500, 768, 1000):
         warm_max, full_max, alarms, crossings = [], [], 0, []
         for start in range(args.starts):

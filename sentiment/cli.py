@@ -140,8 +140,10 @@ def cmd_consume(args: argparse.Namespace) -> int:
             count += 1
             if args.max is not None and count >= args.max:
                 break
-    finally:
-        print(f"{count:,} events from {topic}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{count:,} events from {topic} (interrupted)", file=sys.stderr)
+        return 130
+    print(f"{count:,} events from {topic}", file=sys.stderr)
     return 0
 
 

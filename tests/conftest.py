@@ -104,7 +104,7 @@ def fresh_database(postgres_url: str) -> Iterator[str]:
 class WorkerProcess:
     """A real ``sentiment worker`` process, with its log kept for failure messages."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, extra_env: dict | None = None) -> None:
         self.settings = settings
         self.log = log
         env = {
@@ -120,6 +120,7 @@ class WorkerProcess:
             "SENTIMENT_BATCH_SIZE": str(settings.batch_size),
             "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
             "SENTIMENT_METRICS_PORT": str(settings.metrics_port),
+            **(extra_env or {}),
         }
         with open(log, "ab") as fh:
             self.process = subprocess.Popen(
@@ -173,8 +174,8 @@ def stream_settings(broker: LocalBroker, fresh_database: str) -> Settings:
 def start_worker(stream_settings: Settings, workdir: Path):
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings = stream_settings) -> WorkerProcess:
-        worker = WorkerProcess(settings, workdir / f"worker-{settings.app_id}-{len(workers)}.log")
+    def start(settings: Settings = stream_settings, extra_env: dict | None = None) -> WorkerProcess:
+        worker = WorkerProcess(settings, workdir / f"worker-{settings.app_id}-{len(workers)}.log", extra_env)
         workers.append(worker)
         return worker
 
