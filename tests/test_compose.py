@@ -52,8 +52,9 @@ def test_every_mounted_file_exists():
     assert (ROOT / producer_file).exists()
 
 
-def test_the_worker_metrics_port_matches_prometheus():
+def test_the_worker_metrics_port_matches_prometheus_and_the_health_check():
     port = SERVICES["worker"]["environment"]["SENTIMENT_METRICS_PORT"]
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert scrape["scrape_configs"][0]["dns_sd_configs"][0]["port"] == int(port)
-    assert re.search(rf"{port}/metrics", yaml.safe_dump(SERVICES["worker"]["healthcheck"]))
+    # the health check asks /healthz (alive) on the same port; /readyz would restart a worker whose database is away
+    assert re.search(rf"{port}/healthz", yaml.safe_dump(SERVICES["worker"]["healthcheck"]))
