@@ -298,11 +298,15 @@ def print_summary(engine, rows: list[ReviewRow], stored, started, produced, fini
         print(f"    {what:<13} {score:.3f} {label}{said}: {_snippet(row.text) if row else review_id}")
     titles = {r.movie_id: r.title for r in rows if r.title}
     min_reviews = 3 if len(rows) >= 300 else 1
+
+    def name(film: dict) -> str:
+        return f"{film['movie_id']} {titles[film['movie_id']]}" if film["movie_id"] in titles else film["movie_id"]
+
+    width = max((len(name(f)) for f in top + bottom), default=0)
     for heading, films in (("Top films by mean sentiment", top), ("Bottom films by mean sentiment", bottom)):
         print(f"  {heading} ({min_reviews}+ reviews; SELECT ... FROM movie_sentiment ORDER BY mean_score):")
         for f in films:
-            name = f"{f['movie_id']} {titles[f['movie_id']]}" if f["movie_id"] in titles else f["movie_id"]
             print(
-                f"    {name:<44} reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
+                f"    {name(f):<{width}}  reviews {f['review_count']:>3}  positive {f['positive_count']:>3}  "
                 f"mean {f['mean_score']:.3f}  rating {f['rating']:.1f}/10"
             )
