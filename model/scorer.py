@@ -6,6 +6,7 @@ An artifact is a folder::
     model_card.md          what it is, how it was trained, how well it does
     metrics.json           the training run's metrics
     reference_scores.json  its scores on reviews it did not train on (the reference for drift metrics)
+    reference_inputs.json  what those reviews look like to the model: share of known n-grams, length, pooled vectors
 
 The model version is the first 12 hex digits of the SHA-256 of ``model.keras``.
 """
@@ -66,6 +67,43 @@ class ModelArtifact:
             return np.empty(0, dtype=np.float32)
         return np.asarray(json.loads(path.read_text())["scores"], dtype=np.float32)
 
+    def reference_inputs(self) -> dict | None:
+        """The reference for input drift (see :func:`input_reference`), or None for an artifact made before it."""
+        path = self.folder / "reference_inputs.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """A batch as the model sees it: the scores, and what input drift is measured on."""
+
+    scores: np.ndarray  # P(positive), float32
+    ngrams: np.ndarray  # n-grams of each text after cleaning (capped at the model's sequence length)
+    known: np.ndarray  # of them, the ones in the vocabulary
+    pooled: np.ndarray  # the pooled embedding the head scores, one row per text
+
+
+def _inspector(keras_model: keras.Model):
+    """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""
+    from model.layers import PADDING_ID, UNKNOWN_ID, MaskedAverage
+
+    vectorizer = next(layer for layer in keras_model.layers if isinstance(layer, keras.layers.TextVectorization))
+    core = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
+    pooling = next(
+        layer for layer in core.layers if isinstance(layer, MaskedAverage | keras.layers.GlobalAveragePooling1D)
+    )
+    scores_and_pooled = keras.Model(core.input, [core.output, pooling.output])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], reduce_retracing=True)
+    def inspect(texts):
+        ids = vectorizer(texts)
+        scores, pooled = scores_and_pooled(ids, training=False)
+        ngrams = tf.reduce_sum(tf.cast(ids != PADDING_ID, tf.int32), axis=1)
+        known = tf.reduce_sum(tf.cast((ids != PADDING_ID) & (ids != UNKNOWN_ID), tf.int32), axis=1)
+        return tf.reshape(scores, [-1]), ngrams, known, pooled
+
+    return inspect
+
 
 class Scorer:
     """Scores a batch of raw texts in one compiled call."""
@@ -78,6 +116,7 @@ class Scorer:
             input_signature=[tf.TensorSpec([None], tf.string)],
             reduce_retracing=True,
         )
+        self._inspect = _inspector(keras_model)
 
     def score(self, texts: list[str]) -> np.ndarray:
         """P(positive) for each text, as float32 in [0, 1], in input order."""
@@ -85,6 +124,32 @@ class Scorer:
             return np.empty(0, dtype=np.float32)
         out = self._predict(tf.constant(texts, dtype=tf.string))
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+    def inspect(self, texts: list[str]) -> Inspection:
+        """The scores of :meth:`score` (the same numbers), with the inputs' n-gram counts and pooled vectors."""
+        if not texts:
+            empty = np.empty(0, dtype=np.int32)
+            return Inspection(np.empty(0, dtype=np.float32), empty, empty, np.empty((0, 0), dtype=np.float32))
+        scores, ngrams, known, pooled = self._inspect(tf.constant(texts, dtype=tf.string))
+        return Inspection(scores.numpy().astype(np.float32), ngrams.numpy(), known.numpy(), pooled.numpy())
+
+
+def input_reference(scorer: Scorer, texts: list[str], source: str, batch: int = 512) -> dict:
+    """What in-domain reviews look like to the model, for input drift: the share of their n-grams it knows, their
+    length in n-grams, and the mean and spread of their pooled vectors."""
+    parts = [scorer.inspect(texts[i : i + batch]) for i in range(0, len(texts), batch)]
+    ngrams = np.concatenate([p.ngrams for p in parts]).astype(np.float64)
+    known = np.concatenate([p.known for p in parts]).astype(np.float64)
+    pooled = np.concatenate([p.pooled for p in parts]).astype(np.float64)
+    return {
+        "source": source,
+        "reviews": len(texts),
+        "known_share": float(known.sum() / max(ngrams.sum(), 1.0)),
+        "mean_log_ngrams": float(np.mean(np.log1p(ngrams))),
+        "mean_ngrams": float(ngrams.mean()),
+        "pooled_mean": [round(float(v), 6) for v in pooled.mean(axis=0)],
+        "pooled_std": [round(float(v), 6) for v in pooled.std(axis=0)],
+    }
 
 
 def load_scorer(path: Path | str | ModelArtifact) -> Scorer:

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     psi_threshold: float = Field(
         0.07, gt=0, description="PSI above which score drift is alerted (0.07: see README, Drift)."
     )
+    drift_oov_scale: float = Field(
+        0.018, gt=0, description="Rise in the share of unknown n-grams that puts the drift verdict at 1 (its alert)."
+    )
+    drift_length_scale: float = Field(
+        0.18, gt=0, description="Change in mean log review length (n-grams) that puts the drift verdict at 1."
+    )
     connect_timeout: float = Field(
         5.0, gt=0, le=120, description="Seconds to wait for the broker or the database before giving up."
     )

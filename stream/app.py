@@ -31,7 +31,7 @@ from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
 from stream.db import make_engine
-from stream.drift import DriftMonitor
+from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from stream.health import health
 from stream.sinks import SqlSink
 
@@ -167,6 +167,24 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     drift = DriftMonitor(
         artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
     )
+    reference_inputs = artifact.reference_inputs()
+    if reference_inputs is None:
+        log.warning(
+            "model %s has no reference_inputs.json: input drift is off (python -m training.reference)", scorer.version
+        )
+    inputs_drift = (
+        InputDriftMonitor(reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores)
+        if reference_inputs is not None
+        else None
+    )
+    for gauge in (
+        metrics.INPUT_OOV_SHIFT,
+        metrics.INPUT_LENGTH_SHIFT,
+        metrics.INPUT_EMBEDDING_SHIFT,
+        metrics.INPUT_MEAN_NGRAMS,
+        metrics.DRIFT_VERDICT,
+    ):
+        gauge.set(float("nan"))
     progress = Progress()
     metrics.MODEL_INFO.labels(version=scorer.version).set(1)
     metrics.PSI_THRESHOLD.set(settings.psi_threshold)
@@ -310,6 +328,18 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         if drift.ready:  # until then PSI and KS stay NaN: a few hundred scores say nothing reliable
             metrics.SCORE_PSI.set(drift.psi())
             metrics.SCORE_KS.set(drift.ks())
+        if inputs_drift is not None and result.inputs is not None:
+            inputs_drift.add(result.inputs.ngrams, result.inputs.known, result.inputs.pooled)
+            metrics.INPUT_MEAN_NGRAMS.set(inputs_drift.mean_ngrams())
+            if inputs_drift.ready:
+                oov, length = inputs_drift.oov_shift(), inputs_drift.length_shift()
+                metrics.INPUT_OOV_SHIFT.set(oov)
+                metrics.INPUT_LENGTH_SHIFT.set(length)
+                metrics.INPUT_EMBEDDING_SHIFT.set(inputs_drift.embedding_shift())
+                verdict, _ = drift_verdict(
+                    oov, length, oov_scale=settings.drift_oov_scale, length_scale=settings.drift_length_scale
+                )
+                metrics.DRIFT_VERDICT.set(verdict)
         for m in messages:
             key = (m.topic, m.partition)
             last_offsets[key] = max(m.offset, last_offsets.get(key, -1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from model.scorer import Scorer
+from model.scorer import Inspection, Scorer
 from schemas import Rejection, Review, Sentiment, decode_review, label_for, utc_iso
 
 
@@ -29,6 +29,7 @@ class Incoming:
 class BatchResult:
     sentiments: list[Sentiment] = field(default_factory=list)
     rejected: list[tuple[Incoming, Rejection]] = field(default_factory=list)
+    inputs: Inspection | None = None  # what the scored reviews looked like to the model, for input drift
 
 
 def dead_letter_headers(message: Incoming, rejection: Rejection) -> list[tuple[str, bytes]]:
@@ -62,9 +63,9 @@ class BatchScorer:
                 valid.append((message, decoded))
         if not valid:
             return result
-        scores = self.scorer.score([review.text for _, review in valid])
+        result.inputs = self.scorer.inspect([review.text for _, review in valid])  # the scores and more, one call
         scored_at = utc_iso()
-        for (message, review), score in zip(valid, scores):
+        for (message, review), score in zip(valid, result.inputs.scores):
             score = float(score)
             result.sentiments.append(
                 Sentiment(

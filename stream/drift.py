@@ -1,4 +1,8 @@
-"""Score drift: how far the recent scores have moved from the model's reference distribution.
+"""Drift: how far the recent traffic has moved from what the model was made for.
+
+Score drift (``DriftMonitor``) compares the recent scores with the model's reference scores; input drift
+(``InputDriftMonitor``) compares what the recent reviews look like to the model with ``reference_inputs.json``;
+``drift_verdict`` combines both into one number whose alert threshold is 1.
 
 The reference is the model's scores on in-domain reviews it did not train on (``reference_scores.json``;
 ``metrics.json`` names them under ``drift_reference``). Over a sliding window of the most recent scores we compute
@@ -59,3 +63,69 @@ class DriftMonitor:
         if not self.window:
             return float("nan")
         return float(np.mean(np.fromiter(self.window, dtype=np.float64) >= 0.5))
+
+
+class InputDriftMonitor:
+    """Input drift over a sliding window of reviews, against the reference saved with the model:
+
+    - ``oov_shift``: how much larger the share of n-grams the model does not know is than in the reference
+      (0.07 means 7 more n-grams in 100 are unknown); reviews about other things use other words;
+    - ``length_shift``: the mean log length in n-grams, minus the reference's (-0.7 means about half as long);
+    - ``embedding_shift``: the distance of the window's mean pooled vector from the reference mean, in reference
+      standard deviations per dimension (root mean square over dimensions). Exported, but not in the verdict:
+      the pooled vector moves with the sentiment mix as much as with the domain (README, Drift).
+    """
+
+    def __init__(self, reference: dict, window: int = 1000, min_reviews: int | None = None) -> None:
+        self.reference = reference
+        self.known_share_reference = float(reference["known_share"])
+        self.mean_log_ngrams_reference = float(reference["mean_log_ngrams"])
+        self.pooled_mean = np.asarray(reference["pooled_mean"], dtype=np.float64)
+        self.pooled_std = np.maximum(np.asarray(reference["pooled_std"], dtype=np.float64), 1e-9)
+        self.ngrams: deque[int] = deque(maxlen=window)
+        self.known: deque[int] = deque(maxlen=window)
+        self.pooled: deque[np.ndarray] = deque(maxlen=window)
+        self.min_reviews = min(min_reviews if min_reviews is not None else window, window)
+
+    def add(self, ngrams: Iterable[int], known: Iterable[int], pooled: Iterable[np.ndarray]) -> None:
+        self.ngrams.extend(int(n) for n in ngrams)
+        self.known.extend(int(k) for k in known)
+        self.pooled.extend(np.asarray(v, dtype=np.float64) for v in pooled)
+
+    @property
+    def ready(self) -> bool:
+        return len(self.ngrams) >= self.min_reviews
+
+    def oov_shift(self) -> float:
+        if not self.ready:
+            return float("nan")
+        known_share = sum(self.known) / max(sum(self.ngrams), 1)
+        return float(self.known_share_reference - known_share)
+
+    def length_shift(self) -> float:
+        if not self.ready:
+            return float("nan")
+        return float(np.mean(np.log1p(np.fromiter(self.ngrams, dtype=np.float64))) - self.mean_log_ngrams_reference)
+
+    def mean_ngrams(self) -> float:
+        return float(np.mean(np.fromiter(self.ngrams, dtype=np.float64))) if self.ngrams else float("nan")
+
+    def embedding_shift(self) -> float:
+        if not self.ready:
+            return float("nan")
+        centre = np.mean(np.stack(self.pooled), axis=0)
+        return float(np.sqrt(np.mean(((centre - self.pooled_mean) / self.pooled_std) ** 2)))
+
+
+def drift_verdict(oov_shift: float, length_shift: float, *, oov_scale: float, length_scale: float) -> tuple[float, str]:
+    """One number for "the reviews no longer look like what the model was made for": the larger of the input signals,
+    each divided by its scale, so that 1 is the alert threshold; NaN until they are measured. Also returns the signal
+    that decides it. Score PSI is not part of it: it has its own alert (README, Drift, says why)."""
+    parts = {
+        "unknown_ngrams": oov_shift / oov_scale,  # only more unknown n-grams than usual is drift
+        "length": abs(length_shift) / length_scale,
+    }
+    if any(v != v for v in parts.values()):
+        return float("nan"), ""
+    name = max(parts, key=parts.get)
+    return float(parts[name]), name

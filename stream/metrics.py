@@ -50,6 +50,23 @@ DRIFT_MIN_SCORES = Gauge(
 DRIFT_READY = Gauge(
     "sentiment_drift_ready", "1 once the drift window holds enough scores for PSI and KS to mean something, else 0."
 )
+INPUT_OOV_SHIFT = Gauge(
+    "sentiment_input_oov_shift",
+    "Share of unknown n-grams in the drift window minus the reference's (0.05: 5 more in 100 are unknown).",
+)
+INPUT_LENGTH_SHIFT = Gauge(
+    "sentiment_input_length_shift",
+    "Mean log review length (n-grams) in the drift window minus the reference's (-0.7: about half as long).",
+)
+INPUT_MEAN_NGRAMS = Gauge("sentiment_input_mean_ngrams", "Mean review length in n-grams over the drift window.")
+INPUT_EMBEDDING_SHIFT = Gauge(
+    "sentiment_input_embedding_shift",
+    "Distance of the window's mean pooled vector from the reference mean, in reference standard deviations.",
+)
+DRIFT_VERDICT = Gauge(
+    "sentiment_drift_verdict",
+    "Input drift: the larger of the unknown n-gram and length shifts over their scales; 1 is the alert threshold.",
+)
 PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
 MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
 CONSUMER_LAG = Gauge(

@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from kafka import KafkaProducer
@@ -186,14 +187,15 @@ def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, 
     ]
     random.Random(3).shuffle(shifted)
 
-    def follow(until: int) -> list[tuple[int, float]]:
+    def follow(until: int) -> list[tuple[int, float, float]]:
         seen = []
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             worker.assert_alive()
             scored, psi = read_metric(port, "sentiment_reviews_scored_total"), read_metric(port, "sentiment_score_psi")
+            verdict = read_metric(port, "sentiment_drift_verdict")
             if scored is not None and psi is not None and psi == psi:  # NaN until the window has filled
-                seen.append((int(scored), psi))
+                seen.append((int(scored), psi, verdict))
                 if scored >= until:
                     return seen
             time.sleep(0.05)
@@ -203,11 +205,14 @@ def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, 
     imdb_phase = follow(len(imdb))
     produce_reviews(settings, shifted, progress=False)
     shift_phase = follow(len(imdb) + len(shifted))
-    crossed = next((n - len(imdb) for n, psi in shift_phase if psi > threshold), None)
+    crossed = next((n - len(imdb) for n, psi, _ in shift_phase if psi > threshold), None)
+    verdict_crossed = next((n - len(imdb) for n, _, v in shift_phase if v > 2), None)
     print(
-        f"\nimdb_test: {len(imdb_phase)} readings, max PSI {max(p for _, p in imdb_phase):.3f}; "
-        f"shift: PSI crossed {threshold} after {crossed} of {len(shifted)} reviews, "
-        f"ended at {shift_phase[-1][1]:.3f}"
+        f"\nimdb_test: {len(imdb_phase)} readings, max PSI {max(p for _, p, _ in imdb_phase):.3f}, "
+        f"max drift verdict {np.nanmax([v for _, _, v in imdb_phase]):.3f}; shift: PSI crossed {threshold} after {crossed} "
+        f"of {len(shifted)} reviews, ended at {shift_phase[-1][1]:.3f}; verdict passed 2 after {verdict_crossed}"
     )
-    assert max(p for _, p in imdb_phase) < threshold
+    assert max(p for _, p, _ in imdb_phase) < threshold
+    assert np.nanmax([v for _, _, v in imdb_phase]) < 1, "input drift alarm on in-domain reviews"
+    assert verdict_crossed is not None and verdict_crossed <= 1000 + 256  # a batch of slack: metrics are per batch
     assert crossed is not None and shift_phase[-1][1] > threshold

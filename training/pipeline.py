@@ -24,7 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 from model.cleaning import clean_text  # noqa: E402
 from model.layers import ForgetUnknown, MaskedAverage  # noqa: E402
-from model.scorer import MODEL_FILE, load_scorer, model_version  # noqa: E402
+from model.scorer import MODEL_FILE, input_reference, load_scorer, model_version  # noqa: E402
 from sentiment.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
@@ -206,24 +206,32 @@ def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
     return classification_metrics(labels, scores)
 
 
-def drift_reference(cfg: TrainConfig, model: keras.Model, data, val_scores: np.ndarray) -> tuple[np.ndarray, str]:
+def reference_sample(data, seed: int, size: int = REFERENCE_SIZE) -> list[str]:
+    """The unlabelled ``imdb_unsup`` reviews a refit model's drift reference is made of (films in neither train nor
+    test), picked with ``seed``: the same texts each time, so a reference can be rebuilt for a saved model."""
+    unlabelled = [r.text for r in imdb_split("unsup", data)]
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(unlabelled), size=min(size, len(unlabelled)), replace=False)
+    return [unlabelled[i] for i in sorted(picked)]
+
+
+def drift_reference(
+    cfg: TrainConfig, model: keras.Model, data, val_scores: np.ndarray, val_texts: list[str]
+) -> tuple[np.ndarray, str, list[str]]:
     """The score distribution the drift metrics compare live traffic with: the exported model's scores on
-    in-domain reviews it never saw. Without a refit, that is the validation split. A refit model has seen
-    the validation split (and scores it more confidently than new reviews), so it scores up to
-    ``REFERENCE_SIZE`` unlabelled ``imdb_unsup`` reviews instead, whose films are in neither train nor test."""
+    in-domain reviews it never saw, and those reviews (for the input reference). Without a refit, that is the
+    validation split. A refit model has seen the validation split (and scores it more confidently than new
+    reviews), so it scores up to ``REFERENCE_SIZE`` unlabelled ``imdb_unsup`` reviews instead."""
     if not cfg.refit_on_all:
-        return val_scores, "validation split of imdb_train"
+        return val_scores, "validation split of imdb_train", val_texts
     try:
-        unlabelled = [r.text for r in imdb_split("unsup", data)]
+        sample = reference_sample(data, cfg.split_seed)
     except (FileNotFoundError, ValueError) as exc:
         print(f"warning: no imdb_unsup reviews ({exc}); the drift reference is the held-out fit's validation scores")
-        return val_scores, "validation split of imdb_train, scored by the held-out fit (no imdb_unsup found)"
-    rng = np.random.default_rng(cfg.split_seed)
-    picked = rng.choice(len(unlabelled), size=min(REFERENCE_SIZE, len(unlabelled)), replace=False)
-    sample = [unlabelled[i] for i in sorted(picked)]
-    return predict(
-        model, sample
-    ), f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
+        source = "validation split of imdb_train, scored by the held-out fit (no imdb_unsup found)"
+        return val_scores, source, val_texts
+    source = f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
+    return predict(model, sample), source, sample
 
 
 def export(
@@ -252,6 +260,11 @@ def export(
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return final
+
+
+def write_input_reference(folder: Path, reference: dict) -> None:
+    """``reference_inputs.json``: the input-drift reference of the artifact in ``folder``."""
+    (folder / "reference_inputs.json").write_text(json.dumps(reference, indent=1) + "\n")
 
 
 def save_model(model: keras.Model, path: Path) -> None:
@@ -381,12 +394,14 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
         "test": evaluate(test_scores, np.array([r.label for r in test_rows])),
         **fitted,
     }
-    reference_scores, reference_source = drift_reference(cfg, model, data, val_scores)
+    reference_scores, reference_source, reference_texts = drift_reference(cfg, model, data, val_scores, list(val[0]))
     metrics["drift_reference"] = reference_source
     folder = export(cfg, model, Path(out_dir), metrics, reference_scores)
+    exported = load_scorer(folder)
+    write_input_reference(folder, input_reference(exported, reference_texts, reference_source))
     # the artifact must score exactly as the model in memory did
     probe = [r.text for r in test_rows[:32]] + [r.text for r in test_rows[-32:]]
-    reloaded = load_scorer(folder).score(probe)
+    reloaded = exported.score(probe)
     if not np.allclose(reloaded, np.concatenate([test_scores[:32], test_scores[-32:]]), atol=1e-5):
         raise RuntimeError(f"exported model at {folder} does not reproduce its scores")
     print(
