@@ -81,7 +81,12 @@ def drift_line(port: int) -> str:
         window = metric_or_nan(port, "sentiment_drift_window_scores")
         needed = metric_or_nan(port, "sentiment_drift_min_scores")
         return f"drift: not measured yet ({window:,.0f} of the {needed:,.0f} scores it needs)"
-    return f"drift: PSI {psi:.3f}, KS {metric_or_nan(port, 'sentiment_score_ks'):.3f}"
+    return (
+        f"drift verdict {metric_or_nan(port, 'sentiment_drift_verdict'):.2f} (alert above 1; unknown n-grams "
+        f"{metric_or_nan(port, 'sentiment_input_oov_shift'):+.3f}, log length "
+        f"{metric_or_nan(port, 'sentiment_input_length_shift'):+.2f}); scores: PSI {psi:.3f}, "
+        f"KS {metric_or_nan(port, 'sentiment_score_ks'):.3f}"
+    )
 
 
 def wait_for_metric(port: int, name: str, at_least: float, worker, timeout: float = 60) -> float:
@@ -123,27 +128,27 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
     )
     deadline = time.monotonic() + 300
     last_printed = -1
-    crossed_at = None
+    crossed_at = verdict_at = None
     while time.monotonic() < deadline:
         scored = int(read_metric(port, "sentiment_reviews_scored_total") or 0) - already
         psi = metric_or_nan(port, "sentiment_score_psi")
         if crossed_at is None and psi > settings.psi_threshold:
             crossed_at = scored
+        if verdict_at is None and metric_or_nan(port, "sentiment_drift_verdict") > 1:
+            verdict_at = scored
         if scored // 500 != last_printed // 500 or scored >= len(shifted):
-            print(
-                f"  {max(scored, 0):>5,} shifted reviews scored: {drift_line(port)}, positive ratio "
-                f"{metric_or_nan(port, 'sentiment_positive_ratio'):.2f}"
-            )
+            print(f"  {max(scored, 0):>5,} shifted reviews scored: {drift_line(port)}")
             last_printed = scored
         if scored >= len(shifted):
             break
         if worker.poll() is not None:
             raise RuntimeError(f"the worker exited with code {worker.returncode}; see {log}")
         time.sleep(0.2)
-    if crossed_at is not None:
-        print(f"  PSI crossed the alert threshold after about {crossed_at:,} shifted reviews")
-    else:
-        print("  PSI stayed below the alert threshold")
+    for what, at in (("the input drift verdict", verdict_at), ("PSI", crossed_at)):
+        if at is not None:
+            print(f"  {what} crossed its alert threshold after about {at:,} shifted reviews")
+        else:
+            print(f"  {what} stayed below its alert threshold")
 
 
 def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False) -> int:

@@ -70,6 +70,7 @@ def test_every_artifact_file_is_written(tiny_run):
         "metrics.json",
         "model_card.md",
         "reference_scores.json",
+        "reference_inputs.json",
         "training_curves.png",
         "confusion_matrix.png",
     } <= names
@@ -82,6 +83,8 @@ def test_every_artifact_file_is_written(tiny_run):
     assert tiny_run.name == f"tiny-{metrics['model_version']}"
     assert metrics["model_version"] == ModelArtifact.at(tiny_run).version
     assert len(json.loads((tiny_run / "reference_scores.json").read_text())["scores"]) == n_val
+    inputs = ModelArtifact.at(tiny_run).reference_inputs()  # the same reviews, as the input-drift reference
+    assert inputs["reviews"] == n_val and 0 < inputs["known_share"] <= 1 and len(inputs["pooled_mean"]) > 0
     assert "imdb_test" in (tiny_run / "model_card.md").read_text()
 
 
