@@ -6,11 +6,8 @@ command-line tools against a real broker.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +18,8 @@ from sqlalchemy import text
 from sentiment.local import LocalBroker, LocalPostgres, create_topics, free_port, read_metric
 from sentiment.producing import produce_reviews
 from stream.db import make_engine, upgrade
-from tests.conftest import ROOT, wait_until
+from tests.conftest import wait_until
+from tests.test_commands import run
 
 pytestmark = pytest.mark.integration
 
@@ -139,23 +137,21 @@ def test_two_workers_on_one_host(stream_settings, start_worker):
 
 
 def cli(*args, settings, stdin=None, timeout=90):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
-    env |= {
+    """The real command line, with the settings of this test's topics and database (and no other SENTIMENT_*)."""
+    env = {
         "SENTIMENT_BROKER": settings.broker,
         "SENTIMENT_DATABASE_URL": settings.database_url,
         "SENTIMENT_TOPIC_REVIEWS": settings.topic_reviews,
         "SENTIMENT_TOPIC_SENTIMENTS": settings.topic_sentiments,
         "SENTIMENT_TOPIC_DLQ": settings.topic_dlq,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "sentiment", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        input=stdin,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    return run(*args, env_extra=env, stdin=stdin, timeout=timeout)
+
+
+def review_ids_on(topic: str, settings) -> list[str]:
+    """Every review id on ``topic``, in the order read (from the beginning, until 5 s pass without one)."""
+    done = cli("consume", "--from-beginning", "--timeout", "5", "--topic", topic, settings=settings)
+    return [json.loads(line)["review_id"] for line in done.stdout.splitlines()]
 
 
 def test_produce_skips_and_reports_then_the_worker_dead_letters_what_was_sent_anyway(
@@ -178,16 +174,7 @@ def test_produce_skips_and_reports_then_the_worker_dead_letters_what_was_sent_an
         assert f"{data}:{line}: skipped:" in done.stderr
     listening = cli("consume", "--max", "1", "--timeout", "1", settings=stream_settings)
     assert "reading from its end" in listening.stderr  # says so instead of hanging silently
-    consumed = cli(
-        "consume",
-        "--from-beginning",
-        "--timeout",
-        "5",
-        "--topic",
-        stream_settings.topic_reviews,
-        settings=stream_settings,
-    )
-    assert sorted(json.loads(line)["review_id"] for line in consumed.stdout.splitlines()) == ["ok-1", "ok-2"]
+    assert sorted(review_ids_on(stream_settings.topic_reviews, stream_settings)) == ["ok-1", "ok-2"]
 
     # from standard input, invalid rows sent on purpose: the worker dead-letters them, consume shows why
     worker = start_worker()
@@ -224,14 +211,5 @@ def test_a_file_sorted_by_label_is_flagged_and_shuffle_mixes_it(stream_settings,
     assert done.returncode == 0 and "sorted by label and every review sent is positive" in done.stderr
     done = cli("produce", str(data), "--limit", "20", "--shuffle", "--quiet", settings=stream_settings)
     assert done.returncode == 0 and "warning" not in done.stderr
-    consumed = cli(
-        "consume",
-        "--from-beginning",
-        "--timeout",
-        "5",
-        "--topic",
-        stream_settings.topic_reviews,
-        settings=stream_settings,
-    )
-    shuffled = [json.loads(line)["review_id"] for line in consumed.stdout.splitlines()][20:]
+    shuffled = review_ids_on(stream_settings.topic_reviews, stream_settings)[20:]
     assert {i[0] for i in shuffled} == {"p", "n"}
