@@ -1,7 +1,7 @@
 """Versioned JSON Schemas of the events, and the Python records that follow them.
 
-``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v1.json`` is what
-the worker sends to ``sentiments``. :func:`decode_review` turns raw message bytes into a
+``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v2.json`` is what
+the worker sends to ``sentiments`` (version 1, without ``uncertain``, is kept for consumers that pin it). :func:`decode_review` turns raw message bytes into a
 :class:`Review` or a :class:`Rejection` with a reason; it never raises.
 """
 
@@ -22,15 +22,20 @@ LABEL_POSITIVE = "positive"
 LABEL_NEGATIVE = "negative"
 
 
-@cache
-def load_schema(name: str) -> dict[str, Any]:
-    """The JSON Schema ``name`` ("review" or "sentiment"), version 1."""
-    return json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text(encoding="utf-8"))
+# The version of each event schema that is written now.
+CURRENT_VERSION = {"review": 1, "sentiment": 2}
 
 
 @cache
-def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
+def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
+    """The JSON Schema ``name`` ("review" or "sentiment"), the current version unless ``version`` says otherwise."""
+    version = version or CURRENT_VERSION[name]
+    return json.loads((SCHEMA_DIR / f"{name}.v{version}.json").read_text(encoding="utf-8"))
+
+
+@cache
+def validator(name: str, version: int | None = None) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name, version), format_checker=FormatChecker())
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +56,8 @@ class Sentiment:
     model_version: str
     scored_at: str
     event_time: str
-    schema_version: int = 1
+    uncertain: bool = False
+    schema_version: int = 2
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -92,6 +98,11 @@ _REASON_BY_KEYWORD = {
 
 def label_for(score: float) -> str:
     return LABEL_POSITIVE if score >= 0.5 else LABEL_NEGATIVE
+
+
+def is_uncertain(score: float, band: float) -> bool:
+    """True when the score lies within ``band`` of 0.5: the model cannot tell (``SENTIMENT_UNCERTAIN_BAND``)."""
+    return abs(score - 0.5) < band
 
 
 def decode_review(raw: bytes | None, *, max_text_chars: int, max_message_bytes: int) -> Review | Rejection:

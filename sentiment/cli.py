@@ -22,6 +22,8 @@ SETTING_OPTIONS = {
     "topic_reviews": ("--topic-reviews", str, "input topic"),
     "topic_sentiments": ("--topic-sentiments", str, "output topic"),
     "topic_dlq": ("--topic-dlq", str, "dead-letter topic"),
+    "web_port": ("--web-port", int, "port of the scoring page and API (0: off)"),
+    "web_host": ("--web-host", str, "address the page and API listen on"),
 }
 
 
@@ -270,6 +272,12 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.web.serve import serve
+
+    return serve(settings_from(args), with_database=not args.no_database)
+
+
 def cmd_local(args: argparse.Namespace) -> int:
     from sentiment.local import run_local_services
 
@@ -318,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
     p.add_argument("--shift", action="store_true", help="then stream Amazon product reviews and show drift rising")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "serve",
+        help="the scoring page and HTTP API without Kafka: type a review, see its score and why",
+        description="Serve the page (GET /) and the API (POST /api/score, GET /api/movies/ID, /healthz, /readyz, "
+        "/openapi.json) with the model alone. Film lookups use the database when it is reachable and migrated.",
+    )
+    p.add_argument("--no-database", action="store_true", help="do not look for the database (film lookups off)")
+    _add_settings(p, "model", "database_url", "web_port", "web_host")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run the Faust worker: reviews in, scores out to Kafka and the database")
     _add_settings(p, *SETTING_OPTIONS)

@@ -181,18 +181,19 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, sh
             [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq],
             settings.topic_partitions,
         )
-        metrics_port = free_port()
+        metrics_port, web_port = free_port(), free_port()
         env = {
             **os.environ,
             "SENTIMENT_METRICS_PORT": str(metrics_port),
             "SENTIMENT_METRICS_HOST": "127.0.0.1",
+            "SENTIMENT_WEB_PORT": str(web_port),
             "SENTIMENT_BROKER": broker.url,
             "SENTIMENT_DATABASE_URL": database_url,
             "SENTIMENT_SESSION_TIMEOUT": "3",
             "SENTIMENT_HEARTBEAT_INTERVAL": "0.5",
             "SENTIMENT_LOG_LEVEL": "warn",
         }
-        print(f"  starting worker (model {settings.model}) ...")
+        print(f"  starting worker (model {settings.model}); its page is http://127.0.0.1:{web_port}/ while it runs")
         with open(workdir / "worker.log", "ab") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "sentiment", "worker"],

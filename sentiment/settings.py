@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         9108, ge=0, le=65535, description="Port of the worker's /metrics, /healthz and /readyz (0: off)."
     )
     metrics_host: str = Field("0.0.0.0", description="Address the /metrics endpoint listens on.")
+    web_port: int = Field(
+        8088, ge=0, le=65535, description="Port of the scoring page and its HTTP API (worker and serve; 0: off)."
+    )
+    web_host: str = Field("127.0.0.1", description="Address the page and API listen on (0.0.0.0: every interface).")
+    uncertain_band: float = Field(
+        0.1, ge=0, lt=0.5, description="A score within this distance of 0.5 is flagged uncertain."
+    )
+    api_max_texts: int = Field(64, ge=1, le=10_000, description="Most texts one POST /api/score may carry.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
     drift_min_scores: int = Field(
         1000, ge=10, description="Scores needed in the window before PSI and KS are exported (README, Drift)."

@@ -34,6 +34,7 @@ from stream.db import make_engine
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from stream.health import health
 from stream.sinks import SqlSink
+from stream.web import LiveState
 
 if TYPE_CHECKING:
     from stream.preflight import Ready
@@ -161,7 +162,10 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
     health.update(model_loaded=True)
     batch_scorer = BatchScorer(
-        scorer, max_text_chars=settings.max_text_chars, max_message_bytes=settings.max_message_bytes
+        scorer,
+        max_text_chars=settings.max_text_chars,
+        max_message_bytes=settings.max_message_bytes,
+        uncertain_band=settings.uncertain_band,
     )
     sink = SqlSink(engine)
     drift = DriftMonitor(
@@ -186,6 +190,13 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     ):
         gauge.set(float("nan"))
     progress = Progress()
+    live = LiveState(
+        streaming=True,
+        window_scores=lambda: list(drift.window),
+        reference_scores=drift.reference,
+        psi_threshold=settings.psi_threshold,
+    )
+    latest_verdict = [float("nan")]
     metrics.MODEL_INFO.labels(version=scorer.version).set(1)
     metrics.PSI_THRESHOLD.set(settings.psi_threshold)
     metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
@@ -194,6 +205,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     async def probe() -> None:
         health.beat()
+        live.sample(progress.scored, drift.psi(), latest_verdict[0])
         database_error, broker_error = await asyncio.gather(
             asyncio.to_thread(probe_database, engine), asyncio.to_thread(probe_broker, settings)
         )
@@ -222,6 +234,30 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     @app.timer(PROBE_INTERVAL)
     async def probe_regularly() -> None:
         await probe()
+
+    if settings.web_port:
+
+        @app.task
+        async def serve_page() -> None:
+            from aiohttp import web as aiohttp_web
+
+            from model.explain import Explainer
+            from stream.web import build_web_app
+
+            page = build_web_app(
+                scorer=scorer,
+                explainer_factory=lambda: Explainer(scorer),
+                uncertain_band=settings.uncertain_band,
+                max_texts=settings.api_max_texts,
+                max_text_chars=settings.max_text_chars,
+                engine=engine,
+                health=health,
+                live=live,
+            )
+            runner = aiohttp_web.AppRunner(page, handle_signals=False)
+            await runner.setup()
+            await aiohttp_web.TCPSite(runner, settings.web_host, settings.web_port).start()
+            log.info("scoring page and API on http://%s:%d/", settings.web_host, settings.web_port)
 
     if settings.progress_interval:
 
@@ -340,6 +376,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
                     oov, length, oov_scale=settings.drift_oov_scale, length_scale=settings.drift_length_scale
                 )
                 metrics.DRIFT_VERDICT.set(verdict)
+                latest_verdict[0] = verdict
         for m in messages:
             key = (m.topic, m.partition)
             last_offsets[key] = max(m.offset, last_offsets.get(key, -1))

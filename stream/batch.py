@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from model.scorer import Inspection, Scorer
-from schemas import Rejection, Review, Sentiment, decode_review, label_for, utc_iso
+from schemas import Rejection, Review, Sentiment, decode_review, is_uncertain, label_for, utc_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +44,11 @@ def dead_letter_headers(message: Incoming, rejection: Rejection) -> list[tuple[s
 
 
 class BatchScorer:
-    def __init__(self, scorer: Scorer, *, max_text_chars: int, max_message_bytes: int) -> None:
+    def __init__(
+        self, scorer: Scorer, *, max_text_chars: int, max_message_bytes: int, uncertain_band: float = 0.1
+    ) -> None:
         self.scorer = scorer
+        self.uncertain_band = uncertain_band
         self.max_text_chars = max_text_chars
         self.max_message_bytes = max_message_bytes
 
@@ -76,6 +79,7 @@ class BatchScorer:
                     model_version=self.scorer.version,
                     scored_at=scored_at,
                     event_time=utc_iso(message.timestamp) if message.timestamp is not None else scored_at,
+                    uncertain=is_uncertain(score, self.uncertain_band),
                 )
             )
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -33,6 +34,7 @@ review_scores = Table(
     Column("model_version", String(64), nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
     Column("event_time", DateTime(timezone=True), nullable=True),
+    Column("uncertain", Boolean, nullable=False, server_default="false"),
 )
 
 movie_sentiment = Table(
@@ -41,6 +43,7 @@ movie_sentiment = Table(
     Column("movie_id", String(200), primary_key=True),
     Column("review_count", Integer, nullable=False),
     Column("positive_count", Integer, nullable=False),
+    Column("uncertain_count", Integer, nullable=False, server_default="0"),
     Column("score_sum", Float, nullable=False),
     Column("mean_score", Float, nullable=False),
     Column("rating", Float, nullable=False),

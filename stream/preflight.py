@@ -47,6 +47,10 @@ def preflight(settings: Settings) -> Ready:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
     server = HealthServer(health, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    if settings.web_port:
+        from stream.web.serve import check_port
+
+        check_port(settings.web_host, settings.web_port)
     from model.scorer import ModelArtifact, load_scorer
 
     try:

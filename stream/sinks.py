@@ -47,6 +47,7 @@ class SqlSink:
                 "model_version": r.model_version,
                 "scored_at": _parse_time(r.scored_at),
                 "event_time": _parse_time(r.event_time),
+                "uncertain": r.uncertain,
             }
             for r in first_by_id.values()
         ]
@@ -54,7 +55,9 @@ class SqlSink:
             self._insert(review_scores)
             .values(rows)
             .on_conflict_do_nothing(index_elements=["review_id"])
-            .returning(review_scores.c.movie_id, review_scores.c.score, review_scores.c.label)
+            .returning(
+                review_scores.c.movie_id, review_scores.c.score, review_scores.c.label, review_scores.c.uncertain
+            )
         )
         with self.engine.begin() as conn:
             stored = conn.execute(store_new).all()
@@ -73,6 +76,7 @@ class SqlSink:
             set_={
                 "review_count": count,
                 "positive_count": table.positive_count + new.positive_count,
+                "uncertain_count": table.uncertain_count + new.uncertain_count,
                 "score_sum": score_sum,
                 "mean_score": score_sum / count,
                 "rating": 1 + 9 * score_sum / count,
@@ -81,24 +85,26 @@ class SqlSink:
         )
 
 
-def _aggregate(stored: Sequence[tuple[str, float, str]]) -> list[dict]:
+def _aggregate(stored: Sequence[tuple[str, float, str, bool]]) -> list[dict]:
     """Per-film sums of newly stored reviews, sorted by film so concurrent writers lock in one order."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0])
-    for movie_id, score, label in stored:
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0])
+    for movie_id, score, label, uncertain in stored:
         acc = sums[movie_id]
         acc[0] += 1
         acc[1] += label == LABEL_POSITIVE
         acc[2] += score
+        acc[3] += bool(uncertain)
     now = datetime.now(UTC)
     return [
         {
             "movie_id": movie_id,
             "review_count": int(count),
             "positive_count": int(positive),
+            "uncertain_count": int(uncertain),
             "score_sum": total,
             "mean_score": total / count,
             "rating": 1 + 9 * total / count,
             "updated_at": now,
         }
-        for movie_id, (count, positive, total) in sorted(sums.items())
+        for movie_id, (count, positive, total, uncertain) in sorted(sums.items())
     ]

@@ -120,6 +120,7 @@ class WorkerProcess:
             "SENTIMENT_BATCH_SIZE": str(settings.batch_size),
             "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
             "SENTIMENT_METRICS_PORT": str(settings.metrics_port),
+            "SENTIMENT_WEB_PORT": str(settings.web_port),
             **(extra_env or {}),
         }
         with open(log, "ab") as fh:
@@ -165,6 +166,7 @@ def stream_settings(broker: LocalBroker, fresh_database: str) -> Settings:
         batch_size=256,
         batch_wait=0.3,
         metrics_port=0,
+        web_port=0,
     )
     create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq], 4)
     return settings

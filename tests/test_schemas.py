@@ -26,6 +26,17 @@ def test_sentiment_record_serializes_to_a_valid_event():
     validator("sentiment").validate(json.loads(event.to_json()))
 
 
+def test_version_2_only_adds_uncertain_to_version_1():
+    v1, v2 = load_schema("sentiment", 1), load_schema("sentiment", 2)
+    assert set(v2["properties"]) - set(v1["properties"]) == {"uncertain"}
+    for name, spec in v1["properties"].items():
+        if name != "schema_version":
+            assert v2["properties"][name] == spec, name  # every old field keeps its meaning
+    event = json.loads(Sentiment("r1", "tt1", 0.52, "positive", "abc", utc_iso(), utc_iso(), uncertain=True).to_json())
+    assert event["schema_version"] == 2 and event["uncertain"] is True
+    validator("sentiment").validate(event)
+
+
 def test_round_trip_of_a_review():
     review = Review("r1", "tt1", "Loved it", rating=9, created_at="2024-05-01T12:00:00Z")
     assert decode_review(encode_review(review), **LIMITS) == review

@@ -62,3 +62,62 @@ def test_hostile_text_in_ids_is_stored_verbatim(fresh_database):
     scores, films = _tables(engine)
     assert scores[0][0] == nasty and films[0][0] == nasty
     engine.dispose()
+
+
+def _check_uncertain_counts(url):
+    upgrade(url)
+    engine = make_engine(url)
+    sink = SqlSink(engine)
+    unsure = Sentiment("u1", "m9", 0.55, "positive", "v1", utc_iso(), utc_iso(), uncertain=True)
+    sink.write([unsure, _s("u2", "m9", 0.95), unsure])  # the repeat of u1 counts once
+    sink.write([unsure])  # and so does its replay
+    with engine.connect() as conn:
+        flags = conn.execute(text("SELECT review_id, uncertain FROM review_scores ORDER BY 1")).all()
+        film = conn.execute(text("SELECT review_count, uncertain_count FROM movie_sentiment")).one()
+    assert [tuple(r) for r in flags] == [("u1", True), ("u2", False)]
+    assert tuple(film) == (2, 1)
+    engine.dispose()
+
+
+def test_uncertain_reviews_are_flagged_and_counted_on_sqlite(tmp_path):
+    _check_uncertain_counts(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+@pytest.mark.integration
+def test_uncertain_reviews_are_flagged_and_counted_on_postgres(fresh_database):
+    _check_uncertain_counts(fresh_database)
+
+
+@pytest.mark.integration
+def test_migration_0002_keeps_the_rows_scored_before_it(postgres_url):
+    """A database scored under schema version 1 upgrades in place: old rows read as not uncertain, counts 0."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    name = f"sentiment_migrate_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url, "0001")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO review_scores VALUES ('old', 'm1', 0.52, 'positive', 'v0', now(), now());"
+                    "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.52, 0.52, 5.68, now())"
+                )
+            )
+        upgrade(url)
+        SqlSink(engine).write([Sentiment("new", "m1", 0.5, "positive", "v1", utc_iso(), utc_iso(), uncertain=True)])
+        with engine.connect() as conn:
+            flags = conn.execute(text("SELECT review_id, uncertain FROM review_scores ORDER BY 1")).all()
+            film = conn.execute(text("SELECT review_count, uncertain_count FROM movie_sentiment")).one()
+        assert [tuple(r) for r in flags] == [("new", True), ("old", False)] and tuple(film) == (2, 1)
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,217 @@
+"""The scoring page and its HTTP API, served by the worker (``SENTIMENT_WEB_PORT``) and by ``sentiment serve``.
+
+``GET /`` the page · ``POST /api/score`` scores, labels, uncertainty and, on request, word attributions ·
+``GET /api/movies/{movie_id}`` a film's aggregate from SQL · ``GET /api/live`` the worker's recent throughput, drift
+and score histogram · ``GET /healthz``, ``GET /readyz`` · ``GET /openapi.json`` the API's description
+(``schemas/openapi.json``). Every error is JSON with an ``error`` field and a 4xx status; never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from schemas import SCHEMA_DIR, is_uncertain, label_for
+from stream.health import Health
+
+log = logging.getLogger("sentiment.web")
+PAGE = Path(__file__).resolve().parent / "index.html"
+HISTORY_SECONDS = 600  # how far back the page's live charts reach
+
+
+@dataclass
+class LiveState:
+    """What the page's charts show, sampled by the worker every few seconds (empty under ``sentiment serve``)."""
+
+    streaming: bool = False
+    samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
+    window_scores: object = None  # a callable returning the drift window's scores
+    reference_scores: np.ndarray | None = None
+    psi_threshold: float = 0.0
+
+    def sample(self, scored_total: float, psi: float, verdict: float) -> None:
+        self.samples.append((time.time(), scored_total, psi, verdict))
+
+    def as_json(self) -> dict:
+        history = []
+        for (t0, n0, _, _), (t1, n1, psi, verdict) in zip(self.samples, list(self.samples)[1:]):
+            history.append(
+                {
+                    "time": t1,
+                    "reviews_per_second": max(n1 - n0, 0) / max(t1 - t0, 1e-9),
+                    "psi": None if psi != psi else psi,
+                    "verdict": None if verdict != verdict else verdict,
+                }
+            )
+        edges = np.linspace(0, 1, 11)
+        window = np.asarray(self.window_scores() if self.window_scores else [], dtype=np.float64)
+        reference = self.reference_scores if self.reference_scores is not None else np.empty(0)
+        share = lambda xs: (np.histogram(xs, edges)[0] / max(len(xs), 1)).round(4).tolist()  # noqa: E731
+        return {
+            "streaming": self.streaming,
+            "history": history,
+            "psi_threshold": self.psi_threshold,
+            "histogram": {"edges": edges.round(2).tolist(), "window": share(window), "reference": share(reference)},
+            "window_scores": len(window),
+        }
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """Every error as ``{"error": ...}`` with its status; an unexpected one is logged and answered 500, no trace."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason}, status=exc.status)
+    except Exception:  # noqa: BLE001 - the log gets the trace, the client one line
+        log.exception("error answering %s %s", request.method, request.path)
+        return web.json_response({"error": "internal error; see the server log"}, status=500)
+
+
+async def read_json_object(request: web.Request, max_bytes: int) -> dict:
+    if request.content_type != "application/json":
+        raise ApiError(415, f"send JSON with Content-Type: application/json, not {request.content_type or 'none'}")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"the body is {request.content_length} bytes; at most {max_bytes}")
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"the body is over {max_bytes} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    except ValueError as exc:
+        raise ApiError(400, f"the body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def build_web_app(
+    *,
+    scorer,
+    explainer_factory,
+    uncertain_band: float,
+    max_texts: int,
+    max_text_chars: int,
+    engine: Engine | None = None,
+    health: Health | None = None,
+    live: LiveState | None = None,
+) -> web.Application:
+    """The aiohttp application; ``explainer_factory`` builds the (slow to load) explainer on first use."""
+    live = live or LiveState()
+    explainer: list = []
+    max_bytes = max_texts * (max_text_chars * 4 + 64) + 1024
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html", charset="utf-8")
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(text=(SCHEMA_DIR / "openapi.json").read_text(), content_type="application/json")
+
+    async def score(request: web.Request) -> web.Response:
+        body = await read_json_object(request, max_bytes)
+        unknown = sorted(set(body) - {"texts", "explain"})
+        if unknown:
+            raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+        texts = body.get("texts")
+        if not isinstance(texts, list) or not texts:
+            raise ApiError(400, '"texts" must be a non-empty list of strings')
+        if len(texts) > max_texts:
+            raise ApiError(413, f"{len(texts)} texts; at most {max_texts} in one request")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise ApiError(400, f"texts[{i}] is {type(t).__name__}, not a string")
+            if len(t) > max_text_chars:
+                raise ApiError(413, f"texts[{i}] is {len(t)} characters; at most {max_text_chars}")
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            raise ApiError(400, '"explain" must be true or false')
+        scores = await asyncio.to_thread(scorer.score, texts)
+        results = [
+            {"score": float(s), "label": label_for(float(s)), "uncertain": is_uncertain(float(s), uncertain_band)}
+            for s in scores
+        ]
+        if explain:
+            if not explainer:
+                explainer.append(await asyncio.to_thread(explainer_factory))
+            for result, t in zip(results, texts):
+                e = await asyncio.to_thread(explainer[0].explain, t)
+                result["explanation"] = {
+                    "method": "integrated gradients, all-zero embedding baseline",
+                    "base": e.base,
+                    "sum": e.total,
+                    "words": [{"word": w, "attribution": a} for w, a in zip(e.words, e.word_attributions)],
+                    "ngrams": [{"ngram": g, "attribution": a} for g, a in e.ngrams],
+                }
+        return web.json_response(
+            {"model_version": scorer.version, "uncertain_band": uncertain_band, "results": results}
+        )
+
+    async def movie(request: web.Request) -> web.Response:
+        movie_id = request.match_info["movie_id"]
+        if not movie_id or len(movie_id) > 200:
+            raise ApiError(400, "a film id is 1 to 200 characters")
+        if engine is None:
+            raise ApiError(503, "no database here: start it with SENTIMENT_DATABASE_URL set")
+
+        def fetch():
+            with engine.connect() as conn:
+                row = conn.execute(text("SELECT * FROM movie_sentiment WHERE movie_id = :id"), {"id": movie_id}).first()
+            return dict(row._mapping) if row else None
+
+        try:
+            row = await asyncio.to_thread(fetch)
+        except Exception as exc:  # noqa: BLE001 - the database being away is a 503, not a 500
+            raise ApiError(503, f"the database did not answer: {str(exc).splitlines()[0]}") from exc
+        if row is None:
+            raise ApiError(404, f"no reviews of film {movie_id!r} scored yet")
+        row["updated_at"] = (
+            row["updated_at"].isoformat() if hasattr(row["updated_at"], "isoformat") else row["updated_at"]
+        )
+        return web.json_response(row)
+
+    async def live_state(request: web.Request) -> web.Response:
+        state = live.as_json()
+        state |= {"model_version": scorer.version, "uncertain_band": uncertain_band}
+        state["ready"] = health.ready if health is not None else None
+        return web.json_response(state)
+
+    async def healthz(request: web.Request) -> web.Response:
+        alive = health.alive if health is not None else True
+        return web.json_response({"alive": alive}, status=200 if alive else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        reasons = health.reasons() if health is not None else []
+        return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+
+    app = web.Application(middlewares=[json_errors], client_max_size=max_bytes)
+    app.router.add_get("/", page)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/api/score", score)
+    app.router.add_get("/api/movies/{movie_id}", movie)
+    app.router.add_get("/api/live", live_state)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
