@@ -213,3 +213,43 @@ def test_a_file_sorted_by_label_is_flagged_and_shuffle_mixes_it(stream_settings,
     assert done.returncode == 0 and "warning" not in done.stderr
     shuffled = review_ids_on(stream_settings.topic_reviews, stream_settings)[20:]
     assert {i[0] for i in shuffled} == {"p", "n"}
+
+
+def test_the_running_worker_serves_the_page_and_the_api(stream_settings, start_worker, imdb_test_rows):
+    """The same API on the worker's own web port: scores, a film's aggregate from PostgreSQL with its uncertain
+    count, and the live state the page charts (throughput history, histogram) once reviews flow."""
+    from tests.test_web import call
+
+    settings = stream_settings.model_copy(update={"web_port": free_port(), "metrics_port": free_port()})
+    worker = start_worker(settings, {"SENTIMENT_WEB_HOST": "127.0.0.1"})
+    url = f"http://127.0.0.1:{settings.web_port}"
+    assert wait_until(lambda: call(url, "GET", "/readyz")[0] == 200, 60, on_poll=worker.assert_alive), worker.tail()
+    status, body, _ = call(url, "POST", "/api/score", json.dumps({"texts": ["Loved it."], "explain": True}).encode())
+    assert status == 200 and body["results"][0]["label"] == "positive" and "explanation" in body["results"][0]
+
+    film = imdb_test_rows[0].movie_id
+    reviews = [r for r in imdb_test_rows if r.movie_id == film] + random.Random(31).sample(imdb_test_rows, 1200)
+    reviews = list({r.review_id: r for r in reviews}.values())
+    produce_reviews(settings, reviews, progress=False)
+    expected = sum(r.movie_id == film for r in reviews)
+    assert wait_until(lambda: (call(url, "GET", f"/api/movies/{film}")[1] or {}).get("review_count") == expected, 90)
+    row = call(url, "GET", f"/api/movies/{film}")[1]
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        uncertain = conn.execute(
+            text("SELECT count(*) FROM review_scores WHERE movie_id = :m AND uncertain"), {"m": film}
+        ).scalar_one()
+    engine.dispose()
+    assert row["uncertain_count"] == uncertain
+    assert call(url, "GET", "/api/movies/no-such-film")[0] == 404
+
+    def live():
+        return call(url, "GET", "/api/live")[1]
+
+    assert wait_until(lambda: any(p["reviews_per_second"] > 0 for p in live()["history"]), 30), live()
+    state = live()
+    assert state["streaming"] is True and state["ready"] is True and state["window_scores"] == 1000
+    assert sum(state["histogram"]["window"]) == pytest.approx(1, abs=1e-3)
+    assert any(p["psi"] is not None for p in state["history"]) or wait_until(
+        lambda: any(p["psi"] is not None for p in live()["history"]), 15
+    )
