@@ -52,7 +52,8 @@ def broker_timeout_error(settings: Settings, exc: Exception) -> UserError:
     )
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (a database driver's own, not SQLAlchemy's wrapper), for one-line messages."""
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()
     return text[0] if text else type(cause).__name__
@@ -81,7 +82,7 @@ def database_engine(settings: Settings, *, need_tables: bool = True) -> Engine:
                 raise UserError(f"the database at {shown} {state}", MIGRATE_HINT)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise UserError(f"cannot reach the database at {shown}: {_first_line(exc)}", DATABASE_HINT) from exc
+        raise UserError(f"cannot reach the database at {shown}: {first_line(exc)}", DATABASE_HINT) from exc
     except UserError:
         engine.dispose()
         raise

@@ -178,16 +178,15 @@ def cmd_movies(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from sentiment.checks import DATABASE_HINT, redact
+    from sentiment.checks import DATABASE_HINT, first_line, redact
     from stream.db import upgrade
 
     settings = settings_from(args)
     try:
         upgrade(settings.database_url, args.revision, settings.connect_timeout)
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UserError(
-            f"cannot migrate the database at {redact(settings.database_url)}: {reason}", DATABASE_HINT
+            f"cannot migrate the database at {redact(settings.database_url)}: {first_line(exc)}", DATABASE_HINT
         ) from exc
     print(f"database at {redact(settings.database_url)} is at revision {args.revision}")
     return 0
@@ -494,9 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --debug
         if debug:
             raise
-        print(
-            f"{name}: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr
-        )
+        from sentiment.checks import first_line
+
+        print(f"{name}: unexpected {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         print("  run it again with --debug for the traceback, and report it", file=sys.stderr)
         return 1
 

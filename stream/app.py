@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from model.scorer import ModelArtifact, load_scorer
-from sentiment.checks import redact
+from sentiment.checks import first_line, redact
 from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
@@ -76,11 +76,6 @@ async def retry_with_backoff(
             if failures:
                 log.info("%s succeeded after %d failed attempts", what, failures)
             return result
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an error (SQLAlchemy's own, not its wrapper's), for one-line log records."""
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def probe_database(engine: Engine) -> str | None:

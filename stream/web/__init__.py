@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from schemas import SCHEMA_DIR, is_uncertain, label_for
+from sentiment.checks import first_line
 from stream.health import Health
 
 log = logging.getLogger("sentiment.web")
@@ -184,7 +185,7 @@ def build_web_app(
         try:
             row = await asyncio.to_thread(fetch)
         except Exception as exc:  # noqa: BLE001 - the database being away is a 503, not a 500
-            raise ApiError(503, f"the database did not answer: {str(exc).splitlines()[0]}") from exc
+            raise ApiError(503, f"the database did not answer: {first_line(exc)}") from exc
         if row is None:
             raise ApiError(404, f"no reviews of film {movie_id!r} scored yet")
         row["updated_at"] = (
