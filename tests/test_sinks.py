@@ -24,10 +24,10 @@ def _tables(engine):
     return [tuple(r) for r in scores], [tuple(r) for r in films]
 
 
-def _check_idempotent(url):
+def _check_idempotent(url, use_copy=None):
     upgrade(url)
     engine = make_engine(url)
-    sink = SqlSink(engine)
+    sink = SqlSink(engine, use_copy=use_copy)
     assert sink.write(BATCH) == 3  # "a" twice in one batch: the first wins
     first = _tables(engine)
     assert sink.write(BATCH) == 0
@@ -49,8 +49,10 @@ def test_upsert_is_idempotent_on_sqlite(tmp_path):
 
 
 @pytest.mark.integration
-def test_upsert_is_idempotent_on_postgres(fresh_database):
-    _check_idempotent(fresh_database)
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "insert"])
+def test_upsert_is_idempotent_on_postgres(fresh_database, use_copy):
+    """Both PostgreSQL paths: COPY and one merging statement (the default), and the portable multi-row insert."""
+    _check_idempotent(fresh_database, use_copy)
 
 
 @pytest.mark.integration
@@ -64,10 +66,10 @@ def test_hostile_text_in_ids_is_stored_verbatim(fresh_database):
     engine.dispose()
 
 
-def _check_uncertain_counts(url):
+def _check_uncertain_counts(url, use_copy=None):
     upgrade(url)
     engine = make_engine(url)
-    sink = SqlSink(engine)
+    sink = SqlSink(engine, use_copy=use_copy)
     unsure = Sentiment("u1", "m9", 0.55, "positive", "v1", utc_iso(), utc_iso(), uncertain=True)
     sink.write([unsure, _s("u2", "m9", 0.95), unsure])  # the repeat of u1 counts once
     sink.write([unsure])  # and so does its replay
@@ -84,8 +86,9 @@ def test_uncertain_reviews_are_flagged_and_counted_on_sqlite(tmp_path):
 
 
 @pytest.mark.integration
-def test_uncertain_reviews_are_flagged_and_counted_on_postgres(fresh_database):
-    _check_uncertain_counts(fresh_database)
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "insert"])
+def test_uncertain_reviews_are_flagged_and_counted_on_postgres(fresh_database, use_copy):
+    _check_uncertain_counts(fresh_database, use_copy)
 
 
 @pytest.mark.integration
