@@ -95,9 +95,10 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict:
         raise ApiError(415, f"send JSON with Content-Type: application/json, not {request.content_type or 'none'}")
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, f"the body is {request.content_length} bytes; at most {max_bytes}")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise ApiError(413, f"the body is over {max_bytes} bytes")
+    try:
+        raw = await request.read()  # the whole body; aiohttp refuses one over client_max_size
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise ApiError(413, f"the body is over {max_bytes} bytes") from exc
     try:
         body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
