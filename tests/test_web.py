@@ -216,3 +216,23 @@ def test_the_page_in_a_real_browser(server):
     finally:
         driver.quit()
     assert (ARTIFACTS / "page-positive.png").stat().st_size > 10_000
+
+
+def test_ngrams_map_to_the_words_they_are_made_of(explainer):
+    """Attributions are put on the right words: each known n-gram is the words at its position."""
+    e = explainer.explain("A wonderful film, though the ending was awful.")
+    words = e.words
+    unigrams = [g for g, _ in e.ngrams if " " not in g]
+    assert unigrams == [w for w in words if w in set(unigrams)]
+    spans = {" ".join(words[i : i + n]) for n in (2, 3) for i in range(len(words) - n + 1)}
+    assert all(g in spans for g, _ in e.ngrams if " " in g)
+    # the vectorizer lists unigrams first, in word order, then bigrams, then trigrams: what explain() relies on
+    import tensorflow as tf
+
+    ids = explainer.vectorizer(tf.constant(["A wonderful film, though the ending was awful."]))[0].numpy()
+    n = len(words)
+    tokens = [explainer.vocabulary[i] for i in ids[: 3 * n - 3]]
+    expected = (
+        words + [" ".join(words[i : i + 2]) for i in range(n - 1)] + [" ".join(words[i : i + 3]) for i in range(n - 2)]
+    )
+    assert all(t == x for t, x in zip(tokens, expected) if t != "[UNK]")
