@@ -65,12 +65,13 @@ def split(rows: list[ReviewRow], cfg: TrainConfig) -> tuple[Split, Split]:
     between imdb_train and imdb_test, so validation accuracy is an honest estimate of test accuracy.
     The films are shuffled with the fixed split seed; the rows of each side are shuffled too."""
     rng = np.random.default_rng(cfg.split_seed)
-    films = sorted({r.movie_id for r in rows})
+    film_of = [r.movie_id or "" for r in rows]  # reviews without a film id form one group of their own
+    films = sorted(set(film_of))
     rng.shuffle(films)
     wanted = int(round(len(rows) * cfg.validation_fraction))
     per_film: dict[str, int] = {}
-    for r in rows:
-        per_film[r.movie_id] = per_film.get(r.movie_id, 0) + 1
+    for film in film_of:
+        per_film[film] = per_film.get(film, 0) + 1
     val_films: set[str] = set()
     taken = 0
     for film in films:
@@ -79,8 +80,8 @@ def split(rows: list[ReviewRow], cfg: TrainConfig) -> tuple[Split, Split]:
         val_films.add(film)
         taken += per_film[film]
     order = rng.permutation(len(rows))
-    val_idx = [i for i in order if rows[i].movie_id in val_films]
-    train_idx = [i for i in order if rows[i].movie_id not in val_films]
+    val_idx = [i for i in order if film_of[i] in val_films]
+    train_idx = [i for i in order if film_of[i] not in val_films]
 
     def pick(idx: list[int]) -> Split:
         return [rows[i].text for i in idx], np.array([rows[i].label for i in idx], dtype=np.float32)
