@@ -1,0 +1,166 @@
+"""Worker throughput against Faust's own speed limit, side by side on one broker, in one run.
+
+    .venv/bin/python bench/worker_throughput.py [--reviews 20000] [--profile] [--json runs/worker_throughput.json]
+
+Starts a Tansu broker and a PostgreSQL cluster, preloads the same real reviews into two topics, then drains one
+with `sentiment worker` and the other with a Faust agent that only takes and acks micro-batches of the same size
+(bench/noop_agent.py). Rates are measured from 10% to 100% of the backlog, so start-up and group joins do not count.
+With --profile, py-spy samples the worker at Python level (not --native) and the top functions by own time are
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sentiment.datasets import read_reviews, shared_data_dir
+from sentiment.local import LocalBroker, LocalPostgres, create_topics, free_port, read_metric, scratch_dir
+from sentiment.producing import produce_reviews
+from sentiment.settings import Settings
+from stream.db import upgrade
+
+HERE = Path(__file__).resolve().parent
+
+
+def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool) -> tuple[float, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
+    env |= {
+        "SENTIMENT_BROKER": settings.broker,
+        "SENTIMENT_DATABASE_URL": settings.database_url,
+        "SENTIMENT_TOPIC_REVIEWS": settings.topic_reviews,
+        "SENTIMENT_TOPIC_SENTIMENTS": settings.topic_sentiments,
+        "SENTIMENT_TOPIC_DLQ": settings.topic_dlq,
+        "SENTIMENT_APP_ID": "bench-worker",
+        "SENTIMENT_SESSION_TIMEOUT": "3",
+        "SENTIMENT_HEARTBEAT_INTERVAL": "0.5",
+        "SENTIMENT_METRICS_PORT": str(port),
+        "SENTIMENT_METRICS_HOST": "127.0.0.1",
+        "SENTIMENT_WEB_PORT": "0",
+        "SENTIMENT_LOG_LEVEL": "warn",
+    }
+    log = open(workdir / "worker.log", "ab")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    spy = None
+    try:
+        t10 = n10 = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            n = read_metric(port, "sentiment_reviews_scored_total") or 0
+            if t10 is None and n >= count // 10:
+                t10, n10 = time.perf_counter(), n
+                if profile:
+                    spy = subprocess.Popen(
+                        [
+                            str(Path(sys.executable).parent / "py-spy"),
+                            "record",
+                            "--format",
+                            "raw",
+                            "--rate",
+                            "100",
+                            "-o",
+                            str(workdir / "worker.stacks"),
+                            "--pid",
+                            str(worker.pid),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+            if n >= count:
+                return (count - n10) / (time.perf_counter() - t10), top_functions(workdir / "worker.stacks", spy)
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited: see {workdir / 'worker.log'}")
+            time.sleep(0.25)  # each scrape costs the worker a little: not too often
+        raise SystemExit("the worker did not drain the backlog in 10 minutes")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+
+
+def top_functions(stacks: Path, spy, n: int = 12) -> str:
+    if spy is None:
+        return ""
+    spy.send_signal(2)
+    spy.wait(30)
+    own = collections.Counter()
+    total = 0
+    for line in stacks.read_text().splitlines():
+        frames, _, samples = line.rpartition(" ")
+        if not frames:
+            continue
+        own[frames.split(";")[-1]] += int(samples)
+        total += int(samples)
+    return "\n".join(f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n))
+
+
+def noop_rate(broker: str, topic: str, count: int, workdir: Path) -> float:
+    out = workdir / "noop.rate"
+    done = subprocess.run(
+        [sys.executable, str(HERE / "noop_agent.py"), broker, topic, "bench-noop", str(count), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=workdir,  # Faust keeps an "<app id>-data" folder in its working directory
+    )
+    if not out.exists():
+        raise SystemExit(f"the no-op agent wrote no rate:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
+    return float(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reviews", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    data = shared_data_dir()
+    if data is None:
+        raise SystemExit("no IMDB data: see README, Data")
+    rows = list(read_reviews(data / "imdb_test.csv.gz"))
+    random.Random(0).shuffle(rows)
+    rows = rows[: args.reviews]
+    workdir = scratch_dir("sentiment-bench-")
+    broker = LocalBroker(workdir).start()
+    pg = LocalPostgres(workdir / "pg").start()
+    try:
+        upgrade(pg.url)
+        settings = Settings(
+            broker=broker.url,
+            database_url=pg.url,
+            topic_reviews="bench-reviews",
+            topic_sentiments="bench-sentiments",
+            topic_dlq="bench-dlq",
+        )
+        create_topics(broker.bootstrap, ["bench-reviews", "bench-noop", "bench-sentiments", "bench-dlq"], 4)
+        produce_reviews(settings, rows, progress=False)
+        produce_reviews(settings.model_copy(update={"topic_reviews": "bench-noop"}), rows, progress=False)
+        noop = noop_rate(broker.url, "bench-noop", len(rows), workdir)
+        worker, profile = worker_rate(settings, len(rows), workdir, args.profile)
+        print(f"{len(rows):,} real reviews, 4 partitions, batches of 256, Tansu + PostgreSQL, same run:")
+        print(f"  Faust no-op agent (noack_take + ack): {noop:>8,.0f} reviews/s")
+        print(f"  sentiment worker:                     {worker:>8,.0f} reviews/s")
+        print(f"  worker / no-op: {worker / noop:.2f} (goal >= 0.8)")
+        if profile:
+            print("py-spy, worker, own time (Python level):")
+            print(profile)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"noop": noop, "worker": worker, "ratio": worker / noop}, indent=2))
+    finally:
+        pg.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
