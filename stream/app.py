@@ -298,34 +298,53 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     def not_ready(exc: Exception) -> None:
         health.update(database_error=first_line(exc))
 
+    async def deliver(stream, events: list, messages: list[Incoming], result: BatchResult) -> None:
+        """Store, publish and only then ack one scored batch."""
+        if result.sentiments:
+            new_rows = await retry_with_backoff(
+                "database write", partial(asyncio.to_thread, write_to_database, result), on_failure=not_ready
+            )
+            metrics.DB_ROWS_WRITTEN.inc(new_rows)
+        await retry_with_backoff("publish", partial(publish, result))
+        for event in events:
+            await stream.ack(event)
+        record_batch(result, messages)
+
     @app.agent(reviews, name="score-reviews")
     async def score_reviews(stream):
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait):
-            messages = [
-                Incoming(
-                    value=e.message.value,
-                    key=e.message.key,
-                    timestamp=e.message.timestamp,
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                )
-                for e in events
-            ]
-            metrics.REVIEWS_CONSUMED.inc(len(messages))
-            metrics.BATCH_SIZE.observe(len(messages))
-            started = time.perf_counter()
-            result = await asyncio.to_thread(batch_scorer.process, messages)
-            metrics.BATCH_SCORING_SECONDS.observe(time.perf_counter() - started)
-            if result.sentiments:
-                new_rows = await retry_with_backoff(
-                    "database write", partial(asyncio.to_thread, write_to_database, result), on_failure=not_ready
-                )
-                metrics.DB_ROWS_WRITTEN.inc(new_rows)
-            await retry_with_backoff("publish", partial(publish, result))
-            for event in events:
-                await stream.ack(event)
-            record_batch(result, messages)
+        # Two batches in flight: batch k+1 is scored while batch k is stored and published. Batches are still
+        # delivered and acked one after another, in the order they were taken.
+        delivering: asyncio.Future | None = None
+        try:
+            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait):
+                messages = [
+                    Incoming(
+                        value=e.message.value,
+                        key=e.message.key,
+                        timestamp=e.message.timestamp,
+                        topic=e.message.topic,
+                        partition=e.message.partition,
+                        offset=e.message.offset,
+                    )
+                    for e in events
+                ]
+                metrics.REVIEWS_CONSUMED.inc(len(messages))
+                metrics.BATCH_SIZE.observe(len(messages))
+                started = time.perf_counter()
+                result = await asyncio.to_thread(batch_scorer.process, messages)
+                metrics.BATCH_SCORING_SECONDS.observe(time.perf_counter() - started)
+                if delivering is not None:
+                    await delivering
+                delivering = asyncio.ensure_future(deliver(stream, events, messages, result))
+            if delivering is not None:
+                await delivering
+        finally:
+            if delivering is not None and not delivering.done():
+                # stopping: let the batch already scored finish if it can (fewer replays), within half the grace
+                try:
+                    await asyncio.wait_for(asyncio.shield(delivering), timeout=settings.shutdown_grace / 2)
+                except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - it stays unacked
+                    delivering.cancel()
 
     last_offsets: dict[tuple[str, int], int] = {}
 
