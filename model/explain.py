@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from model.cleaning import clean_text
-from model.layers import PADDING_ID, UNKNOWN_ID, ForgetUnknown, MaskedAverage
-from model.scorer import Scorer
+from model.layers import PADDING_ID, UNKNOWN_ID, ForgetUnknown
+from model.scorer import Scorer, model_parts
 
 QUADRATURE_POINTS = 16  # per piece of the path
 TOLERANCE = 1e-5  # on |sum of attributions - (score - base)|; the head runs in float32
@@ -48,17 +48,10 @@ class Explanation:
 
 class Explainer:
     def __init__(self, scorer: Scorer) -> None:
-        model = scorer.keras_model
-        self.vectorizer = next(layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization))
-        core = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+        self.vectorizer, core, pooling = model_parts(scorer.keras_model)
         self.masks_unknown = any(isinstance(layer, ForgetUnknown) for layer in core.layers)
         self.embedding = next(layer for layer in core.layers if isinstance(layer, keras.layers.Embedding))
-        after_pooling = False
-        self.head: list[keras.layers.Layer] = []
-        for layer in core.layers:
-            if after_pooling:
-                self.head.append(layer)
-            after_pooling = after_pooling or isinstance(layer, MaskedAverage | keras.layers.GlobalAveragePooling1D)
+        self.head: list[keras.layers.Layer] = core.layers[core.layers.index(pooling) + 1 :]
         self.vocabulary = np.asarray(self.vectorizer.get_vocabulary(), dtype=object)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
 

@@ -83,15 +83,23 @@ class Inspection:
     pooled: np.ndarray  # the pooled embedding the head scores, one row per text
 
 
-def _inspector(keras_model: keras.Model):
-    """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""
-    from model.layers import PADDING_ID, UNKNOWN_ID, MaskedAverage
+def model_parts(keras_model: keras.Model) -> tuple[keras.layers.TextVectorization, keras.Model, keras.layers.Layer]:
+    """The exported model's vectorizer, its core (token ids -> score) and the core's pooling layer."""
+    from model.layers import MaskedAverage
 
     vectorizer = next(layer for layer in keras_model.layers if isinstance(layer, keras.layers.TextVectorization))
     core = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
     pooling = next(
         layer for layer in core.layers if isinstance(layer, MaskedAverage | keras.layers.GlobalAveragePooling1D)
     )
+    return vectorizer, core, pooling
+
+
+def _inspector(keras_model: keras.Model):
+    """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""
+    from model.layers import PADDING_ID, UNKNOWN_ID
+
+    vectorizer, core, pooling = model_parts(keras_model)
     scores_and_pooled = keras.Model(core.input, [core.output, pooling.output])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], reduce_retracing=True)

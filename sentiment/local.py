@@ -276,16 +276,11 @@ def create_topics(
 def _port_or_free(port: int) -> int:
     if port == 0:
         return free_port()
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            from sentiment.errors import UserError
+    from sentiment.checks import check_port_free
 
-            raise UserError(
-                f"port {port} on 127.0.0.1 is in use ({exc.strerror})",
-                "stop what uses it, or pick another with --broker-port / --postgres-port (0: any free port)",
-            ) from exc
+    check_port_free(
+        "127.0.0.1", port, "stop what uses it, or pick another with --broker-port / --postgres-port (0: any free port)"
+    )
     return port
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from model.scorer import ModelArtifact, load_scorer
-from sentiment.checks import first_line, redact
+from sentiment.checks import broker_unreachable, first_line, redact
 from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
@@ -90,15 +89,8 @@ def probe_database(engine: Engine) -> str | None:
 
 def probe_broker(settings: Settings) -> str | None:
     """None when a bootstrap server accepts a TCP connection, else why not."""
-    reasons = []
-    for server in settings.bootstrap_servers():
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host, int(port)), timeout=min(settings.connect_timeout, 3.0)):
-                return None
-        except (OSError, ValueError) as exc:
-            reasons.append(f"{server} {getattr(exc, 'strerror', None) or exc}")
-    return "unreachable: " + "; ".join(reasons)
+    reasons = broker_unreachable(settings, min(settings.connect_timeout, 3.0))
+    return None if reasons is None else f"unreachable: {reasons}"
 
 
 @dataclass
@@ -108,7 +100,7 @@ class Progress:
     scored: int = 0
     rejected: int = 0
     lag: float = float("nan")
-    at_last_line: tuple[float, int, int] = (time.monotonic(), 0, 0)
+    at_last_line: tuple[float, int, int] = field(default_factory=lambda: (time.monotonic(), 0, 0))
 
     def line(self) -> str:
         now = time.monotonic()
@@ -236,19 +228,9 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         async def serve_page() -> None:
             from aiohttp import web as aiohttp_web
 
-            from model.explain import Explainer
-            from stream.web import build_web_app
+            from stream.web import page_app
 
-            page = build_web_app(
-                scorer=scorer,
-                explainer_factory=lambda: Explainer(scorer),
-                uncertain_band=settings.uncertain_band,
-                max_texts=settings.api_max_texts,
-                max_text_chars=settings.max_text_chars,
-                engine=engine,
-                health=health,
-                live=live,
-            )
+            page = page_app(settings, scorer, engine=engine, health=health, live=live)
             runner = aiohttp_web.AppRunner(page, handle_signals=False)
             await runner.setup()
             await aiohttp_web.TCPSite(runner, settings.web_host, settings.web_port).start()

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from sentiment.checks import broker_timeout_error, check_broker, database_engine
+from sentiment.checks import broker_timeout_error, check_broker, check_port_free, database_engine
 from sentiment.errors import UserError
 from sentiment.settings import Settings, kafka_client_options
 from stream.health import HealthServer, health
@@ -48,9 +48,9 @@ def preflight(settings: Settings) -> Ready:
     engine = database_engine(settings)
     server = HealthServer(health, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     if settings.web_port:
-        from stream.web.serve import check_port
+        from stream.web.serve import WEB_PORT_HINT
 
-        check_port(settings.web_host, settings.web_port)
+        check_port_free(settings.web_host, settings.web_port, WEB_PORT_HINT)
     from model.scorer import ModelArtifact, load_scorer
 
     try:

@@ -110,6 +110,22 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict:
     return body
 
 
+def page_app(settings, scorer, *, engine: Engine | None, live: LiveState, health: Health | None = None):
+    """The application with the settings' limits and band, and the explainer built on first use."""
+    from model.explain import Explainer
+
+    return build_web_app(
+        scorer=scorer,
+        explainer_factory=lambda: Explainer(scorer),
+        uncertain_band=settings.uncertain_band,
+        max_texts=settings.api_max_texts,
+        max_text_chars=settings.max_text_chars,
+        engine=engine,
+        health=health,
+        live=live,
+    )
+
+
 def build_web_app(
     *,
     scorer,
