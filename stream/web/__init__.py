@@ -142,11 +142,14 @@ def build_web_app(
     explainer: list = []
     max_bytes = max_texts * (max_text_chars * 4 + 64) + 1024
 
+    page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
+    openapi_json = (SCHEMA_DIR / "openapi.json").read_text(encoding="utf-8")
+
     async def page(request: web.Request) -> web.Response:
-        return web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html", charset="utf-8")
+        return web.Response(text=page_html, content_type="text/html", charset="utf-8")
 
     async def openapi(request: web.Request) -> web.Response:
-        return web.Response(text=(SCHEMA_DIR / "openapi.json").read_text(), content_type="application/json")
+        return web.Response(text=openapi_json, content_type="application/json")
 
     async def score(request: web.Request) -> web.Response:
         body = await read_json_object(request, max_bytes)
