@@ -114,11 +114,13 @@ def _inspector(keras_model: keras.Model):
 
 
 class Scorer:
-    """Scores a batch of raw texts in one compiled call."""
+    """Scores a batch of raw texts: with the compiled fast path (``model.fast``) when it is on, else in one compiled
+    TensorFlow call. Both give the same numbers (within 1e-5); :attr:`scoring` says which one runs."""
 
-    def __init__(self, keras_model: keras.Model, version: str) -> None:
+    def __init__(self, keras_model: keras.Model, version: str, fast=None) -> None:
         self.keras_model = keras_model
         self.version = version
+        self.fast = fast
         self._predict = tf.function(
             lambda texts: keras_model(texts, training=False),
             input_signature=[tf.TensorSpec([None], tf.string)],
@@ -126,10 +128,16 @@ class Scorer:
         )
         self._inspect = _inspector(keras_model)
 
+    @property
+    def scoring(self) -> str:
+        return "compiled" if self.fast is not None else "tensorflow"
+
     def score(self, texts: list[str]) -> np.ndarray:
         """P(positive) for each text, as float32 in [0, 1], in input order."""
         if not texts:
             return np.empty(0, dtype=np.float32)
+        if self.fast is not None:
+            return self.fast.score(texts).scores
         out = self._predict(tf.constant(texts, dtype=tf.string))
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
@@ -138,6 +146,13 @@ class Scorer:
         if not texts:
             empty = np.empty(0, dtype=np.int32)
             return Inspection(np.empty(0, dtype=np.float32), empty, empty, np.empty((0, 0), dtype=np.float32))
+        if self.fast is not None:
+            out = self.fast.score(texts)
+            return Inspection(out.scores, out.ngrams, out.known, out.pooled)
+        return self.inspect_tensorflow(texts)
+
+    def inspect_tensorflow(self, texts: list[str]) -> Inspection:
+        """:meth:`inspect` computed by the TensorFlow model itself, whichever path is on."""
         scores, ngrams, known, pooled = self._inspect(tf.constant(texts, dtype=tf.string))
         return Inspection(scores.numpy().astype(np.float32), ngrams.numpy(), known.numpy(), pooled.numpy())
 
@@ -160,7 +175,62 @@ def input_reference(scorer: Scorer, texts: list[str], source: str, batch: int = 
     }
 
 
-def load_scorer(path: Path | str | ModelArtifact) -> Scorer:
+SCORING_CHOICES = ("compiled", "tensorflow")
+AGREEMENT_TOLERANCE = 1e-5
+
+
+def load_scorer(path: Path | str | ModelArtifact, scoring: str = "tensorflow", cache_dir: Path | None = None) -> Scorer:
+    """The artifact's scorer. ``scoring="compiled"`` builds the fast path (or reads it from ``cache_dir``), checks
+    that it scores the project's sample reviews and hostile texts as TensorFlow does, and falls back to TensorFlow
+    with a warning when it cannot be built or does not agree."""
+    if scoring not in SCORING_CHOICES:
+        raise ValueError(f"scoring must be one of {', '.join(SCORING_CHOICES)}, not {scoring!r}")
     artifact = path if isinstance(path, ModelArtifact) else ModelArtifact.at(path)
     keras_model = keras.models.load_model(artifact.model_file, compile=False)
-    return Scorer(keras_model, artifact.version)
+    scorer = Scorer(keras_model, artifact.version)
+    if scoring == "compiled":
+        scorer.fast = _checked_fast_model(scorer, cache_dir)
+    return scorer
+
+
+def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
+    import logging
+
+    from model import fast as fast_path
+
+    log = logging.getLogger("sentiment.model")
+    try:
+        cached = fast_path.cache_path(scorer.version, cache_dir) if cache_dir else None
+        if cached is not None and cached.exists():
+            fast = fast_path.load(cached)
+        else:
+            fast = fast_path.from_keras(scorer.keras_model)
+            if cached is not None:
+                try:
+                    fast_path.save(fast, cached)
+                except OSError as exc:
+                    log.info(
+                        "could not keep the compiled scorer's tables in %s (%s): built again next start", cached, exc
+                    )
+        texts = _check_texts()
+        worst = fast_path.agreement(fast, scorer.inspect_tensorflow(texts).scores, texts)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
+        log.warning("compiled scoring is off (%s: %s): scoring with TensorFlow", type(exc).__name__, exc)
+        return None
+    if worst > AGREEMENT_TOLERANCE:
+        log.warning(
+            "compiled scoring is off: it differs from the TensorFlow model by %.2g on the check texts "
+            "(tolerance %g): scoring with TensorFlow",
+            worst,
+            AGREEMENT_TOLERANCE,
+        )
+        return None
+    return fast
+
+
+def _check_texts() -> list[str]:
+    from model.fast import hostile_texts
+
+    sample = Path(__file__).resolve().parent.parent / "sentiment" / "sample_reviews.jsonl"
+    texts = [json.loads(line)["text"] for line in sample.read_text().splitlines() if line.strip()]
+    return texts + hostile_texts()

@@ -143,7 +143,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_scorer(artifact)
+        scorer = load_scorer(artifact, scoring=settings.scoring, cache_dir=settings.cache_dir)
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
         artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
@@ -185,6 +185,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     )
     latest_verdict = [float("nan")]
     metrics.MODEL_INFO.labels(version=scorer.version).set(1)
+    metrics.SCORING_INFO.labels(path=scorer.scoring).set(1)
     metrics.PSI_THRESHOLD.set(settings.psi_threshold)
     metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
     metrics.SCORE_PSI.set(float("nan"))
@@ -207,9 +208,10 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     async def announce() -> None:
         where = ready.server.url if ready is not None and ready.server is not None else None
         log.info(
-            "model %s from %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
+            "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
             scorer.version,
             artifact.folder,
+            "compiled (checked against TensorFlow)" if scorer.scoring == "compiled" else "with TensorFlow",
             settings.app_id,
             settings.batch_size,
             settings.batch_wait,

@@ -49,6 +49,25 @@ def scorer():
 
 
 @pytest.fixture(scope="session")
+def compiled_cache(workdir: Path) -> Path:
+    """A cache folder holding the compiled scorer's tables for the default model, built (and numba's code compiled)
+    once for the session, so that every worker started by a test starts in seconds."""
+    from model.scorer import load_scorer
+
+    cache = workdir / "cache"
+    scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=cache)
+    assert scorer.scoring == "compiled", "the compiled scorer did not build: see the warning above"
+    return cache
+
+
+@pytest.fixture(scope="session")
+def fast_scorer(compiled_cache: Path):
+    from model.scorer import load_scorer
+
+    return load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=compiled_cache)
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     found = shared_data_dir()
     if found is None:
@@ -121,6 +140,7 @@ class WorkerProcess:
             "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
             "SENTIMENT_METRICS_PORT": str(settings.metrics_port),
             "SENTIMENT_WEB_PORT": str(settings.web_port),
+            "SENTIMENT_CACHE_DIR": str(settings.cache_dir),
             **(extra_env or {}),
         }
         with open(log, "ab") as fh:
@@ -151,7 +171,7 @@ class WorkerProcess:
 
 
 @pytest.fixture()
-def stream_settings(broker: LocalBroker, fresh_database: str) -> Settings:
+def stream_settings(broker: LocalBroker, fresh_database: str, compiled_cache: Path) -> Settings:
     """Settings with topics and a consumer group of this test's own, on the session's broker."""
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -167,6 +187,7 @@ def stream_settings(broker: LocalBroker, fresh_database: str) -> Settings:
         batch_wait=0.3,
         metrics_port=0,
         web_port=0,
+        cache_dir=compiled_cache,
     )
     create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq], 4)
     return settings

@@ -1,0 +1,90 @@
+"""The compiled scoring path (model/fast.py) computes the TensorFlow model's function: same words after cleaning,
+same n-gram counts, scores within 1e-5, on real reviews, hostile text and generated text."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from model import fast as fast_path
+from model.cleaning import clean
+from model.scorer import load_scorer
+from sentiment.settings import DEFAULT_MODEL
+
+TOLERANCE = 1e-5
+
+
+def assert_same(fast_scorer, texts: list[str]) -> None:
+    ours, theirs = fast_scorer.inspect(texts), fast_scorer.inspect_tensorflow(texts)
+    for text, words, cleaned in zip(texts, (fast_scorer.fast.words(t) for t in texts), clean(texts)):
+        assert " ".join(words) == cleaned, f"cleaning differs on {text[:80]!r}"
+    np.testing.assert_array_equal(ours.ngrams, theirs.ngrams)
+    np.testing.assert_array_equal(ours.known, theirs.known)
+    np.testing.assert_allclose(ours.pooled, theirs.pooled, atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(ours.scores, theirs.scores, atol=TOLERANCE, rtol=0)
+
+
+def test_hostile_texts_score_as_tensorflow_does(fast_scorer):
+    texts = fast_path.hostile_texts()
+    assert max(len(t) for t in texts) >= 100_000
+    assert_same(fast_scorer, texts)
+
+
+def test_a_nul_ends_the_text_as_in_tensorflow(fast_scorer):
+    assert fast_scorer.fast.words("Great\x00 terrible") == ["great"]
+    assert_same(fast_scorer, ["Great\x00 terrible", "\x00"])
+
+
+def test_every_imdb_test_review_scores_as_tensorflow_does(fast_scorer, imdb_test_rows):
+    texts = [row.text for row in imdb_test_rows]
+    assert len(texts) == 25_000
+    worst = 0.0
+    for i in range(0, len(texts), 1024):
+        batch = texts[i : i + 1024]
+        ours, theirs = fast_scorer.inspect(batch), fast_scorer.inspect_tensorflow(batch)
+        np.testing.assert_array_equal(ours.ngrams, theirs.ngrams)
+        np.testing.assert_array_equal(ours.known, theirs.known)
+        worst = max(worst, float(np.abs(ours.scores - theirs.scores).max()))
+    assert worst <= TOLERANCE, f"largest score difference {worst:.3g}"
+
+
+# characters that exercise each pass: markup, entities, negations, quotes, cp1252 controls, sigma, NUL, whitespace
+_TRICKY = list("<>&;#/ brBRnNtTwWoOcCaA'!?`´\u0085\u0091\u0092\u0093\u0096\u2018\u2019Σσİ\x00\t\n\x0b\x0c\r\u00a0")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(_TRICKY)), max_size=80),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_generated_text_scores_as_tensorflow_does(fast_scorer, texts):
+    assert_same(fast_scorer, texts)
+
+
+def test_the_tables_are_read_from_the_cache_on_the_next_start(compiled_cache, fast_scorer):
+    cached = list(compiled_cache.glob("fast-*.npz"))
+    assert len(cached) == 1, cached
+    again = fast_path.load(cached[0])
+    texts = fast_path.hostile_texts()
+    np.testing.assert_array_equal(again.score(texts).scores, fast_scorer.fast.score(texts).scores)
+
+
+def test_a_fast_path_that_disagrees_falls_back_to_tensorflow(compiled_cache, monkeypatch, caplog):
+    monkeypatch.setattr(fast_path, "agreement", lambda *args: 0.25)
+    with caplog.at_level(logging.WARNING, logger="sentiment.model"):
+        scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=compiled_cache)
+    assert scorer.scoring == "tensorflow"
+    assert "differs from the TensorFlow model by 0.25" in caplog.text
+    assert scorer.score(["a wonderful film"])[0] > 0.5
+
+
+def test_an_unknown_scoring_choice_is_refused():
+    with pytest.raises(ValueError, match="compiled, tensorflow"):
+        load_scorer(DEFAULT_MODEL, scoring="gpu")
