@@ -32,6 +32,7 @@ from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
 from stream.db import make_engine
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from stream.health import health
+from stream.publish import BatchPublisher
 from stream.sinks import SqlSink
 from stream.web import LiveState
 
@@ -42,6 +43,7 @@ log = logging.getLogger("sentiment.worker")
 
 T = TypeVar("T")
 DEAD_LETTER_MAX_BYTES = 16 * 1024 * 1024
+PUBLISH_BATCH_BYTES = 512 * 1024  # a whole micro-batch of results for one partition fits one producer batch
 PROBE_INTERVAL = 5.0  # seconds between readiness probes of the database and the broker
 
 
@@ -128,6 +130,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         # a rejected message goes to the dead-letter topic unchanged, so the producer must carry anything
         # the consumer can read
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
+        producer_max_batch_size=PUBLISH_BATCH_BYTES,
         consumer_max_fetch_size=DEAD_LETTER_MAX_BYTES,
         topic_partitions=settings.topic_partitions,
         web_enabled=False,
@@ -262,11 +265,16 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     async def on_revoked(app, revoked, **kwargs) -> None:
         health.update(joined=False)
 
+    # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
+    publisher = BatchPublisher(lambda: app.producer._ensure_producer())
+
     async def publish(result: BatchResult) -> None:
+        await sentiments.maybe_declare()  # creates the topic as Topic.send did (once: Faust remembers)
+        await publisher.send(
+            settings.topic_sentiments, [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments]
+        )
+        # rejected messages are few, and may be large: one by one, through Faust
         deliveries = [
-            await sentiments.send(key=s.movie_id.encode(), value=s.to_json(), force=True) for s in result.sentiments
-        ]
-        deliveries += [
             await dead_letters.send(key=m.key, value=m.value, headers=dead_letter_headers(m, why), force=True)
             for m, why in result.rejected
         ]
@@ -407,6 +415,9 @@ class ScorerWorker(faust.Worker):
 
     def __init__(self, *args, grace: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # no terminal spinner in a service: with it, Faust lowers the root logger to DEBUG (so that every record
+        # spins it), and each debug line of aiokafka, one per request, is built and then dropped
+        self.spinner = None
         self.grace = grace
         self._deadline: threading.Timer | None = None
 

@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import REJECTION_REASONS, Rejection, Review, decode_review, validator
+from schemas import REJECTION_REASONS, Rejection, Review, _decode_review_fully, decode_review, validator
 
 LIMITS = {"max_text_chars": 2000, "max_message_bytes": 20_000}
 
@@ -53,3 +53,46 @@ def test_review_shaped_json_is_accepted_exactly_when_the_schema_says_so(obj):
     _check(result)
     schema_ok = not list(validator("review").iter_errors(obj)) and len(obj.get("text", "")) <= 2000
     assert isinstance(result, Review) == schema_ok
+
+
+@settings(max_examples=400, deadline=None)
+@given(review_like, st.sampled_from([" ", "", "\n"]))
+def test_the_fast_decoder_and_the_full_validator_agree(obj, padding):
+    raw = (json.dumps(obj, ensure_ascii=False) + padding).encode()
+    assert decode_review(raw, **LIMITS) == _decode_review_fully(raw, max_text_chars=LIMITS["max_text_chars"])
+
+
+CRAFTED = [
+    b'{"review_id":"r","movie_id":"m","text":"ok","rating":5.0}',  # an integral float is a JSON Schema integer
+    b'{"review_id":"r","movie_id":"m","text":"ok","rating":true}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","rating":0}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","rating":11}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","rating":null,"created_at":null}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","created_at":"2020-01-01T00:00:00Z"}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","created_at":"yesterday"}',
+    b'{"review_id":"r","movie_id":"m","text":"   "}',
+    b'{"review_id":"r","movie_id":"m","text":"\\u00a0\\u2003"}',
+    b'{"review_id":"","movie_id":"m","text":"ok"}',
+    b'{"review_id":"r","movie_id":"m","text":"a","text":"b"}',  # the last duplicate wins, in both
+    b'{"review_id":"r","movie_id":"m","text":"ok","extra":1e999}',
+    b'{"review_id":"r","movie_id":"m","text":"ok","extra":NaN}',
+    b'{"review_id":"r","movie_id":"m","text":"\\ud800"}',
+    b'{"review_id":"\\udfff","movie_id":"m","text":"ok"}',
+    b'\xef\xbb\xbf{"review_id":"r","movie_id":"m","text":"ok"}',
+    b'{"review_id":"r","movie_id":"m","text":"\xff"}',
+    b'{"review_id":"r","movie_id":"m"}',
+    b'[{"review_id":"r","movie_id":"m","text":"ok"}]',
+    b'{"review_id":"r","movie_id":"m","text":"ok"} trailing',
+    b'{"review_id":"r","movie_id":"m","text":"' + b"x" * 2001 + b'"}',
+    b'{"review_id":"' + b"r" * 201 + b'","movie_id":"m","text":"ok"}',
+]
+
+
+def test_crafted_messages_get_the_full_validators_answer():
+    for raw in CRAFTED:
+        assert decode_review(raw, **LIMITS) == _decode_review_fully(raw, max_text_chars=2000), raw
+
+
+def test_a_lone_surrogate_is_rejected_not_scored():
+    result = decode_review(b'{"review_id":"r","movie_id":"m","text":"ab\\ud800"}', **LIMITS)
+    assert result == Rejection("not_utf8", "text: holds a lone surrogate (\\ud800 at character 2)")

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import text
 
 from schemas import validator
@@ -45,6 +46,13 @@ def test_reviews_in_scores_out_to_kafka_and_postgres(stream_settings, start_work
     for event in events:
         check.validate(event)
     assert {r.key.decode() for r in records} == {e["movie_id"] for e in events}, "events are keyed by film"
+    # one film, one partition: the one Kafka's default (murmur2) partitioner picks for its key, as Topic.send did
+    partitions = sorted({r.partition for r in records})
+    assert len(partitions) > 1
+    choose = DefaultPartitioner()
+    for r in records:
+        assert r.partition == choose(r.key, list(range(4)), list(range(4))), r.key
+    assert "scored compiled (checked against TensorFlow)" in worker.log.read_text(), worker.tail()
 
     # the worker's scores are the model's scores
     by_id = {e["review_id"]: e for e in events}

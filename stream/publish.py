@@ -1,0 +1,44 @@
+"""Send a batch of events to one topic with aiokafka's batch API, under the Faust app's own producer.
+
+Faust's ``Topic.send`` costs ~100 us per event (a pending message, a future, callbacks, a tracing span each);
+this builds one ``BatchBuilder`` per partition and hands each to the producer whole (a few us per event). The
+partition of each event is the producer's own partitioner's choice for its key, the one ``Topic.send`` would
+make, so an event lands where it did before: a consumer that counts on "one film, one partition" still can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+Record = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
+
+
+class BatchPublisher:
+    def __init__(self, producer: Callable[[], object]) -> None:
+        """``producer`` returns the running ``aiokafka.AIOKafkaProducer`` (Faust starts and stops it)."""
+        self._producer = producer
+
+    async def send(self, topic: str, records: Sequence[Record]) -> None:
+        """Send every record and wait until the broker has them all; raise if any batch fails."""
+        if not records:
+            return
+        producer = self._producer()
+        await producer.partitions_for(topic)  # metadata: at once when known
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            key, value, _ = record
+            # aiokafka's private step of send(): the configured partitioner over the topic's partitions
+            partition = producer._partition(topic, None, key, value, key, value)
+            by_partition.setdefault(partition, []).append(record)
+        deliveries = []
+        for partition, batch_records in by_partition.items():
+            batch = producer.create_batch()
+            for key, value, headers in batch_records:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                    deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()  # full: the record goes into the next one
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                        raise ValueError(f"an event of {len(value):,} bytes is larger than the producer's batch size")
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*deliveries)
