@@ -44,5 +44,7 @@ async def take_and_ack(stream):
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "WARN"]
+    # INFO, not WARN: at WARN, Faust's terminal spinner lowers the root logger to DEBUG and every aiokafka request
+    # builds a debug record; the worker runs without the spinner, and so does this baseline
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "INFO"]
     app.main()

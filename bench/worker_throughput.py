@@ -19,6 +19,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sentiment.datasets import read_reviews, shared_data_dir
@@ -30,62 +31,83 @@ from stream.db import upgrade
 HERE = Path(__file__).resolve().parent
 
 
-def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool) -> tuple[float, str]:
-    port = free_port()
+def worker_env(settings: Settings, port: int, app_id: str = "bench-worker") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
-    env |= {
+    return env | {
         "SENTIMENT_BROKER": settings.broker,
         "SENTIMENT_DATABASE_URL": settings.database_url,
         "SENTIMENT_TOPIC_REVIEWS": settings.topic_reviews,
         "SENTIMENT_TOPIC_SENTIMENTS": settings.topic_sentiments,
         "SENTIMENT_TOPIC_DLQ": settings.topic_dlq,
-        "SENTIMENT_APP_ID": "bench-worker",
+        "SENTIMENT_APP_ID": app_id,
         "SENTIMENT_SESSION_TIMEOUT": "3",
         "SENTIMENT_HEARTBEAT_INTERVAL": "0.5",
         "SENTIMENT_METRICS_PORT": str(port),
         "SENTIMENT_METRICS_HOST": "127.0.0.1",
         "SENTIMENT_WEB_PORT": "0",
         "SENTIMENT_LOG_LEVEL": "warn",
+        "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
+        "SENTIMENT_SCORING": settings.scoring,
     }
-    log = open(workdir / "worker.log", "ab")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "sentiment", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class WorkerRun:
+    rate: float  # reviews/s from 10% to 100% of the backlog, all workers together
+    profile: str  # py-spy's top functions by own time (first worker), when asked for
+    peak_rss_mb: list[float]  # each worker's
+
+
+def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, workers: int = 1) -> WorkerRun:
+    """Drain ``count`` reviews already in the topic with ``workers`` worker processes in one group."""
+    ports = [free_port() for _ in range(workers)]
+    logs = [open(workdir / f"worker-{settings.topic_reviews}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sentiment", "worker"], env=worker_env(settings, port, f"bench-{settings.topic_reviews}"),
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        for port, log in zip(ports, logs)
+    ]  # fmt: skip
     spy = None
     try:
         t10 = n10 = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            n = read_metric(port, "sentiment_reviews_scored_total") or 0
+            n = sum(read_metric(port, "sentiment_reviews_scored_total") or 0 for port in ports)
             if t10 is None and n >= count // 10:
                 t10, n10 = time.perf_counter(), n
                 if profile:
                     spy = subprocess.Popen(
-                        [
-                            str(Path(sys.executable).parent / "py-spy"),
-                            "record",
-                            "--format",
-                            "raw",
-                            "--rate",
-                            "100",
-                            "-o",
-                            str(workdir / "worker.stacks"),
-                            "--pid",
-                            str(worker.pid),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
+                         "-o", str(workdir / "worker.stacks"), "--pid", str(procs[0].pid)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
             if n >= count:
-                return (count - n10) / (time.perf_counter() - t10), top_functions(workdir / "worker.stacks", spy)
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited: see {workdir / 'worker.log'}")
+                rate = (count - n10) / (time.perf_counter() - t10)
+                return WorkerRun(
+                    rate, top_functions(workdir / "worker.stacks", spy), [peak_rss_mb(p.pid) for p in procs]
+                )
+            for p in procs:
+                if p.poll() is not None:
+                    raise SystemExit(f"a worker exited: see {workdir}")
             time.sleep(0.25)  # each scrape costs the worker a little: not too often
-        raise SystemExit("the worker did not drain the backlog in 10 minutes")
+        raise SystemExit("the workers did not drain the backlog in 10 minutes")
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        for log in logs:
+            log.close()
 
 
 def top_functions(stacks: Path, spy, n: int = 12) -> str:
@@ -149,7 +171,8 @@ def main() -> None:
             produce_reviews(settings.model_copy(update={"topic_reviews": topic}), rows, progress=False)
         # the no-op agent before and after the worker: its rate varies from run to run on this broker
         noop_before = noop_rate(broker.url, "bench-noop", len(rows), workdir)
-        worker, profile = worker_rate(settings, len(rows), workdir, args.profile)
+        run = worker_rate(settings, len(rows), workdir, args.profile)
+        worker, profile = run.rate, run.profile
         noop_after = noop_rate(broker.url, "bench-noop-2", len(rows), workdir)
         noop = (noop_before + noop_after) / 2
         print(f"{len(rows):,} real reviews, 4 partitions, batches of 256, Tansu + PostgreSQL, same run:")

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
         default_factory=default_cache_home,
         description="Where the compiled scorer keeps the tables it builds from a model (rebuilt when missing).",
     )
-    batch_wait: float = Field(0.5, gt=0, le=60, description="Seconds to wait for a batch to fill before scoring it.")
+    batch_wait: float = Field(
+        0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
+    )
     topic_reviews: str = Field("reviews", description="Topic the worker reads reviews from.")
     topic_sentiments: str = Field("sentiments", description="Topic the worker writes one result per review to.")
     topic_dlq: str = Field("reviews.dlq", description="Dead-letter topic for rejected reviews.")

@@ -109,28 +109,28 @@ class SqlSink:
         return len(stored)
 
     def _write_with_copy(self, results: list[Sentiment]) -> int:
-        with self.engine.begin() as conn:
-            cursor = conn.connection.driver_connection.cursor()
-            cursor.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming_scores (LIKE review_scores INCLUDING DEFAULTS) "
-                "ON COMMIT DELETE ROWS"
-            )
-            with cursor.copy(f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                for r in results:  # timestamps as their RFC 3339 text: PostgreSQL parses it faster than Python
-                    copy.write_row(
-                        (
-                            r.review_id,
-                            r.movie_id,
-                            r.score,
-                            r.label,
-                            r.model_version,
-                            r.scored_at,
-                            r.event_time,
-                            r.uncertain,
+        with self.engine.connect() as conn:
+            info = conn.connection.info
+            try:
+                with conn.begin():
+                    cursor = conn.connection.driver_connection.cursor()
+                    if not info.get("incoming_scores"):  # once per connection (each statement costs a round trip)
+                        cursor.execute(
+                            "CREATE TEMP TABLE IF NOT EXISTS incoming_scores (LIKE review_scores INCLUDING DEFAULTS) "
+                            "ON COMMIT DELETE ROWS"
                         )
-                    )
-            cursor.execute(_COPY_MERGE)
-            return int(cursor.fetchone()[0])
+                        info["incoming_scores"] = True
+                    with cursor.copy(f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                        for r in results:  # timestamps as RFC 3339 text: PostgreSQL parses it faster than Python
+                            copy.write_row(
+                                (r.review_id, r.movie_id, r.score, r.label, r.model_version, r.scored_at,
+                                 r.event_time, r.uncertain)
+                            )  # fmt: skip
+                    cursor.execute(_COPY_MERGE)
+                    return int(cursor.fetchone()[0])
+            except BaseException:
+                info.pop("incoming_scores", None)  # a rolled-back transaction takes the table it created with it
+                raise
 
     def _upsert_aggregates(self, aggregates: list[dict]):
         stmt = self._insert(movie_sentiment).values(aggregates)

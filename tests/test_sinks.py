@@ -124,3 +124,18 @@ def test_migration_0002_keeps_the_rows_scored_before_it(postgres_url):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.mark.integration
+def test_a_failed_copy_batch_leaves_the_connection_able_to_write(fresh_database):
+    """The COPY path creates its temporary table once per connection; a batch that fails in the transaction that
+    created it takes it away, and the next batch on that connection must create it again, not fail forever."""
+    upgrade(fresh_database)
+    engine = make_engine(fresh_database)  # one connection at a time: the pool hands the same one back
+    sink = SqlSink(engine, use_copy=True)
+    with pytest.raises(Exception, match="value too long"):
+        sink.write([_s("x" * 300, "m1", 0.9)])  # review_id is at most 200 characters in the table
+    assert sink.write([_s("a", "m1", 0.9)]) == 1
+    assert sink.write([_s("b", "m1", 0.1)]) == 1
+    assert _tables(engine)[1][0][:3] == ("m1", 2, 1)
+    engine.dispose()
