@@ -673,17 +673,24 @@ def measure_chars(tf) -> CharTables:
     """Ask the installed TensorFlow what it does to every code point (about a second)."""
     import model.cleaning as cleaning
 
-    points = np.array([c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF])
-    chars = [chr(c) for c in points]
-    lowered = tf.strings.lower(tf.constant(chars), encoding="utf-8").numpy()
-    lower_kept = "".join(c for c, low in zip(chars, lowered) if low.decode() == c and c.lower() != c)
-    other = [(c, low.decode()) for c, low in zip(chars, lowered) if low.decode() not in (c, c.lower())]
+    pattern = next(p for p, _ in cleaning._PUNCTUATION if p.startswith("[^"))
+    kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
+    lower_kept, other = [], []
+    for start in range(1, 0x110000, 0x10000):  # a plane at a time: a small peak of memory
+        points = [c for c in range(start, min(start + 0x10000, 0x110000)) if not 0xD800 <= c <= 0xDFFF]
+        chars = [chr(c) for c in points]
+        lowered = tf.strings.lower(tf.constant(chars), encoding="utf-8").numpy()
+        for c, low in zip(chars, lowered):
+            low = low.decode()
+            if low == c and c.lower() != c:
+                lower_kept.append(c)
+            elif low not in (c, c.lower()):
+                other.append((c, low))
+        out = tf.strings.regex_replace(tf.constant(chars), pattern, "\x01").numpy()
+        kept[points] = [o != b"\x01" for o in out]
     if other:
         raise ValueError(f"tf.strings.lower maps {len(other)} characters differently from Python, e.g. {other[:3]}")
-    pattern = next(p for p, _ in cleaning._PUNCTUATION if p.startswith("[^"))
-    out = tf.strings.regex_replace(tf.constant(chars), pattern, "\x01").numpy()
-    kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
-    kept[points] = [o != b"\x01" for o in out]
+    lower_kept = "".join(lower_kept)
     spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept)]), r"\s").numpy()
     if sorted(np.flatnonzero(kept)[spaces]) != [9, 10, 12, 13, 32]:
         raise ValueError("TensorFlow's \\s is not [\\t\\n\\f\\r ] here: the fast path does not know this TensorFlow")

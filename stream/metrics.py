@@ -70,7 +70,9 @@ DRIFT_VERDICT = Gauge(
 PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
 MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
 SCORING_INFO = Gauge(
-    "sentiment_scoring_info", "How the model is computed (value 1): compiled, or tensorflow (also after a fallback).", ["path"]
+    "sentiment_scoring_info",
+    "How the model is computed (value 1): compiled, or tensorflow (also after a fallback).",
+    ["path"],
 )
 CONSUMER_LAG = Gauge(
     "sentiment_consumer_lag_messages", "Messages waiting behind the last batch, per the broker's high watermark."
