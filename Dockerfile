@@ -11,5 +11,7 @@ COPY training ./training
 RUN pip install --no-cache-dir .
 RUN useradd --create-home --uid 10001 scorer
 USER scorer
+# the compiled scorer's tables for the default model, built and checked against TensorFlow now, not at each start
+RUN python -m model.fast model/default/model.keras /home/scorer/.cache/sentiment
 ENTRYPOINT ["sentiment"]
 CMD ["worker"]

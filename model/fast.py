@@ -699,14 +699,22 @@ def measure_chars(tf) -> CharTables:
 
 # --- a cache of the built tables, and the check that they score as TensorFlow does ----------------------------------
 
-# Bump when the tables' layout changes: a cache file of another layout is rebuilt.
-LAYOUT = 1
-
 
 def cache_path(version: str, cache_dir: Path) -> Path:
-    import tensorflow as tf
+    """The cache file of one model version, for this TensorFlow and this code of the fast path (a change to either
+    builds and checks the tables again)."""
+    import hashlib
+    from importlib import metadata
 
-    return cache_dir / f"fast-{version}-tf{tf.__version__}-layout{LAYOUT}.npz"
+    tf_version = "unknown"
+    for dist in ("tensorflow-cpu", "tensorflow"):
+        try:
+            tf_version = metadata.version(dist)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return cache_dir / f"fast-{version}-tf{tf_version}-code{code}.npz"
 
 
 def save(fast: FastModel, path: Path) -> None:
@@ -777,3 +785,29 @@ def hostile_texts() -> list[str]:
 def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
     """The largest difference between the fast path's scores and the TensorFlow model's on ``texts``."""
     return float(np.max(np.abs(fast.score(texts).scores - np.asarray(keras_scores, dtype=np.float32)), initial=0.0))
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m model.fast MODEL_FILE CACHE_DIR``: build, check and keep the tables (what load_scorer's
+    ``build_in_child`` runs). Exit 1, with the reason as the last line on stderr, when they are not kept."""
+    import logging
+    import sys
+
+    from model.scorer import ModelArtifact, Scorer, _checked_fast_model, _keras
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    artifact = ModelArtifact.at(argv[0])
+    keras_model = _keras().models.load_model(artifact.model_file, compile=False)
+    scorer = Scorer(keras_model, artifact.version, model_file=artifact.model_file)
+    if _checked_fast_model(scorer, Path(argv[1])) is None:
+        return 1
+    if not cache_path(artifact.version, Path(argv[1])).exists():
+        print(f"the tables could not be written to {argv[1]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

@@ -19,16 +19,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import model.cleaning  # noqa: E402,F401  (registers clean_text for deserialization)
-import model.layers  # noqa: E402,F401  (registers the pooling layers)
+# TensorFlow and Keras (about 530 MB resident once imported) are imported where a function needs them: a worker that
+# scores with the compiled path from its cached tables never imports them.
 
 MODEL_FILE = "model.keras"
+
+
+def _keras():
+    import keras
+
+    import model.cleaning  # noqa: F401  (registers clean_text for deserialization)
+    import model.layers  # noqa: F401  (registers the pooling layers)
+
+    return keras
 
 
 def model_version(path: Path) -> str:
@@ -83,8 +90,10 @@ class Inspection:
     pooled: np.ndarray  # the pooled embedding the head scores, one row per text
 
 
-def model_parts(keras_model: keras.Model) -> tuple[keras.layers.TextVectorization, keras.Model, keras.layers.Layer]:
-    """The exported model's vectorizer, its core (token ids -> score) and the core's pooling layer."""
+def model_parts(keras_model):
+    """The exported model's vectorizer (TextVectorization), its core (token ids -> score, a keras.Model) and the
+    core's pooling layer."""
+    keras = _keras()
     from model.layers import MaskedAverage
 
     vectorizer = next(layer for layer in keras_model.layers if isinstance(layer, keras.layers.TextVectorization))
@@ -95,8 +104,11 @@ def model_parts(keras_model: keras.Model) -> tuple[keras.layers.TextVectorizatio
     return vectorizer, core, pooling
 
 
-def _inspector(keras_model: keras.Model):
+def _inspector(keras_model):
     """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""
+    import tensorflow as tf
+
+    keras = _keras()
     from model.layers import PADDING_ID, UNKNOWN_ID
 
     vectorizer, core, pooling = model_parts(keras_model)
@@ -115,18 +127,35 @@ def _inspector(keras_model: keras.Model):
 
 class Scorer:
     """Scores a batch of raw texts: with the compiled fast path (``model.fast``) when it is on, else in one compiled
-    TensorFlow call. Both give the same numbers (within 1e-5); :attr:`scoring` says which one runs."""
+    TensorFlow call. Both give the same numbers (within 1e-5); :attr:`scoring` says which one runs. The Keras model
+    is loaded when something first needs it (the TensorFlow path, attributions), if it was not given."""
 
-    def __init__(self, keras_model: keras.Model, version: str, fast=None) -> None:
-        self.keras_model = keras_model
+    def __init__(self, keras_model, version: str, fast=None, model_file: Path | None = None) -> None:
+        self._keras_model = keras_model
+        self._model_file = model_file
         self.version = version
         self.fast = fast
-        self._predict = tf.function(
-            lambda texts: keras_model(texts, training=False),
-            input_signature=[tf.TensorSpec([None], tf.string)],
-            reduce_retracing=True,
-        )
-        self._inspect = _inspector(keras_model)
+        self._predict = None
+        self._inspect = None
+
+    @property
+    def keras_model(self):
+        if self._keras_model is None:
+            self._keras_model = _keras().models.load_model(self._model_file, compile=False)
+        return self._keras_model
+
+    def _tf_calls(self):
+        if self._predict is None:
+            import tensorflow as tf
+
+            keras_model = self.keras_model
+            self._predict = tf.function(
+                lambda texts: keras_model(texts, training=False),
+                input_signature=[tf.TensorSpec([None], tf.string)],
+                reduce_retracing=True,
+            )
+            self._inspect = _inspector(keras_model)
+        return self._predict, self._inspect
 
     @property
     def scoring(self) -> str:
@@ -138,7 +167,9 @@ class Scorer:
             return np.empty(0, dtype=np.float32)
         if self.fast is not None:
             return self.fast.score(texts).scores
-        out = self._predict(tf.constant(texts, dtype=tf.string))
+        import tensorflow as tf
+
+        out = self._tf_calls()[0](tf.constant(texts, dtype=tf.string))
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
     def inspect(self, texts: list[str]) -> Inspection:
@@ -153,7 +184,9 @@ class Scorer:
 
     def inspect_tensorflow(self, texts: list[str]) -> Inspection:
         """:meth:`inspect` computed by the TensorFlow model itself, whichever path is on."""
-        scores, ngrams, known, pooled = self._inspect(tf.constant(texts, dtype=tf.string))
+        import tensorflow as tf
+
+        scores, ngrams, known, pooled = self._tf_calls()[1](tf.constant(texts, dtype=tf.string))
         return Inspection(scores.numpy().astype(np.float32), ngrams.numpy(), known.numpy(), pooled.numpy())
 
 
@@ -179,18 +212,65 @@ SCORING_CHOICES = ("compiled", "tensorflow")
 AGREEMENT_TOLERANCE = 1e-5
 
 
-def load_scorer(path: Path | str | ModelArtifact, scoring: str = "tensorflow", cache_dir: Path | None = None) -> Scorer:
-    """The artifact's scorer. ``scoring="compiled"`` builds the fast path (or reads it from ``cache_dir``), checks
-    that it scores the project's sample reviews and hostile texts as TensorFlow does, and falls back to TensorFlow
-    with a warning when it cannot be built or does not agree."""
+def load_scorer(
+    path: Path | str | ModelArtifact,
+    scoring: str = "tensorflow",
+    cache_dir: Path | None = None,
+    build_in_child: bool = False,
+) -> Scorer:
+    """The artifact's scorer. ``scoring="compiled"`` reads the fast path's tables from ``cache_dir`` (they were
+    checked against TensorFlow when they were built, for this model, this TensorFlow and this version of the fast
+    path's code), or builds them, checks that they score the project's sample reviews and hostile texts as
+    TensorFlow does, and keeps them. It falls back to TensorFlow with a warning when they cannot be built or do
+    not agree. From cached tables, TensorFlow is not even imported until something asks for the Keras model.
+    ``build_in_child`` builds and checks missing tables in a child process (``python -m model.fast``), so that a
+    long-running worker does not keep TensorFlow's memory (about 1 GB at its peak) for the tables' sake."""
     if scoring not in SCORING_CHOICES:
         raise ValueError(f"scoring must be one of {', '.join(SCORING_CHOICES)}, not {scoring!r}")
     artifact = path if isinstance(path, ModelArtifact) else ModelArtifact.at(path)
-    keras_model = keras.models.load_model(artifact.model_file, compile=False)
-    scorer = Scorer(keras_model, artifact.version)
+    if scoring == "compiled" and cache_dir is not None:
+        fast = _cached_fast_model(artifact.version, cache_dir)
+        if fast is None and build_in_child:
+            _build_in_child(artifact, cache_dir)
+            fast = _cached_fast_model(artifact.version, cache_dir)
+        if fast is not None:
+            return Scorer(None, artifact.version, fast=fast, model_file=artifact.model_file)
+    keras_model = _keras().models.load_model(artifact.model_file, compile=False)
+    scorer = Scorer(keras_model, artifact.version, model_file=artifact.model_file)
     if scoring == "compiled":
         scorer.fast = _checked_fast_model(scorer, cache_dir)
     return scorer
+
+
+def _build_in_child(artifact: ModelArtifact, cache_dir: Path) -> None:
+    import logging
+    import subprocess
+    import sys
+
+    log = logging.getLogger("sentiment.model")
+    log.info("building the compiled scorer's tables for model %s in %s (once per model)", artifact.version, cache_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "model.fast", str(artifact.model_file), str(cache_dir)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if done.returncode != 0:
+        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        log.warning("compiled scoring is off (building its tables failed: %s): scoring with TensorFlow", why)
+
+
+def _cached_fast_model(version: str, cache_dir: Path):
+    import logging
+
+    from model import fast as fast_path
+
+    cached = fast_path.cache_path(version, cache_dir)
+    if not cached.exists():
+        return None
+    try:
+        return fast_path.load(cached)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache file is built again
+        logging.getLogger("sentiment.model").warning("cannot read %s (%s): building the tables again", cached, exc)
+        return None
 
 
 def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
@@ -200,18 +280,7 @@ def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
 
     log = logging.getLogger("sentiment.model")
     try:
-        cached = fast_path.cache_path(scorer.version, cache_dir) if cache_dir else None
-        if cached is not None and cached.exists():
-            fast = fast_path.load(cached)
-        else:
-            fast = fast_path.from_keras(scorer.keras_model)
-            if cached is not None:
-                try:
-                    fast_path.save(fast, cached)
-                except OSError as exc:
-                    log.info(
-                        "could not keep the compiled scorer's tables in %s (%s): built again next start", cached, exc
-                    )
+        fast = fast_path.from_keras(scorer.keras_model)
         texts = _check_texts()
         worst = fast_path.agreement(fast, scorer.inspect_tensorflow(texts).scores, texts)
     except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
@@ -225,6 +294,12 @@ def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
             AGREEMENT_TOLERANCE,
         )
         return None
+    if cache_dir is not None:  # only tables that passed the check are kept
+        cached = fast_path.cache_path(scorer.version, cache_dir)
+        try:
+            fast_path.save(fast, cached)
+        except OSError as exc:
+            log.info("could not keep the compiled scorer's tables in %s (%s): built again next start", cached, exc)
     return fast
 
 

@@ -4,6 +4,8 @@ same n-gram counts, scores within 1e-5, on real reviews, hostile text and genera
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -76,15 +78,49 @@ def test_the_tables_are_read_from_the_cache_on_the_next_start(compiled_cache, fa
     np.testing.assert_array_equal(again.score(texts).scores, fast_scorer.fast.score(texts).scores)
 
 
-def test_a_fast_path_that_disagrees_falls_back_to_tensorflow(compiled_cache, monkeypatch, caplog):
+def test_a_fast_path_that_disagrees_falls_back_to_tensorflow_and_is_not_cached(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(fast_path, "agreement", lambda *args: 0.25)
     with caplog.at_level(logging.WARNING, logger="sentiment.model"):
-        scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=compiled_cache)
+        scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=tmp_path)
     assert scorer.scoring == "tensorflow"
     assert "differs from the TensorFlow model by 0.25" in caplog.text
     assert scorer.score(["a wonderful film"])[0] > 0.5
+    assert not list(tmp_path.glob("fast-*.npz")), "tables that failed the check must not be kept"
+
+
+def test_from_cached_tables_tensorflow_is_not_imported(compiled_cache):
+    """A worker that starts from cached tables never loads TensorFlow (about 530 MB) unless it is asked for it."""
+    code = (
+        "import sys; from pathlib import Path; from model.scorer import load_scorer; "
+        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(compiled_cache)!r})); "
+        "s.score(['a wonderful film']); import stream.app; "
+        "print(s.scoring, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split()[-2:] == ["compiled", "False"], out.stdout + out.stderr[-2000:]
+
+
+def test_a_damaged_cache_file_is_built_again(tmp_path, compiled_cache):
+    cached = next(compiled_cache.glob("fast-*.npz"))
+    damaged = tmp_path / cached.name
+    damaged.write_bytes(cached.read_bytes()[:1000])
+    scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=tmp_path)
+    assert scorer.scoring == "compiled"
+    assert damaged.stat().st_size == cached.stat().st_size  # written again, whole
 
 
 def test_an_unknown_scoring_choice_is_refused():
     with pytest.raises(ValueError, match="compiled, tensorflow"):
         load_scorer(DEFAULT_MODEL, scoring="gpu")
+
+
+def test_a_worker_builds_missing_tables_in_a_child_and_never_loads_tensorflow(tmp_path):
+    code = (
+        "import sys; from pathlib import Path; from model.scorer import load_scorer; "
+        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(tmp_path)!r}), "
+        "build_in_child=True); s.score(['a wonderful film']); "
+        "print(s.scoring, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-2:] == ["compiled", "False"], out.stdout + out.stderr[-2000:]
+    assert len(list(tmp_path.glob("fast-*.npz"))) == 1
