@@ -26,8 +26,6 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-UNKNOWN_ID = 1  # TextVectorization: 0 is padding, 1 is "[UNK]"; the model forgets both
-
 # --- cleaning and scoring, compiled ------------------------------------------------------------------------------
 # The passes of model.cleaning.clean_text, one after another, on code points. Python lowercases first (str.lower is
 # tf.strings.lower but for the characters measured in CharTables.lower_kept); the rest runs here, without the GIL.
@@ -444,9 +442,9 @@ def _score_batch(
         slots = np.empty(total, dtype=np.int64)
         for r in range(total):
             slots[r] = np.int64((np.uint64(keys[r]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(g_shift))
-        first = np.empty(total, dtype=np.int64)
+        in_slot = np.empty(total, dtype=np.int64)
         for r in range(total):
-            first[r] = g_table[2 * slots[r]]
+            in_slot[r] = g_table[2 * slots[r]]
         rows = np.zeros(total, dtype=np.int64)
         hits = 0
         for r in range(total):
@@ -455,8 +453,8 @@ def _score_batch(
                 continue
             row = (
                 g_table[2 * slots[r] + 1]
-                if first[r] == key
-                else (0 if first[r] == -1 else _probe(key, g_table, slots[r], g_mask))
+                if in_slot[r] == key
+                else (0 if in_slot[r] == -1 else _probe(key, g_table, slots[r], g_mask))
             )
             if row >= 2:
                 rows[hits] = row
@@ -470,8 +468,7 @@ def _score_batch(
             for d in range(dim):
                 acc[d] += np.float32(embedding[row, d]) / scale  # as Keras dequantizes: in float32
         sums[t] = acc
-        rank = total
-        ngrams[t] = rank
+        ngrams[t] = total
     return sums, ngrams, known
 
 
