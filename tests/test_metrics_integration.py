@@ -8,6 +8,7 @@ import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -201,10 +202,18 @@ def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, 
             time.sleep(0.05)
         pytest.fail(f"only {seen[-1] if seen else 0} reviews scored in time:\n{worker.tail()}")
 
-    produce_reviews(settings, imdb, progress=False)
-    imdb_phase = follow(len(imdb))
-    produce_reviews(settings, shifted, progress=False)
-    shift_phase = follow(len(imdb) + len(shifted))
+    def produce_while_following(rows, until: int) -> list[tuple[int, float, float]]:
+        # the worker scores faster than reviews are produced: read the metrics while they are being produced, or the
+        # first reading comes after thousands of them
+        producing = threading.Thread(target=produce_reviews, args=(settings, rows), kwargs={"progress": False})
+        producing.start()
+        try:
+            return follow(until)
+        finally:
+            producing.join()
+
+    imdb_phase = produce_while_following(imdb, len(imdb))
+    shift_phase = produce_while_following(shifted, len(imdb) + len(shifted))
     crossed = next((n - len(imdb) for n, psi, _ in shift_phase if psi > threshold), None)
     verdict_crossed = next((n - len(imdb) for n, _, v in shift_phase if v > 2), None)
     print(
