@@ -47,8 +47,8 @@ class Settings(BaseSettings):
     scoring: str = Field(
         "compiled",
         pattern="^(compiled|tensorflow)$",
-        description="How the worker and the page compute the model: compiled (numba, checked against TensorFlow at "
-        "start, about 5x faster) or tensorflow.",
+        description="How the worker and the page compute the model: compiled (numba, checked against TensorFlow when "
+        "its tables are built, about 4-5x faster) or tensorflow.",
     )
     cache_dir: Path = Field(
         default_factory=default_cache_home,
