@@ -525,7 +525,6 @@ class FastModel:
         # cache), or float32 rows with scales of 1 (dividing by 1 changes nothing)
         self.embedding = np.ascontiguousarray(embedding)
         self.scales = np.ones(len(embedding), dtype=np.float32) if scales is None else np.asarray(scales, np.float32)
-        self._lower_kept = re.compile(f"[{re.escape(chars.lower_kept)}]") if chars.lower_kept else None
         self._build_tables(vocabulary)
 
     def _build_tables(self, vocabulary: list[str]) -> None:
@@ -593,10 +592,9 @@ class FastModel:
         # (forty substring searches beat one regular expression with those forty characters 20 to 1)
         if not any(c in text for c in self.chars.lower_kept):
             return text.lower()
-        # characters TensorFlow does not lowercase stay as they are; the parts between them are lowercased
-        kept = self._lower_kept.findall(text)
-        parts = self._lower_kept.split(text)
-        return "".join(p.lower() + (kept[i] if i < len(kept) else "") for i, p in enumerate(parts))
+        # characters TensorFlow does not lowercase stay as they are (odd parts of the split); the rest is lowercased
+        parts = re.split(f"([{re.escape(self.chars.lower_kept)}])", text)
+        return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
 
     def head(self, pooled: np.ndarray) -> np.ndarray:
         x = pooled
@@ -748,7 +746,6 @@ def load(path: Path) -> FastModel:
         fast.dense = [
             (f[f"dense{i}_kernel"], f[f"dense{i}_bias"], str(f[f"dense{i}_activation"])) for i in range(layers)
         ]
-    fast._lower_kept = re.compile(f"[{re.escape(fast.chars.lower_kept)}]") if fast.chars.lower_kept else None
     return fast
 
 

@@ -137,7 +137,10 @@ def decode_review(raw: bytes | None, *, max_text_chars: int, max_message_bytes: 
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
     if not _NON_SPACE.search(fast.text):
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
-    return _checked(Review(fast.review_id, fast.movie_id, fast.text, fast.rating, None), max_text_chars)
+    # (msgspec refuses a lone surrogate itself: what it accepts is text, so only the length is left to check)
+    if len(fast.text) > max_text_chars:
+        return _too_long(fast.text, max_text_chars)
+    return Review(fast.review_id, fast.movie_id, fast.text, fast.rating, None)
 
 
 def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejection:
@@ -171,7 +174,7 @@ def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejecti
 
 def _checked(review: Review, max_text_chars: int) -> Review | Rejection:
     if len(review.text) > max_text_chars:
-        return Rejection("text_too_long", f"text is {len(review.text)} characters, the limit is {max_text_chars}")
+        return _too_long(review.text, max_text_chars)
     for name in ("review_id", "movie_id", "text"):
         value = getattr(review, name)
         if not value.isascii():
@@ -183,6 +186,10 @@ def _checked(review: Review, max_text_chars: int) -> Review | Rejection:
                     f"{name}: holds a lone surrogate (\\u{ord(value[exc.start]):04x} at character {exc.start})",
                 )
     return review
+
+
+def _too_long(text: str, max_text_chars: int) -> Rejection:
+    return Rejection("text_too_long", f"text is {len(text)} characters, the limit is {max_text_chars}")
 
 
 def encode_review(review: Review) -> bytes:

@@ -88,16 +88,23 @@ def test_a_fast_path_that_disagrees_falls_back_to_tensorflow_and_is_not_cached(t
     assert not list(tmp_path.glob("fast-*.npz")), "tables that failed the check must not be kept"
 
 
-def test_from_cached_tables_tensorflow_is_not_imported(compiled_cache):
-    """A worker that starts from cached tables never loads TensorFlow (about 530 MB) unless it is asked for it."""
+def scoring_in_a_fresh_process(cache_dir, *, build_in_child: bool = False, timeout: float = 120) -> list[str]:
+    """Load the default model with compiled scoring in a new Python, score one text, import the worker's module;
+    returns [the scoring path, whether TensorFlow got imported]."""
     code = (
         "import sys; from pathlib import Path; from model.scorer import load_scorer; "
-        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(compiled_cache)!r})); "
-        "s.score(['a wonderful film']); import stream.app; "
+        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(cache_dir)!r}), "
+        f"build_in_child={build_in_child}); s.score(['a wonderful film']); import stream.app; "
         "print(s.scoring, 'tensorflow' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split()[-2:] == ["compiled", "False"], out.stdout + out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True)
+    assert out.stdout.split(), out.stderr[-2000:]
+    return out.stdout.split()[-2:]
+
+
+def test_from_cached_tables_tensorflow_is_not_imported(compiled_cache):
+    """A worker that starts from cached tables never loads TensorFlow (about 530 MB) unless it is asked for it."""
+    assert scoring_in_a_fresh_process(compiled_cache) == ["compiled", "False"]
 
 
 def test_a_damaged_cache_file_is_built_again(tmp_path, compiled_cache):
@@ -115,12 +122,5 @@ def test_an_unknown_scoring_choice_is_refused():
 
 
 def test_a_worker_builds_missing_tables_in_a_child_and_never_loads_tensorflow(tmp_path):
-    code = (
-        "import sys; from pathlib import Path; from model.scorer import load_scorer; "
-        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(tmp_path)!r}), "
-        "build_in_child=True); s.score(['a wonderful film']); "
-        "print(s.scoring, 'tensorflow' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.split()[-2:] == ["compiled", "False"], out.stdout + out.stderr[-2000:]
+    assert scoring_in_a_fresh_process(tmp_path, build_in_child=True, timeout=300) == ["compiled", "False"]
     assert len(list(tmp_path.glob("fast-*.npz"))) == 1
