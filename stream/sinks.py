@@ -4,9 +4,12 @@
 ``review_scores`` is skipped, and only newly stored reviews move the per-film aggregates,
 so replaying events after a crash changes nothing.
 
-On PostgreSQL the batch goes in with ``COPY`` into a temporary table and one statement that inserts the new
-reviews and upserts the aggregates of exactly those (one round trip for the data, one for the statement);
-SQLite takes the portable path of a multi-row insert and an upsert. Both give the same rows
+On PostgreSQL the batch goes in with ``COPY`` into a temporary table and one prepared statement that inserts
+the new reviews and upserts the aggregates of exactly those (one round trip for the data, one for the statement).
+A live stream brings new review ids, so that statement first inserts plainly (no conflict check per row); a batch
+that holds an id already stored (a replay after a crash) fails on the unique key and is written again with
+``ON CONFLICT DO NOTHING``, and the sink keeps that statement until a batch comes back all new.
+SQLite takes the portable path of a multi-row insert and an upsert. All give the same rows
 (``tests/test_sinks.py``; ``bench/sql_sink.py`` measures them side by side).
 """
 
@@ -16,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import psycopg
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -33,12 +37,13 @@ _COLUMNS = ("review_id", "movie_id", "score", "label", "model_version", "scored_
 
 # Inserts the copied rows that are new and moves the aggregates of exactly those, in film order (so that concurrent
 # writers lock films in one order). Data-modifying CTEs run once, to completion, whether or not the outer query reads
-# them; the outer query returns how many reviews were new.
-_COPY_MERGE = """
+# them; the outer query returns how many reviews were new. {skip_stored} is empty in the optimistic statement (every
+# id new: a stored one raises unique_violation) and ON CONFLICT DO NOTHING in the one that skips stored ids.
+_MERGE = """
 WITH new AS (
     INSERT INTO review_scores ({columns})
     SELECT {columns} FROM incoming_scores
-    ON CONFLICT (review_id) DO NOTHING
+    {skip_stored}
     RETURNING movie_id, score, label, uncertain
 ), sums AS (
     SELECT movie_id, count(*) AS n, count(*) FILTER (WHERE label = 'positive') AS positive,
@@ -59,7 +64,45 @@ WITH new AS (
     RETURNING 1
 )
 SELECT count(*) FROM new
-""".format(columns=", ".join(_COLUMNS))
+"""
+_MERGE_NEW = _MERGE.format(columns=", ".join(_COLUMNS), skip_stored="")
+_MERGE_SKIPPING_STORED = _MERGE.format(columns=", ".join(_COLUMNS), skip_stored="ON CONFLICT (review_id) DO NOTHING")
+_COPY_INTO_INCOMING = f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(results: Sequence[Sentiment]) -> str:
+    """The batch in COPY's text format, one line per result. Timestamps go as RFC 3339 text (PostgreSQL parses it
+    faster than Python); a float's repr reads back exactly. Only a batch whose ids hold a tab, a line break or a
+    backslash pays for escaping: the counts of separators show it."""
+    lines = "".join(
+        [
+            f"{r.review_id}\t{r.movie_id}\t{r.score!r}\t{r.label}\t{r.model_version}\t{r.scored_at}\t{r.event_time}\t"
+            f"{'t' if r.uncertain else 'f'}\n"
+            for r in results
+        ]
+    )
+    n = len(results)
+    if lines.count("\t") == 7 * n and lines.count("\n") == n and "\\" not in lines and "\r" not in lines:
+        return lines
+    return "".join(
+        [
+            "\t".join(
+                (
+                    r.review_id.translate(_COPY_ESCAPES),
+                    r.movie_id.translate(_COPY_ESCAPES),
+                    repr(r.score),
+                    r.label.translate(_COPY_ESCAPES),
+                    r.model_version.translate(_COPY_ESCAPES),
+                    r.scored_at.translate(_COPY_ESCAPES),
+                    r.event_time.translate(_COPY_ESCAPES),
+                    "t" if r.uncertain else "f",
+                )
+            )
+            + "\n"
+            for r in results
+        ]
+    )
 
 
 class SqlSink:
@@ -70,6 +113,7 @@ class SqlSink:
         self._insert = _INSERTS[engine.dialect.name]
         is_psycopg = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
         self.use_copy = is_psycopg if use_copy is None else use_copy and is_psycopg
+        self._expect_new = True  # False after a batch held stored ids, until a batch is all new again
 
     def write(self, results: Sequence[Sentiment]) -> int:
         """Store a batch; returns how many reviews were new (the rest were already stored)."""
@@ -109,6 +153,16 @@ class SqlSink:
         return len(stored)
 
     def _write_with_copy(self, results: list[Sentiment]) -> int:
+        if self._expect_new:
+            try:
+                return self._copy_and_merge(results, _MERGE_NEW)
+            except psycopg.errors.UniqueViolation:
+                self._expect_new = False  # a replay: this batch (and the next ones, likely) hold stored ids
+        new = self._copy_and_merge(results, _MERGE_SKIPPING_STORED)
+        self._expect_new = new == len(results)
+        return new
+
+    def _copy_and_merge(self, results: list[Sentiment], merge: str) -> int:
         with self.engine.connect() as conn:
             info = conn.connection.info
             try:
@@ -120,13 +174,9 @@ class SqlSink:
                             "ON COMMIT DELETE ROWS"
                         )
                         info["incoming_scores"] = True
-                    with cursor.copy(f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                        for r in results:  # timestamps as RFC 3339 text: PostgreSQL parses it faster than Python
-                            copy.write_row(
-                                (r.review_id, r.movie_id, r.score, r.label, r.model_version, r.scored_at,
-                                 r.event_time, r.uncertain)
-                            )  # fmt: skip
-                    cursor.execute(_COPY_MERGE)
+                    with cursor.copy(_COPY_INTO_INCOMING) as copy:
+                        copy.write(_copy_text(results))
+                    cursor.execute(merge, prepare=True)  # parsed and planned once per connection
                     return int(cursor.fetchone()[0])
             except BaseException:
                 info.pop("incoming_scores", None)  # a rolled-back transaction takes the table it created with it

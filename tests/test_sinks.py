@@ -57,12 +57,16 @@ def test_upsert_is_idempotent_on_postgres(fresh_database, use_copy):
 
 @pytest.mark.integration
 def test_hostile_text_in_ids_is_stored_verbatim(fresh_database):
+    """SQL, and what COPY's text format gives a meaning to (tab, line breaks, backslash, its NULL marker \\N and
+    end marker \\.), in a batch with ordinary ids that are stored beside them."""
+    upgrade(fresh_database)
     engine = make_engine(fresh_database)
     sink = SqlSink(engine)
-    nasty = "x'); DROP TABLE review_scores;--<script>"
-    sink.write([_s(nasty, nasty, 0.7)])
+    nasty = ["x'); DROP TABLE review_scores;--<script>", "a\tb", "line\nbreak\r", "back\\slash", "\\N", "\\.", "é\t😀"]
+    assert sink.write([_s(n, n, 0.7) for n in nasty] + [_s("plain", "m1", 0.2)]) == len(nasty) + 1
     scores, films = _tables(engine)
-    assert scores[0][0] == nasty and films[0][0] == nasty
+    assert sorted(r[0] for r in scores) == sorted([*nasty, "plain"])
+    assert sorted(f[0] for f in films) == sorted([*nasty, "m1"]) and all(f[1] == 1 for f in films)
     engine.dispose()
 
 
@@ -139,3 +143,31 @@ def test_a_failed_copy_batch_leaves_the_connection_able_to_write(fresh_database)
     assert sink.write([_s("b", "m1", 0.1)]) == 1
     assert _tables(engine)[1][0][:3] == ("m1", 2, 1)
     engine.dispose()
+
+
+@pytest.mark.integration
+def test_replays_mixed_with_new_batches_give_the_rows_of_the_portable_path(fresh_database, tmp_path):
+    """The COPY path inserts optimistically and, when a batch holds a stored id, writes it again skipping stored
+    ids, until a batch comes back all new. Whatever the sequence, it must store what the plain insert path stores."""
+    sequence = [
+        [_s("a", "m1", 0.9), _s("b", "m2", 0.2)],  # all new
+        [_s("a", "m1", 0.1), _s("c", "m1", 0.7)],  # a replayed id beside a new one
+        [_s("c", "m1", 0.3)],  # all stored
+        [_s("d", "m3", 0.6), _s("e", "m2", 0.8)],  # all new again
+        [_s("f", "m3", 0.4), _s("e", "m2", 0.0), _s("f", "m3", 0.9)],  # a repeat in the batch and a stored id
+        [_s("g", "m1", 0.5)],
+    ]
+    copy_engine = make_engine(fresh_database)
+    sqlite_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(sqlite_url)
+    plain_engine = make_engine(sqlite_url)
+    copy_sink, plain_sink = SqlSink(copy_engine), SqlSink(plain_engine)
+    assert copy_sink.use_copy and not plain_sink.use_copy
+    new_counts = [(copy_sink.write(batch), plain_sink.write(batch)) for batch in sequence]
+    assert new_counts == [(2, 2), (1, 1), (0, 0), (2, 2), (1, 1), (1, 1)]
+    (copy_scores, copy_films), (plain_scores, plain_films) = _tables(copy_engine), _tables(plain_engine)
+    assert copy_scores == plain_scores
+    assert [f[:3] for f in copy_films] == [f[:3] for f in plain_films] == [("m1", 3, 3), ("m2", 2, 1), ("m3", 2, 1)]
+    assert [f[3] for f in copy_films] == pytest.approx([f[3] for f in plain_films])
+    copy_engine.dispose()
+    plain_engine.dispose()
