@@ -135,7 +135,7 @@ def decode_review(raw: bytes | None, *, max_text_chars: int, max_message_bytes: 
         fast = _FAST_DECODER.decode(raw)
     except Exception:  # noqa: BLE001 - whatever msgspec refuses, the full path accepts or names the reason
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
-    if not _NON_SPACE.search(fast.text):
+    if not _NON_SPACE.search(fast.text) or "\x00" in fast.review_id or "\x00" in fast.movie_id:
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
     # (msgspec refuses a lone surrogate itself: what it accepts is text, so only the length is left to check)
     if len(fast.text) > max_text_chars:
@@ -161,6 +161,9 @@ def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejecti
         reason = _REASON_BY_KEYWORD.get(str(first.validator), "invalid_value")
         if first.validator == "pattern" and where != "text":
             reason = "invalid_value"
+            if where in ("review_id", "movie_id"):  # the schema's only pattern on them: no NUL
+                at = first.instance.index("\x00")
+                return Rejection(reason, f"{where}: holds a NUL character (U+0000) at character {at}: not storable")
         return Rejection(reason, f"{where}: {first.message[:200]}")
     review = Review(
         review_id=obj["review_id"],

@@ -43,6 +43,12 @@ def dead_letter_headers(message: Incoming, rejection: Rejection) -> list[tuple[s
     ]
 
 
+def _bad_timestamp(timestamp: float) -> Rejection:
+    return Rejection(
+        "invalid_value", f"message timestamp {timestamp * 1000:.0f} ms is not a date between the years 1 and 9999"
+    )
+
+
 class BatchScorer:
     def __init__(
         self, scorer: Scorer, *, max_text_chars: int, max_message_bytes: int, uncertain_band: float = 0.1
@@ -55,20 +61,31 @@ class BatchScorer:
     def process(self, messages: Sequence[Incoming]) -> BatchResult:
         """Decode every message, score the valid reviews in one model call, build one result each."""
         result = BatchResult()
-        valid: list[tuple[Incoming, Review]] = []
+        valid: list[tuple[Incoming, Review, str | None]] = []
         for message in messages:
             decoded = decode_review(
                 message.value, max_text_chars=self.max_text_chars, max_message_bytes=self.max_message_bytes
             )
             if isinstance(decoded, Rejection):
                 result.rejected.append((message, decoded))
-            else:
-                valid.append((message, decoded))
+                continue
+            event_time = None
+            if message.timestamp is not None:
+                try:
+                    event_time = utc_iso(message.timestamp)
+                except (
+                    ValueError,
+                    OverflowError,
+                    OSError,
+                ):  # any int64 is a valid Kafka timestamp; not every one a date
+                    result.rejected.append((message, _bad_timestamp(message.timestamp)))
+                    continue
+            valid.append((message, decoded, event_time))
         if not valid:
             return result
-        result.inputs = self.scorer.inspect([review.text for _, review in valid])  # the scores and more, one call
+        result.inputs = self.scorer.inspect([review.text for _, review, _ in valid])  # the scores and more, one call
         scored_at = utc_iso()
-        for (message, review), score in zip(valid, result.inputs.scores):
+        for (_, review, event_time), score in zip(valid, result.inputs.scores):
             score = float(score)
             result.sentiments.append(
                 Sentiment(
@@ -78,7 +95,7 @@ class BatchScorer:
                     label=label_for(score),
                     model_version=self.scorer.version,
                     scored_at=scored_at,
-                    event_time=utc_iso(message.timestamp) if message.timestamp is not None else scored_at,
+                    event_time=event_time or scored_at,
                     uncertain=is_uncertain(score, self.uncertain_band),
                 )
             )

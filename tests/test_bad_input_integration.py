@@ -34,7 +34,11 @@ REJECTED = {
     review("e2", " \n\t "): "empty_field",
     review("long", "word " * 20_000): "text_too_long",  # 100,000 characters, over the 50,000 limit
     b'{"review_id": "big", "movie_id": "tt1", "text": "' + b"a" * (5 * 1024 * 1024) + b'"}': "too_large",
+    review("nul\u0000id", "A database cannot store this id."): "invalid_value",
 }
+# Kafka takes any 64-bit timestamp; this one (the year 10000) is no date, so the review has no event time
+FAR_FUTURE = review("far-future", "Sent from the year 10000.")
+FAR_FUTURE_MS = 253_402_300_800_000
 ACCEPTED = {
     "emoji": review("emoji", "Loved it 😍🍿🎬 best film ever!!!"),
     "cjk": review("cjk", "这部电影非常好看，演员表演出色。"),
@@ -43,6 +47,7 @@ ACCEPTED = {
     "html": review(HTMLISH, HTMLISH, movie=HTMLISH),
     "extra": review("extra", "Fine film.", lang="en", source={"app": "x"}),
     "dup-first": review("dup", "An outstanding, wonderful film.", movie="tt-dup"),
+    "copy-escapes": review("tab\there\\N", "Fine film.", movie="line\nbreak\\."),  # COPY's special characters
 }
 DUPLICATE_LATER = review("dup", "The worst, most boring film ever made.", movie="tt-dup")
 
@@ -52,15 +57,17 @@ def test_bad_and_strange_input(stream_settings, start_worker):
     producer = KafkaProducer(bootstrap_servers=stream_settings.bootstrap_servers(), max_request_size=8 * 1024 * 1024)
     for raw in [*REJECTED, *ACCEPTED.values()]:
         producer.send(stream_settings.topic_reviews, key=b"k", value=raw)
+    producer.send(stream_settings.topic_reviews, key=b"k", value=FAR_FUTURE, timestamp_ms=FAR_FUTURE_MS)
     producer.flush()
     producer.send(stream_settings.topic_reviews, key=b"k", value=DUPLICATE_LATER)  # same id, other text, later
     producer.flush()
     producer.close()
 
-    dead = collect_values(stream_settings, stream_settings.topic_dlq, lambda rs: len(rs) >= len(REJECTED), 120, worker)
+    expected = {**REJECTED, FAR_FUTURE: "invalid_value"}
+    dead = collect_values(stream_settings, stream_settings.topic_dlq, lambda rs: len(rs) >= len(expected), 120, worker)
     got = {r.value: dict(r.headers)["dlq.reason"].decode() for r in dead}
     print(f"\nDLQ: {len(dead)} messages, reasons {sorted(got.values())}")
-    assert got == REJECTED, "every rejected message lands unchanged, with its reason"
+    assert got == expected, "every rejected message lands unchanged, with its reason"
 
     ids = {json.loads(v)["review_id"] for v in ACCEPTED.values()}
     events = collect_values(

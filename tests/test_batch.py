@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -40,3 +41,17 @@ def test_scores_are_probabilities(scorer):
     scores = scorer.score(["", "!!!", "good " * 5000, "映画"])
     assert scores.shape == (4,)
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_a_message_whose_timestamp_is_no_date_is_set_aside(scorer):
+    """Kafka takes any 64-bit timestamp; one past the year 9999 cannot be an event time (nor a database value)."""
+    batch = BatchScorer(scorer, max_text_chars=1000, max_message_bytes=10_000)
+    late = dataclasses.replace(
+        _msg({"review_id": "late", "movie_id": "tt1", "text": "good"}, 3), timestamp=253_402_300_800.0
+    )
+    ok = _msg({"review_id": "ok", "movie_id": "tt1", "text": "good"}, 4)
+    result = batch.process([late, ok])
+    assert [s.review_id for s in result.sentiments] == ["ok"]
+    [(message, rejection)] = result.rejected
+    assert message.offset == 3 and rejection.reason == "invalid_value"
+    assert rejection.detail == "message timestamp 253402300800000 ms is not a date between the years 1 and 9999"

@@ -85,6 +85,9 @@ CRAFTED = [
     b'{"review_id":"r","movie_id":"m","text":"ok"} trailing',
     b'{"review_id":"r","movie_id":"m","text":"' + b"x" * 2001 + b'"}',
     b'{"review_id":"' + b"r" * 201 + b'","movie_id":"m","text":"ok"}',
+    b'{"review_id":"a\\u0000b","movie_id":"m","text":"ok"}',
+    b'{"review_id":"r","movie_id":"\\u0000","text":"ok"}',
+    b'{"review_id":"r\\t1","movie_id":"m\\n","text":"ok \\u0000 text may hold one"}',
 ]
 
 
@@ -96,3 +99,15 @@ def test_crafted_messages_get_the_full_validators_answer():
 def test_a_lone_surrogate_is_rejected_not_scored():
     result = decode_review(b'{"review_id":"r","movie_id":"m","text":"ab\\ud800"}', **LIMITS)
     assert result == Rejection("not_utf8", "text: holds a lone surrogate (\\ud800 at character 2)")
+
+
+def test_an_id_with_a_nul_character_is_rejected_with_its_position():
+    """PostgreSQL text cannot hold U+0000: such a review could never be stored, and its batch would be retried
+    forever. It is dead-lettered instead; NUL in the text (never stored) is scored."""
+    result = decode_review(b'{"review_id":"ab\\u0000","movie_id":"m","text":"ok"}', **LIMITS)
+    assert result == Rejection(
+        "invalid_value", "review_id: holds a NUL character (U+0000) at character 2: not storable"
+    )
+    result = decode_review(b'{"review_id":"r","movie_id":"\\u0000","text":"ok"}', **LIMITS)
+    assert result.reason == "invalid_value" and result.detail.startswith("movie_id: holds a NUL")
+    assert isinstance(decode_review(b'{"review_id":"r","movie_id":"m","text":"a\\u0000b"}', **LIMITS), Review)
