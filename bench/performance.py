@@ -89,9 +89,17 @@ def scoring(table: Table, texts: list[str]) -> None:
     assert scorer.scoring == "compiled", "the compiled path did not build: see the warning above"
     batches = [texts[i : i + 256] for i in range(0, 5120, 256)]
     tf_rate = best_rate(scorer.inspect_tensorflow, batches)
+    threads = scorer.fast.threads  # the default: the CPUs this process may use, at most 4
+    scorer.fast.threads = 1
+    single = best_rate(scorer.inspect, batches)
+    scorer.fast.threads = threads
     fast_rate = best_rate(scorer.inspect, batches)
     table.add("scoring", "TensorFlow model, batch 256", tf_rate, "reviews/s")
-    table.add("scoring", "compiled path, batch 256", fast_rate, "reviews/s", ">= 20,000", f"{fast_rate / tf_rate:.1f}x")
+    table.add("scoring", "compiled path, batch 256, 1 thread", single, "reviews/s", "", f"{single / tf_rate:.1f}x")
+    table.add(
+        "scoring", f"compiled path, batch 256, {threads} threads (default)", fast_rate, "reviews/s", ">= 20,000",
+        f"{fast_rate / tf_rate:.1f}x TF, {fast_rate / single:.2f}x 1 thread",
+    )  # fmt: skip
     one = [[t] for t in texts[:500]]
     table.add("scoring", "compiled path, batch 1", best_rate(scorer.inspect, one), "reviews/s")
     worst = 0.0

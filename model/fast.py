@@ -13,18 +13,21 @@ vocabulary and computes the same function without TensorFlow:
 
 Scores equal the TensorFlow model's within 1e-5 (tests/test_fast.py: every ``imdb_test`` review and
 hostile text: every script, emoji, NUL, control characters, 100k-character texts). The compiled part
-runs without the GIL, so a thread can score while the event loop runs.
+runs without the GIL, so a thread can score while the event loop runs, and spreads a batch's texts over
+``threads`` cores (``SENTIMENT_SCORING_THREADS``; each text is scored by one thread, so results do not depend on it).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 # --- cleaning and scoring, compiled ------------------------------------------------------------------------------
 # The passes of model.cleaning.clean_text, one after another, on code points. Python lowercases first (str.lower is
@@ -380,7 +383,7 @@ def _probe(key, g_table, s, mask):
             return 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _score_batch(
     points,
     offsets,
@@ -404,7 +407,7 @@ def _score_batch(
     sums = np.zeros((texts, dim), dtype=np.float64)
     ngrams = np.zeros(texts, dtype=np.int32)
     known = np.zeros(texts, dtype=np.int32)
-    for t in range(texts):
+    for t in prange(texts):
         buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept)
         # the words' numbers, in stages as the n-grams below: hashes and first slots, then the checks
         hashes = np.empty(count, dtype=np.uint64)
@@ -497,6 +500,17 @@ class Scored:
     pooled: np.ndarray  # float32 (texts, embedding_dim)
 
 
+# numba runs parallel loops on OpenMP or TBB where their libraries are installed, else on its own "workqueue", which
+# aborts the process if two threads start a parallel loop at once (the worker's and the page's, say): one at a time.
+_KERNEL = threading.Lock()
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (its affinity, as a container's cpuset sets it), at most 4."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, 4))
+
+
 def _hash_bits(entries: int) -> int:
     return max(4, int(np.ceil(np.log2(max(entries, 1) * 2.5))))  # load factor <= 0.4
 
@@ -525,6 +539,7 @@ class FastModel:
         # cache), or float32 rows with scales of 1 (dividing by 1 changes nothing)
         self.embedding = np.ascontiguousarray(embedding)
         self.scales = np.ones(len(embedding), dtype=np.float32) if scales is None else np.asarray(scales, np.float32)
+        self.threads = default_threads()  # how many cores one batch is spread over
         self._build_tables(vocabulary)
 
     def _build_tables(self, vocabulary: list[str]) -> None:
@@ -563,11 +578,13 @@ class FastModel:
     def score(self, texts: list[str]) -> Scored:
         """Scores, n-gram counts, known n-gram counts and pooled vectors, as the Keras model computes them."""
         points, offsets = self._points(texts)
-        sums, ngrams, known = _score_batch(
-            points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
-            self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
-            self.embedding, self.scales, self.ngrams, self.sequence_length,
-        )  # fmt: skip
+        with _KERNEL:
+            numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))  # this thread's setting
+            sums, ngrams, known = _score_batch(
+                points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
+                self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
+                self.embedding, self.scales, self.ngrams, self.sequence_length,
+            )  # fmt: skip
         pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
         return Scored(scores=self.head(pooled), ngrams=ngrams, known=known, pooled=pooled)
 
@@ -741,6 +758,7 @@ def load(path: Path) -> FastModel:
         fast.chars = CharTables(lower_kept=str(f["lower_kept"]), kept=f["kept"])
         fast.ngrams, fast.sequence_length, fast.unknown_word, fast.base = ngrams, sequence_length, unknown, base
         fast.w_mask, fast.g_shift, fast.g_mask = w_mask, g_shift, g_mask
+        fast.threads = default_threads()
         for name in ("w_table", "w_offsets", "w_points", "g_table", "embedding", "scales"):
             setattr(fast, name, f[name])
         fast.dense = [

@@ -217,6 +217,7 @@ def load_scorer(
     scoring: str = "tensorflow",
     cache_dir: Path | None = None,
     build_in_child: bool = False,
+    threads: int = 0,
 ) -> Scorer:
     """The artifact's scorer. ``scoring="compiled"`` reads the fast path's tables from ``cache_dir`` (they were
     checked against TensorFlow when they were built, for this model, this TensorFlow and this version of the fast
@@ -224,7 +225,8 @@ def load_scorer(
     TensorFlow does, and keeps them. It falls back to TensorFlow with a warning when they cannot be built or do
     not agree. From cached tables, TensorFlow is not even imported until something asks for the Keras model.
     ``build_in_child`` builds and checks missing tables in a child process (``python -m model.fast``), so that a
-    long-running worker does not keep TensorFlow's memory (about 1 GB at its peak) for the tables' sake."""
+    long-running worker does not keep TensorFlow's memory (about 1 GB at its peak) for the tables' sake.
+    ``threads`` (0: :func:`model.fast.default_threads`) is how many cores the compiled path spreads a batch over."""
     if scoring not in SCORING_CHOICES:
         raise ValueError(f"scoring must be one of {', '.join(SCORING_CHOICES)}, not {scoring!r}")
     artifact = path if isinstance(path, ModelArtifact) else ModelArtifact.at(path)
@@ -234,11 +236,15 @@ def load_scorer(
             _build_in_child(artifact, cache_dir)
             fast = _cached_fast_model(artifact.version, cache_dir)
         if fast is not None:
+            if threads:
+                fast.threads = threads
             return Scorer(None, artifact.version, fast=fast, model_file=artifact.model_file)
     keras_model = _keras().models.load_model(artifact.model_file, compile=False)
     scorer = Scorer(keras_model, artifact.version, model_file=artifact.model_file)
     if scoring == "compiled":
         scorer.fast = _checked_fast_model(scorer, cache_dir)
+        if scorer.fast is not None and threads:
+            scorer.fast.threads = threads
     return scorer
 
 

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="How the worker and the page compute the model: compiled (numba, checked against TensorFlow when "
         "its tables are built, about 4-5x faster) or tensorflow.",
     )
+    scoring_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Cores the compiled scorer spreads one batch over; 0: the CPUs this process may use, at most 4.",
+    )
     cache_dir: Path = Field(
         default_factory=default_cache_home,
         description="Where the compiled scorer keeps the tables it builds from a model (rebuilt when missing).",

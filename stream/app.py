@@ -167,7 +167,13 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_scorer(artifact, scoring=settings.scoring, cache_dir=settings.cache_dir, build_in_child=True)
+        scorer = load_scorer(
+            artifact,
+            scoring=settings.scoring,
+            cache_dir=settings.cache_dir,
+            build_in_child=True,
+            threads=settings.scoring_threads,
+        )
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
         artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine

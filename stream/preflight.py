@@ -55,7 +55,13 @@ def preflight(settings: Settings) -> Ready:
 
     try:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_scorer(artifact, scoring=settings.scoring, cache_dir=settings.cache_dir, build_in_child=True)
+        scorer = load_scorer(
+            artifact,
+            scoring=settings.scoring,
+            cache_dir=settings.cache_dir,
+            build_in_child=True,
+            threads=settings.scoring_threads,
+        )
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load the model at {settings.model}: {exc}", "set SENTIMENT_MODEL / --model") from exc
     health.update(model_loaded=True)

@@ -4,6 +4,7 @@ same n-gram counts, scores within 1e-5, on real reviews, hostile text and genera
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,33 @@ def test_every_imdb_test_review_scores_as_tensorflow_does(fast_scorer, imdb_test
     assert worst <= TOLERANCE, f"largest score difference {worst:.3g}"
 
 
+def test_scores_do_not_depend_on_the_threads_nor_on_concurrent_callers(fast_scorer, imdb_test_rows):
+    """A batch is spread over threads text by text, so one thread or four give the same bits; two callers at once
+    (the worker's thread and the page's, say) take turns and get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [row.text for row in imdb_test_rows[:600]] + fast_path.hostile_texts()
+    fast = fast_scorer.fast
+    before = fast.threads
+    try:
+        by_threads = {}
+        for threads in (1, 2, 4):
+            fast.threads = threads
+            by_threads[threads] = fast.score(texts)
+        for threads in (2, 4):
+            np.testing.assert_array_equal(by_threads[threads].pooled, by_threads[1].pooled)
+            np.testing.assert_array_equal(by_threads[threads].scores, by_threads[1].scores)
+        fast.threads = 2
+        batches = [texts[i : i + 64] for i in range(0, len(texts), 64)] * 3
+        alone = [fast.score(b).scores for b in batches]
+        with ThreadPoolExecutor(4) as pool:
+            together = list(pool.map(lambda b: fast.score(b).scores, batches))
+        for mine, theirs in zip(together, alone):
+            np.testing.assert_array_equal(mine, theirs)
+    finally:
+        fast.threads = before
+
+
 # characters that exercise each pass: markup, entities, negations, quotes, cp1252 controls, sigma, NUL, whitespace
 _TRICKY = list("<>&;#/ brBRnNtTwWoOcCaA'!?`´\u0085\u0091\u0092\u0093\u0096\u2018\u2019Σσİ\x00\t\n\x0b\x0c\r\u00a0")
 
@@ -100,6 +128,23 @@ def scoring_in_a_fresh_process(cache_dir, *, build_in_child: bool = False, timeo
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True)
     assert out.stdout.split(), out.stderr[-2000:]
     return out.stdout.split()[-2:]
+
+
+def test_concurrent_callers_are_safe_on_numbas_own_threading_layer(compiled_cache):
+    """Without OpenMP or TBB installed, numba falls back to its "workqueue" layer, which aborts the whole process
+    when two threads start a parallel loop at once; the scorer lets one in at a time."""
+    code = (
+        "import numba; from concurrent.futures import ThreadPoolExecutor; from pathlib import Path; "
+        "from model.scorer import load_scorer; "
+        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(compiled_cache)!r}), "
+        "threads=2); texts = ['a wonderful film ' * 50, 'dull and long ' * 80] * 64; "
+        "pool = ThreadPoolExecutor(4); results = list(pool.map(lambda _: s.score(texts), range(40))); "
+        "print(numba.threading_layer(), len(results))"
+    )
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["workqueue", "40"]
 
 
 def test_from_cached_tables_tensorflow_is_not_imported(compiled_cache):

@@ -25,7 +25,13 @@ def serve(settings: Settings, with_database: bool = True) -> int:
     from stream.web import LiveState, page_app
 
     artifact = ModelArtifact.at(settings.model)
-    scorer = load_scorer(artifact, scoring=settings.scoring, cache_dir=settings.cache_dir, build_in_child=True)
+    scorer = load_scorer(
+        artifact,
+        scoring=settings.scoring,
+        cache_dir=settings.cache_dir,
+        build_in_child=True,
+        threads=settings.scoring_threads,
+    )
     live = LiveState(reference_scores=artifact.reference_scores(), psi_threshold=settings.psi_threshold)
     app = page_app(settings, scorer, engine=engine, live=live)
     print(f"model {scorer.version}: the page is on http://{settings.web_host}:{settings.web_port}/ (Ctrl-C stops it)")
