@@ -48,6 +48,7 @@ def worker_env(settings: Settings, port: int, app_id: str = "bench-worker") -> d
         "SENTIMENT_LOG_LEVEL": "warn",
         "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
         "SENTIMENT_SCORING": settings.scoring,
+        "SENTIMENT_SCORING_THREADS": str(settings.scoring_threads),
     }
 
 
@@ -73,7 +74,7 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "sentiment", "worker"], env=worker_env(settings, port, f"bench-{settings.topic_reviews}"),
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir,  # where Faust keeps its "<app id>-data" folder
         )
         for port, log in zip(ports, logs)
     ]  # fmt: skip
