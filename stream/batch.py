@@ -61,7 +61,7 @@ class BatchScorer:
     def process(self, messages: Sequence[Incoming]) -> BatchResult:
         """Decode every message, score the valid reviews in one model call, build one result each."""
         result = BatchResult()
-        valid: list[tuple[Incoming, Review, str | None]] = []
+        valid: list[tuple[Review, str | None]] = []  # with the event time, None when the message has none
         for message in messages:
             decoded = decode_review(
                 message.value, max_text_chars=self.max_text_chars, max_message_bytes=self.max_message_bytes
@@ -71,21 +71,18 @@ class BatchScorer:
                 continue
             event_time = None
             if message.timestamp is not None:
+                # any 64-bit integer is a valid Kafka timestamp; not every one is a date
                 try:
                     event_time = utc_iso(message.timestamp)
-                except (
-                    ValueError,
-                    OverflowError,
-                    OSError,
-                ):  # any int64 is a valid Kafka timestamp; not every one a date
+                except (ValueError, OverflowError, OSError):
                     result.rejected.append((message, _bad_timestamp(message.timestamp)))
                     continue
-            valid.append((message, decoded, event_time))
+            valid.append((decoded, event_time))
         if not valid:
             return result
-        result.inputs = self.scorer.inspect([review.text for _, review, _ in valid])  # the scores and more, one call
+        result.inputs = self.scorer.inspect([review.text for review, _ in valid])  # the scores and more, one call
         scored_at = utc_iso()
-        for (_, review, event_time), score in zip(valid, result.inputs.scores):
+        for (review, event_time), score in zip(valid, result.inputs.scores):
             score = float(score)
             result.sentiments.append(
                 Sentiment(
