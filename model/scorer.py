@@ -248,6 +248,18 @@ def load_scorer(
     return scorer
 
 
+def load_configured_scorer(artifact: ModelArtifact, settings) -> Scorer:
+    """The scorer as the worker and the page run it, from ``sentiment.settings.Settings``: ``SENTIMENT_SCORING``,
+    ``SENTIMENT_CACHE_DIR`` and ``SENTIMENT_SCORING_THREADS``, missing tables built in a child process."""
+    return load_scorer(
+        artifact,
+        scoring=settings.scoring,
+        cache_dir=settings.cache_dir,
+        build_in_child=True,
+        threads=settings.scoring_threads,
+    )
+
+
 def _build_in_child(artifact: ModelArtifact, cache_dir: Path) -> None:
     import logging
     import subprocess

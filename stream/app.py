@@ -26,7 +26,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from model.scorer import ModelArtifact, load_scorer
+from model.scorer import ModelArtifact, load_configured_scorer
 from sentiment.checks import broker_unreachable, first_line, redact
 from sentiment.settings import Settings, faust_credentials
 from stream import metrics
@@ -167,13 +167,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_scorer(
-            artifact,
-            scoring=settings.scoring,
-            cache_dir=settings.cache_dir,
-            build_in_child=True,
-            threads=settings.scoring_threads,
-        )
+        scorer = load_configured_scorer(artifact, settings)
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
         artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine

@@ -51,17 +51,11 @@ def preflight(settings: Settings) -> Ready:
         from stream.web.serve import WEB_PORT_HINT
 
         check_port_free(settings.web_host, settings.web_port, WEB_PORT_HINT)
-    from model.scorer import ModelArtifact, load_scorer
+    from model.scorer import ModelArtifact, load_configured_scorer
 
     try:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_scorer(
-            artifact,
-            scoring=settings.scoring,
-            cache_dir=settings.cache_dir,
-            build_in_child=True,
-            threads=settings.scoring_threads,
-        )
+        scorer = load_configured_scorer(artifact, settings)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load the model at {settings.model}: {exc}", "set SENTIMENT_MODEL / --model") from exc
     health.update(model_loaded=True)

@@ -21,17 +21,11 @@ def serve(settings: Settings, with_database: bool = True) -> int:
             engine = database_engine(settings)
         except UserError as exc:
             print(f"film lookups are off: {exc.message}")
-    from model.scorer import ModelArtifact, load_scorer
+    from model.scorer import ModelArtifact, load_configured_scorer
     from stream.web import LiveState, page_app
 
     artifact = ModelArtifact.at(settings.model)
-    scorer = load_scorer(
-        artifact,
-        scoring=settings.scoring,
-        cache_dir=settings.cache_dir,
-        build_in_child=True,
-        threads=settings.scoring_threads,
-    )
+    scorer = load_configured_scorer(artifact, settings)
     live = LiveState(reference_scores=artifact.reference_scores(), psi_threshold=settings.psi_threshold)
     app = page_app(settings, scorer, engine=engine, live=live)
     print(f"model {scorer.version}: the page is on http://{settings.web_host}:{settings.web_port}/ (Ctrl-C stops it)")
