@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import Inspection, ModelArtifact, load_scorer
-from sentiment.datasets import imdb_split, read_reviews, shared_data_dir
-from sentiment.settings import DEFAULT_MODEL, Settings
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from training.config import TrainConfig
+from training.datasets import imdb_split, read_reviews, shared_data_dir
 from training.pipeline import REFERENCE_SIZE
 
 BATCH = 256

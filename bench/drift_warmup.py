@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import ModelArtifact, load_scorer
-from sentiment.datasets import read_reviews, shared_data_dir
-from sentiment.settings import DEFAULT_MODEL, Settings
 from stream.drift import DriftMonitor
+from training.datasets import read_reviews, shared_data_dir
 
 BATCH = 256
 

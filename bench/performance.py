@@ -40,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sql_sink  # noqa: E402
 from worker_throughput import noop_rate, peak_rss_mb, worker_env, worker_rate  # noqa: E402
 
+from core.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from schemas import Review, Sentiment, _decode_review_fully, decode_review, encode_review, utc_iso  # noqa: E402
-from sentiment.datasets import read_reviews, shared_data_dir  # noqa: E402
-from sentiment.local import LocalBroker, LocalPostgres, create_topics, free_port, scratch_dir  # noqa: E402
+from sentiment.local import LocalBroker, LocalPostgres, free_port, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from sentiment.settings import DEFAULT_MODEL, Settings  # noqa: E402
+from stream.topics import create_topics
+from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("scoring", "codec", "sql", "worker", "latency")

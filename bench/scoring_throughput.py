@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from core.settings import DEFAULT_MODEL
 from model.scorer import load_scorer
-from sentiment.datasets import read_reviews, shared_data_dir
-from sentiment.settings import DEFAULT_MODEL
+from training.datasets import read_reviews, shared_data_dir
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sentiment" / "sample_reviews.jsonl"
+SAMPLE = Path(__file__).resolve().parent.parent / "model" / "sample_reviews.jsonl"
 
 
 def texts() -> list[str]:

@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sentiment.datasets import read_reviews, shared_data_dir
-from sentiment.local import LocalBroker, LocalPostgres, create_topics, free_port, read_metric, scratch_dir
+from core.settings import Settings
+from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric, scratch_dir
 from sentiment.producing import produce_reviews
-from sentiment.settings import Settings
 from stream.db import upgrade
+from stream.topics import create_topics
+from training.datasets import read_reviews, shared_data_dir
 
 HERE = Path(__file__).resolve().parent
 

@@ -249,7 +249,7 @@ def load_scorer(
 
 
 def load_configured_scorer(artifact: ModelArtifact, settings) -> Scorer:
-    """The scorer as the worker and the page run it, from ``sentiment.settings.Settings``: ``SENTIMENT_SCORING``,
+    """The scorer as the worker and the page run it, from ``core.settings.Settings``: ``SENTIMENT_SCORING``,
     ``SENTIMENT_CACHE_DIR`` and ``SENTIMENT_SCORING_THREADS``, missing tables built in a child process."""
     return load_scorer(
         artifact,
@@ -323,7 +323,7 @@ def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
 
 def _check_texts() -> list[str]:
     from model.fast import hostile_texts
+    from model.samples import SAMPLE_REVIEWS as sample
 
-    sample = Path(__file__).resolve().parent.parent / "sentiment" / "sample_reviews.jsonl"
     texts = [json.loads(line)["text"] for line in sample.read_text().splitlines() if line.strip()]
     return texts + hostile_texts()

@@ -9,8 +9,8 @@ import random
 import sys
 from pathlib import Path
 
-from sentiment.errors import UserError
-from sentiment.settings import Settings, load_settings, settings_in_effect
+from core.errors import UserError
+from core.settings import Settings, load_settings, settings_in_effect
 
 # Options shared by commands that talk to the broker, the database or the model: each overrides one setting.
 SETTING_OPTIONS = {
@@ -77,8 +77,8 @@ def _label_order_warning(rows: list, sent: list, source: str) -> str | None:
 def cmd_produce(args: argparse.Namespace) -> int:
     import itertools
 
-    from sentiment.datasets import read_records
     from sentiment.producing import produce_reviews
+    from training.datasets import read_records
 
     settings = settings_from(args)
     source = "standard input" if str(args.file) == "-" else str(args.file)
@@ -150,8 +150,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
-    from sentiment.checks import database_engine
     from sentiment.queries import top_and_bottom_movies
+    from stream.db import database_engine
 
     settings = settings_from(args)
     engine = database_engine(settings)
@@ -178,8 +178,8 @@ def cmd_movies(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from sentiment.checks import DATABASE_HINT, first_line, redact
-    from stream.db import upgrade
+    from core.messages import first_line, redact
+    from stream.db import DATABASE_HINT, upgrade
 
     settings = settings_from(args)
     try:
@@ -257,7 +257,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from sentiment.checks import redact
+    from core.messages import redact
 
     settings = settings_from(args)
     rows = [(env, redact(value), source, text) for env, value, source, text in settings_in_effect(settings)]
@@ -284,8 +284,8 @@ def cmd_local(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from sentiment.datasets import prepare_cache
-    from sentiment.settings import default_data_home
+    from core.settings import default_data_home
+    from training.datasets import prepare_cache
 
     source = args.source
     if args.download:
@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --debug
         if debug:
             raise
-        from sentiment.checks import first_line
+        from core.messages import first_line
 
         print(f"{name}: unexpected {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         print("  run it again with --debug for the traceback, and report it", file=sys.stderr)

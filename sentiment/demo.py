@@ -21,20 +21,21 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from sentiment.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
+from core.settings import Settings
+from model.samples import SAMPLE_REVIEWS
 from sentiment.local import (
     LocalBroker,
     LocalPostgres,
     ServiceError,
-    create_topics,
     free_port,
     read_metric,
     scratch_dir,
 )
 from sentiment.queries import top_and_bottom_movies
-from sentiment.settings import Settings
+from stream.topics import create_topics
+from training.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
 
-SAMPLE = Path(__file__).resolve().parent / "sample_reviews.jsonl"
+SAMPLE = SAMPLE_REVIEWS
 
 
 def pick_reviews(file: Path | None, count: int) -> tuple[list[ReviewRow], str]:

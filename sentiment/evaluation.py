@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from model.scorer import load_scorer
-from sentiment.datasets import read_reviews
+from training.datasets import read_reviews
 from training.metrics import classification_metrics
 
 

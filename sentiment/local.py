@@ -252,31 +252,10 @@ def scratch_dir(prefix: str = "sentiment-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def create_topics(
-    bootstrap: str | list[str], names: list[str], partitions: int, timeout: float = 20, **client_options
-) -> None:
-    """Create the topics explicitly (the broker would otherwise auto-create them with its own defaults)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    client_options.setdefault("bootstrap_timeout_ms", int(timeout * 1000))
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentiment-admin", **client_options)
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        admin.close()
-
-
 def _port_or_free(port: int) -> int:
     if port == 0:
         return free_port()
-    from sentiment.checks import check_port_free
+    from core.network import check_port_free
 
     check_port_free(
         "127.0.0.1", port, "stop what uses it, or pick another with --broker-port / --postgres-port (0: any free port)"
@@ -286,8 +265,8 @@ def _port_or_free(port: int) -> int:
 
 def run_local_services(folder: Path | None, *, broker_port: int = 9092, postgres_port: int = 5432) -> int:
     """`sentiment local up`: a Tansu broker and a migrated PostgreSQL cluster on 127.0.0.1 until Ctrl-C or SIGTERM."""
-    from sentiment.errors import UserError
-    from sentiment.settings import default_data_home
+    from core.errors import UserError
+    from core.settings import default_data_home
     from stream.db import upgrade
 
     folder = (folder or default_data_home() / "local").resolve()

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from core.errors import UserError
+from core.network import broker_timeout_error, check_broker
+from core.settings import Settings, kafka_client_options
 from schemas import validator
-from sentiment.checks import broker_timeout_error, check_broker
-from sentiment.datasets import BadRow, ReviewRow
-from sentiment.errors import UserError
-from sentiment.settings import Settings, kafka_client_options
+from training.datasets import BadRow, ReviewRow
 
 
 def row_event(row: ReviewRow) -> dict:

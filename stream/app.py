@@ -26,9 +26,10 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from core.messages import first_line, redact
+from core.network import broker_unreachable
+from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, load_configured_scorer
-from sentiment.checks import broker_unreachable, first_line, redact
-from sentiment.settings import Settings, faust_credentials
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming, dead_letter_headers
 from stream.db import make_engine

@@ -22,6 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from core.errors import UserError
+from core.messages import first_line, redact
+from core.settings import Settings
+
+DATABASE_HINT = "start it, or point SENTIMENT_DATABASE_URL / --database-url at a running one"
+MIGRATE_HINT = "run `sentiment db upgrade` (with the same SENTIMENT_DATABASE_URL) to create or update the tables"
+
 metadata = MetaData()
 
 review_scores = Table(
@@ -108,3 +115,31 @@ def upgrade(url: str, revision: str = "head", connect_timeout: float = 5.0) -> N
         command.upgrade(_alembic_config(engine), revision)
     finally:
         engine.dispose()
+
+
+def database_engine(settings: Settings, *, need_tables: bool = True) -> Engine:
+    """An engine on the settings' database, checked: reachable and (with ``need_tables``) migrated to the newest
+    revision. A SQLite file that does not exist is an error, never silently created."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = settings.database_url
+    shown = redact(url)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise UserError(f"no database at {path} ({shown})", MIGRATE_HINT)
+    engine = make_engine(url, settings.connect_timeout)
+    try:
+        with engine.connect():
+            pass
+        if need_tables:
+            revision = current_revision(engine)
+            if revision != head_revision():
+                state = "has no tables yet" if revision is None else f"is at migration {revision}, not the newest"
+                raise UserError(f"the database at {shown} {state}", MIGRATE_HINT)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise UserError(f"cannot reach the database at {shown}: {first_line(exc)}", DATABASE_HINT) from exc
+    except UserError:
+        engine.dispose()
+        raise
+    return engine

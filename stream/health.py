@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sentiment.errors import UserError
+from core.errors import UserError
 from stream import metrics
 
 # /healthz fails when the event loop has not turned for this long (a blocked or dead loop).

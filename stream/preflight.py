@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from sentiment.checks import broker_timeout_error, check_broker, check_port_free, database_engine
-from sentiment.errors import UserError
-from sentiment.settings import Settings, kafka_client_options
+from core.errors import UserError
+from core.network import broker_timeout_error, check_broker, check_port_free
+from core.settings import Settings, kafka_client_options
+from stream.db import database_engine
 from stream.health import HealthServer, health
 
 
@@ -28,7 +29,7 @@ class Ready:
 def preflight(settings: Settings) -> Ready:
     from kafka.errors import KafkaError
 
-    from sentiment.local import create_topics
+    from stream.topics import create_topics
 
     if not (settings.model.is_file() or (settings.model / "model.keras").is_file()):
         raise UserError(

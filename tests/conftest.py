@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sentiment.datasets import ReviewRow, read_reviews, shared_data_dir
-from sentiment.local import LocalBroker, LocalPostgres, create_topics, scratch_dir
-from sentiment.settings import DEFAULT_MODEL, Settings
+from core.settings import DEFAULT_MODEL, Settings
+from sentiment.local import LocalBroker, LocalPostgres, scratch_dir
+from stream.topics import create_topics
+from training.datasets import ReviewRow, read_reviews, shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from sentiment.datasets import BadRow, ReviewRow, prepare_cache, read_records, shared_data_dir
 from sentiment.local import free_port
 from sentiment.producing import row_problem
 from tests.conftest import ROOT
+from training.datasets import BadRow, ReviewRow, prepare_cache, read_records, shared_data_dir
 
-SAMPLE = ROOT / "sentiment" / "sample_reviews.jsonl"
+SAMPLE = ROOT / "model" / "sample_reviews.jsonl"
 
 
 def run(*args, env_extra=None, stdin=None, timeout=60):
@@ -131,7 +131,7 @@ def test_an_unmigrated_database_says_to_run_db_upgrade(tmp_path):
 
 
 def test_the_default_database_is_the_same_file_from_every_folder(tmp_path):
-    from sentiment.settings import Settings
+    from core.settings import Settings
 
     url = Settings().database_url
     assert url.startswith("sqlite:////"), url  # an absolute path, not one relative to the current folder

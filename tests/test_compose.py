@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from sentiment.settings import Settings
+from core.settings import Settings
 from tests.conftest import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

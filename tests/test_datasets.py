@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from sentiment.datasets import imdb_split, read_reviews
+from training.datasets import imdb_split, read_reviews
 
 
 @pytest.fixture()

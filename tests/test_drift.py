@@ -5,10 +5,10 @@ import random
 import numpy as np
 import pytest
 
+from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import ModelArtifact
-from sentiment.datasets import read_reviews
-from sentiment.settings import DEFAULT_MODEL, Settings
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
+from training.datasets import read_reviews
 
 
 def test_same_distribution_gives_small_psi_and_ks():

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.settings import DEFAULT_MODEL
 from model import fast as fast_path
 from model.cleaning import clean
 from model.scorer import load_scorer
-from sentiment.settings import DEFAULT_MODEL
 
 TOLERANCE = 1e-5
 

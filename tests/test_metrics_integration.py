@@ -175,7 +175,7 @@ def test_promtool_checks_config_and_alert_rules():
 def test_drift_on_a_real_worker_imdb_stays_below_amazon_crosses(metrics_worker, imdb_test_rows, data_dir):
     """All 25,000 imdb_test reviews never push PSI over the threshold; Amazon electronics and kitchen
     reviews after them do. PSI is read from /metrics every 50 ms while the stream flows."""
-    from sentiment.datasets import ReviewRow, read_reviews
+    from training.datasets import ReviewRow, read_reviews
 
     settings, worker = metrics_worker
     port, threshold = settings.metrics_port, settings.psi_threshold

@@ -15,9 +15,10 @@ import urllib.request
 import pytest
 from sqlalchemy import text
 
-from sentiment.local import LocalBroker, LocalPostgres, create_topics, free_port, read_metric
+from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
 from stream.db import make_engine, upgrade
+from stream.topics import create_topics
 from tests.conftest import wait_until
 from tests.test_commands import run
 

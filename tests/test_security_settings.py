@@ -6,7 +6,7 @@ import faust
 import pytest
 from kafka import KafkaProducer
 
-from sentiment.settings import Settings, faust_credentials, kafka_client_options
+from core.settings import Settings, faust_credentials, kafka_client_options
 
 
 def test_plaintext_by_default():

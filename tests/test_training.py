@@ -58,7 +58,7 @@ def test_explore_writes_a_data_report(tiny_data, tmp_path):
 def test_evaluate_json_on_a_labelled_file(capsys):
     from sentiment.cli import main
 
-    assert main(["evaluate", "--data", "sentiment/sample_reviews.jsonl", "--json"]) == 0
+    assert main(["evaluate", "--data", "model/sample_reviews.jsonl", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["examples"] == 34 and metrics["accuracy"] >= 0.8
 
@@ -100,7 +100,7 @@ def test_artifact_round_trip_gives_the_same_scores(tiny_run, tmp_path):
 
 
 def test_validation_split_is_by_film_and_repeatable():
-    from sentiment.datasets import ReviewRow
+    from training.datasets import ReviewRow
     from training.pipeline import split
 
     rows = [ReviewRow(f"r{i}", f"tt{i % 37}", f"text {i}", i % 2) for i in range(1000)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from model.cleaning import clean
-from sentiment.datasets import ReviewRow, imdb_split
+from training.datasets import ReviewRow, imdb_split
 
 
 def _ngrams(words: list[str], n: int):

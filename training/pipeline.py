@@ -25,8 +25,8 @@ import tensorflow as tf  # noqa: E402
 from model.cleaning import clean_text  # noqa: E402
 from model.layers import ForgetUnknown, MaskedAverage  # noqa: E402
 from model.scorer import MODEL_FILE, input_reference, load_scorer, model_version  # noqa: E402
-from sentiment.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.settings import DEFAULT_MODEL
 from model.scorer import ModelArtifact, input_reference, load_scorer
-from sentiment.settings import DEFAULT_MODEL
 from training.config import TrainConfig
 from training.pipeline import reference_sample, write_input_reference
 

@@ -21,8 +21,8 @@ from aiohttp import web
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from core.messages import first_line
 from schemas import SCHEMA_DIR, is_uncertain, label_for
-from sentiment.checks import first_line
 from stream.health import Health
 
 log = logging.getLogger("sentiment.web")

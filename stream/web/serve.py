@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sentiment.checks import check_port_free, database_engine
-from sentiment.errors import UserError
-from sentiment.settings import Settings
+from core.errors import UserError
+from core.network import check_port_free
+from core.settings import Settings
+from stream.db import database_engine
 
 WEB_PORT_HINT = "set SENTIMENT_WEB_PORT / --web-port to a free port (0: no page)"
 

@@ -49,7 +49,7 @@ class BadRow:
 def shared_data_dir() -> Path | None:
     """Where the IMDB CSVs are: ``$SENTIMENT_DATA_DIR``, ``../shared/data`` beside the checkout, or the cache that
     ``sentiment data prepare`` builds from the original aclImdb tarball; None when none of them holds them."""
-    from sentiment.settings import default_data_home
+    from core.settings import default_data_home
 
     env = os.environ.get("SENTIMENT_DATA_DIR")
     candidates = [Path(env)] if env else []

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sentiment.errors import UserError
+from core.errors import UserError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
 
