@@ -12,6 +12,6 @@ RUN pip install --no-cache-dir .
 RUN useradd --create-home --uid 10001 scorer
 USER scorer
 # the compiled scorer's tables for the default model, built and checked against TensorFlow now, not at each start
-RUN python -m model.fast model/default/model.keras /home/scorer/.cache/sentiment
+RUN python -m model.compiled model/default/model.keras /home/scorer/.cache/sentiment
 ENTRYPOINT ["sentiment"]
 CMD ["worker"]

@@ -34,10 +34,14 @@ _NEGATIONS = (
     (r"n't\b", " not"),
 )
 
+# The rest of the punctuation, dropped (letters of every script stay); the compiled scorer asks TensorFlow which
+# characters this matches (model.compiled.build.measure_chars).
+DROPPED_CHARACTERS = r"[^\p{L}\p{N}\s!?]"
+
 _PUNCTUATION = (
     (r"'", ""),  # "it's" -> "its", as a word of its own
     (r"([!?])", r" \1 "),  # keep ! and ? as tokens of their own
-    (r"[^\p{L}\p{N}\s!?]", " "),  # drop the rest of the punctuation (letters of every script stay)
+    (DROPPED_CHARACTERS, " "),
     (r"\s+", " "),
 )
 

@@ -25,8 +25,9 @@ import numpy as np
 import tensorflow as tf
 
 from model.cleaning import clean_text
+from model.keras_model import model_parts
 from model.layers import PADDING_ID, UNKNOWN_ID, ForgetUnknown
-from model.scorer import Scorer, model_parts
+from model.scorer import Scorer
 
 QUADRATURE_POINTS = 16  # per piece of the path
 TOLERANCE = 1e-5  # on |sum of attributions - (score - base)|; the head runs in float32

@@ -15,27 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model.keras_model import import_keras, import_tensorflow, load_keras_model, model_parts
 
-# TensorFlow and Keras (about 530 MB resident once imported) are imported where a function needs them: a worker that
-# scores with the compiled path from its cached tables never imports them.
+# TensorFlow and Keras (about 530 MB resident once imported) are imported where a function needs them
+# (model.keras_model), numba where compiled scoring is asked for: a worker that scores with the compiled path from its
+# cached tables never imports TensorFlow, one that scores with TensorFlow never imports numba.
 
 MODEL_FILE = "model.keras"
-
-
-def _keras():
-    import keras
-
-    import model.cleaning  # noqa: F401  (registers clean_text for deserialization)
-    import model.layers  # noqa: F401  (registers the pooling layers)
-
-    return keras
 
 
 def model_version(path: Path) -> str:
@@ -90,25 +81,10 @@ class Inspection:
     pooled: np.ndarray  # the pooled embedding the head scores, one row per text
 
 
-def model_parts(keras_model):
-    """The exported model's vectorizer (TextVectorization), its core (token ids -> score, a keras.Model) and the
-    core's pooling layer."""
-    keras = _keras()
-    from model.layers import MaskedAverage
-
-    vectorizer = next(layer for layer in keras_model.layers if isinstance(layer, keras.layers.TextVectorization))
-    core = next(layer for layer in keras_model.layers if isinstance(layer, keras.Model))
-    pooling = next(
-        layer for layer in core.layers if isinstance(layer, MaskedAverage | keras.layers.GlobalAveragePooling1D)
-    )
-    return vectorizer, core, pooling
-
-
 def _inspector(keras_model):
     """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""
-    import tensorflow as tf
-
-    keras = _keras()
+    tf = import_tensorflow()
+    keras = import_keras()
     from model.layers import PADDING_ID, UNKNOWN_ID
 
     vectorizer, core, pooling = model_parts(keras_model)
@@ -126,7 +102,7 @@ def _inspector(keras_model):
 
 
 class Scorer:
-    """Scores a batch of raw texts: with the compiled fast path (``model.fast``) when it is on, else in one compiled
+    """Scores a batch of raw texts: with the compiled path (``model.compiled``) when it is on, else in one compiled
     TensorFlow call. Both give the same numbers (within 1e-5); :attr:`scoring` says which one runs. The Keras model
     is loaded when something first needs it (the TensorFlow path, attributions), if it was not given."""
 
@@ -141,13 +117,12 @@ class Scorer:
     @property
     def keras_model(self):
         if self._keras_model is None:
-            self._keras_model = _keras().models.load_model(self._model_file, compile=False)
+            self._keras_model = load_keras_model(self._model_file)
         return self._keras_model
 
     def _tf_calls(self):
         if self._predict is None:
-            import tensorflow as tf
-
+            tf = import_tensorflow()
             keras_model = self.keras_model
             self._predict = tf.function(
                 lambda texts: keras_model(texts, training=False),
@@ -167,8 +142,7 @@ class Scorer:
             return np.empty(0, dtype=np.float32)
         if self.fast is not None:
             return self.fast.score(texts).scores
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         out = self._tf_calls()[0](tf.constant(texts, dtype=tf.string))
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
@@ -184,8 +158,7 @@ class Scorer:
 
     def inspect_tensorflow(self, texts: list[str]) -> Inspection:
         """:meth:`inspect` computed by the TensorFlow model itself, whichever path is on."""
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         scores, ngrams, known, pooled = self._tf_calls()[1](tf.constant(texts, dtype=tf.string))
         return Inspection(scores.numpy().astype(np.float32), ngrams.numpy(), known.numpy(), pooled.numpy())
 
@@ -209,7 +182,6 @@ def input_reference(scorer: Scorer, texts: list[str], source: str, batch: int = 
 
 
 SCORING_CHOICES = ("compiled", "tensorflow")
-AGREEMENT_TOLERANCE = 1e-5
 
 
 def load_scorer(
@@ -224,25 +196,31 @@ def load_scorer(
     path's code), or builds them, checks that they score the project's sample reviews and hostile texts as
     TensorFlow does, and keeps them. It falls back to TensorFlow with a warning when they cannot be built or do
     not agree. From cached tables, TensorFlow is not even imported until something asks for the Keras model.
-    ``build_in_child`` builds and checks missing tables in a child process (``python -m model.fast``), so that a
+    ``build_in_child`` builds and checks missing tables in a child process (``python -m model.compiled``), so that a
     long-running worker does not keep TensorFlow's memory (about 1 GB at its peak) for the tables' sake.
-    ``threads`` (0: :func:`model.fast.default_threads`) is how many cores the compiled path spreads a batch over."""
+    ``threads`` (0: :func:`model.compiled.tables.default_threads`) is how many cores the compiled path spreads a batch
+    over."""
     if scoring not in SCORING_CHOICES:
         raise ValueError(f"scoring must be one of {', '.join(SCORING_CHOICES)}, not {scoring!r}")
     artifact = path if isinstance(path, ModelArtifact) else ModelArtifact.at(path)
     if scoring == "compiled" and cache_dir is not None:
-        fast = _cached_fast_model(artifact.version, cache_dir)
+        from model.compiled.cache import load_cached
+
+        fast = load_cached(artifact.version, cache_dir)
         if fast is None and build_in_child:
             _build_in_child(artifact, cache_dir)
-            fast = _cached_fast_model(artifact.version, cache_dir)
+            fast = load_cached(artifact.version, cache_dir)
         if fast is not None:
             if threads:
                 fast.threads = threads
             return Scorer(None, artifact.version, fast=fast, model_file=artifact.model_file)
-    keras_model = _keras().models.load_model(artifact.model_file, compile=False)
-    scorer = Scorer(keras_model, artifact.version, model_file=artifact.model_file)
+    scorer = Scorer(load_keras_model(artifact.model_file), artifact.version, model_file=artifact.model_file)
     if scoring == "compiled":
-        scorer.fast = _checked_fast_model(scorer, cache_dir)
+        from model.compiled.build import build_checked
+
+        scorer.fast = build_checked(
+            scorer.keras_model, scorer.version, cache_dir, lambda texts: scorer.inspect_tensorflow(texts).scores
+        )
         if scorer.fast is not None and threads:
             scorer.fast.threads = threads
     return scorer
@@ -268,62 +246,9 @@ def _build_in_child(artifact: ModelArtifact, cache_dir: Path) -> None:
     log = logging.getLogger("sentiment.model")
     log.info("building the compiled scorer's tables for model %s in %s (once per model)", artifact.version, cache_dir)
     done = subprocess.run(
-        [sys.executable, "-m", "model.fast", str(artifact.model_file), str(cache_dir)],
+        [sys.executable, "-m", "model.compiled", str(artifact.model_file), str(cache_dir)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if done.returncode != 0:
         why = (done.stderr.strip().splitlines() or ["no output"])[-1]
         log.warning("compiled scoring is off (building its tables failed: %s): scoring with TensorFlow", why)
-
-
-def _cached_fast_model(version: str, cache_dir: Path):
-    import logging
-
-    from model import fast as fast_path
-
-    cached = fast_path.cache_path(version, cache_dir)
-    if not cached.exists():
-        return None
-    try:
-        return fast_path.load(cached)
-    except Exception as exc:  # noqa: BLE001 - a damaged cache file is built again
-        logging.getLogger("sentiment.model").warning("cannot read %s (%s): building the tables again", cached, exc)
-        return None
-
-
-def _checked_fast_model(scorer: Scorer, cache_dir: Path | None):
-    import logging
-
-    from model import fast as fast_path
-
-    log = logging.getLogger("sentiment.model")
-    try:
-        fast = fast_path.from_keras(scorer.keras_model)
-        texts = _check_texts()
-        worst = fast_path.agreement(fast, scorer.inspect_tensorflow(texts).scores, texts)
-    except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
-        log.warning("compiled scoring is off (%s: %s): scoring with TensorFlow", type(exc).__name__, exc)
-        return None
-    if worst > AGREEMENT_TOLERANCE:
-        log.warning(
-            "compiled scoring is off: it differs from the TensorFlow model by %.2g on the check texts "
-            "(tolerance %g): scoring with TensorFlow",
-            worst,
-            AGREEMENT_TOLERANCE,
-        )
-        return None
-    if cache_dir is not None:  # only tables that passed the check are kept
-        cached = fast_path.cache_path(scorer.version, cache_dir)
-        try:
-            fast_path.save(fast, cached)
-        except OSError as exc:
-            log.info("could not keep the compiled scorer's tables in %s (%s): built again next start", cached, exc)
-    return fast
-
-
-def _check_texts() -> list[str]:
-    from model.fast import hostile_texts
-    from model.samples import SAMPLE_REVIEWS as sample
-
-    texts = [json.loads(line)["text"] for line in sample.read_text().splitlines() if line.strip()]
-    return texts + hostile_texts()

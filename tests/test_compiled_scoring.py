@@ -1,22 +1,19 @@
-"""The compiled scoring path (model/fast.py) computes the TensorFlow model's function: same words after cleaning,
-same n-gram counts, scores within 1e-5, on real reviews, hostile text and generated text."""
+"""The compiled scoring path (model/compiled/) computes the TensorFlow model's function: same words after cleaning,
+same n-gram counts, scores within 1e-5, on real reviews, hostile text and generated text, whatever the threads."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.settings import DEFAULT_MODEL
-from model import fast as fast_path
 from model.cleaning import clean
-from model.scorer import load_scorer
+from model.samples import hostile_texts
 
 TOLERANCE = 1e-5
 
@@ -32,7 +29,7 @@ def assert_same(fast_scorer, texts: list[str]) -> None:
 
 
 def test_hostile_texts_score_as_tensorflow_does(fast_scorer):
-    texts = fast_path.hostile_texts()
+    texts = hostile_texts()
     assert max(len(t) for t in texts) >= 100_000
     assert_same(fast_scorer, texts)
 
@@ -60,7 +57,7 @@ def test_scores_do_not_depend_on_the_threads_nor_on_concurrent_callers(fast_scor
     (the worker's thread and the page's, say) take turns and get what each gets alone."""
     from concurrent.futures import ThreadPoolExecutor
 
-    texts = [row.text for row in imdb_test_rows[:600]] + fast_path.hostile_texts()
+    texts = [row.text for row in imdb_test_rows[:600]] + hostile_texts()
     fast = fast_scorer.fast
     before = fast.threads
     try:
@@ -98,38 +95,6 @@ def test_generated_text_scores_as_tensorflow_does(fast_scorer, texts):
     assert_same(fast_scorer, texts)
 
 
-def test_the_tables_are_read_from_the_cache_on_the_next_start(compiled_cache, fast_scorer):
-    cached = list(compiled_cache.glob("fast-*.npz"))
-    assert len(cached) == 1, cached
-    again = fast_path.load(cached[0])
-    texts = fast_path.hostile_texts()
-    np.testing.assert_array_equal(again.score(texts).scores, fast_scorer.fast.score(texts).scores)
-
-
-def test_a_fast_path_that_disagrees_falls_back_to_tensorflow_and_is_not_cached(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(fast_path, "agreement", lambda *args: 0.25)
-    with caplog.at_level(logging.WARNING, logger="sentiment.model"):
-        scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=tmp_path)
-    assert scorer.scoring == "tensorflow"
-    assert "differs from the TensorFlow model by 0.25" in caplog.text
-    assert scorer.score(["a wonderful film"])[0] > 0.5
-    assert not list(tmp_path.glob("fast-*.npz")), "tables that failed the check must not be kept"
-
-
-def scoring_in_a_fresh_process(cache_dir, *, build_in_child: bool = False, timeout: float = 120) -> list[str]:
-    """Load the default model with compiled scoring in a new Python, score one text, import the worker's module;
-    returns [the scoring path, whether TensorFlow got imported]."""
-    code = (
-        "import sys; from pathlib import Path; from model.scorer import load_scorer; "
-        f"s = load_scorer({str(DEFAULT_MODEL)!r}, scoring='compiled', cache_dir=Path({str(cache_dir)!r}), "
-        f"build_in_child={build_in_child}); s.score(['a wonderful film']); import stream.app; "
-        "print(s.scoring, 'tensorflow' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=True)
-    assert out.stdout.split(), out.stderr[-2000:]
-    return out.stdout.split()[-2:]
-
-
 def test_concurrent_callers_are_safe_on_numbas_own_threading_layer(compiled_cache):
     """Without OpenMP or TBB installed, numba falls back to its "workqueue" layer, which aborts the whole process
     when two threads start a parallel loop at once; the scorer lets one in at a time."""
@@ -145,27 +110,3 @@ def test_concurrent_callers_are_safe_on_numbas_own_threading_layer(compiled_cach
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["workqueue", "40"]
-
-
-def test_from_cached_tables_tensorflow_is_not_imported(compiled_cache):
-    """A worker that starts from cached tables never loads TensorFlow (about 530 MB) unless it is asked for it."""
-    assert scoring_in_a_fresh_process(compiled_cache) == ["compiled", "False"]
-
-
-def test_a_damaged_cache_file_is_built_again(tmp_path, compiled_cache):
-    cached = next(compiled_cache.glob("fast-*.npz"))
-    damaged = tmp_path / cached.name
-    damaged.write_bytes(cached.read_bytes()[:1000])
-    scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=tmp_path)
-    assert scorer.scoring == "compiled"
-    assert damaged.stat().st_size == cached.stat().st_size  # written again, whole
-
-
-def test_an_unknown_scoring_choice_is_refused():
-    with pytest.raises(ValueError, match="compiled, tensorflow"):
-        load_scorer(DEFAULT_MODEL, scoring="gpu")
-
-
-def test_a_worker_builds_missing_tables_in_a_child_and_never_loads_tensorflow(tmp_path):
-    assert scoring_in_a_fresh_process(tmp_path, build_in_child=True, timeout=300) == ["compiled", "False"]
-    assert len(list(tmp_path.glob("fast-*.npz"))) == 1

@@ -1,0 +1,114 @@
+"""Building the compiled path's tables from the exported Keras model, and checking them against TensorFlow.
+
+:func:`from_keras` reads the model's vocabulary, weights and cleaning and measures the installed TensorFlow's
+character tables; :func:`build_checked` scores the check texts (``model.samples.check_texts``) both ways and keeps
+the tables in the cache only when they agree. TensorFlow is imported when a function here first runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from model.compiled.cache import cache_path, save
+from model.compiled.tables import CharTables, FastModel
+from model.keras_model import import_keras, import_tensorflow, model_parts
+from model.samples import check_texts
+
+AGREEMENT_TOLERANCE = 1e-5
+
+
+def build_checked(
+    keras_model, version: str, cache_dir: Path | None, tensorflow_scores: Callable[[list[str]], np.ndarray]
+) -> FastModel | None:
+    """The tables of ``keras_model``, if they score the check texts as ``tensorflow_scores`` does (within
+    ``AGREEMENT_TOLERANCE``), kept in ``cache_dir`` (when given); else None, with a warning that says why."""
+    log = logging.getLogger("sentiment.model")
+    try:
+        fast = from_keras(keras_model)
+        texts = check_texts()
+        worst = agreement(fast, tensorflow_scores(texts), texts)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
+        log.warning("compiled scoring is off (%s: %s): scoring with TensorFlow", type(exc).__name__, exc)
+        return None
+    if worst > AGREEMENT_TOLERANCE:
+        log.warning(
+            "compiled scoring is off: it differs from the TensorFlow model by %.2g on the check texts "
+            "(tolerance %g): scoring with TensorFlow",
+            worst,
+            AGREEMENT_TOLERANCE,
+        )
+        return None
+    if cache_dir is not None:  # only tables that passed the check are kept
+        cached = cache_path(version, cache_dir)
+        try:
+            save(fast, cached)
+        except OSError as exc:
+            log.info("could not keep the compiled scorer's tables in %s (%s): built again next start", cached, exc)
+    return fast
+
+
+def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
+    """The largest difference between the compiled path's scores and the TensorFlow model's on ``texts``."""
+    return float(np.max(np.abs(fast.score(texts).scores - np.asarray(keras_scores, dtype=np.float32)), initial=0.0))
+
+
+def from_keras(keras_model) -> FastModel:
+    """Read the exported model's vocabulary, weights and cleaning; measure TensorFlow's character tables."""
+    keras = import_keras()
+    vectorizer, core, _ = model_parts(keras_model)
+    config = vectorizer.get_config()
+    ngrams = config["ngrams"]
+    ngrams = max(ngrams) if isinstance(ngrams, tuple | list) else (ngrams or 1)
+    if isinstance(config["ngrams"], tuple | list) and tuple(config["ngrams"]) != tuple(range(1, ngrams + 1)):
+        raise ValueError(f"the fast path handles n-grams 1..n; this model has {config['ngrams']}")
+    embedding_layer = next(layer for layer in core.layers if isinstance(layer, keras.layers.Embedding))
+    weights = {w.path.split("/")[-1]: np.asarray(w.numpy()) for w in embedding_layer.weights}
+    embedding, scales = weights["embeddings"], weights.get("embeddings_scale")  # int8: Keras divides by the scale
+    if embedding.dtype not in (np.int8, np.float32):
+        raise ValueError(f"the fast path reads int8 or float32 embeddings; this model has {embedding.dtype}")
+    dense = []
+    for layer in core.layers:
+        if isinstance(layer, keras.layers.Dense):
+            kernel, bias = (np.asarray(w.numpy(), dtype=np.float32) for w in layer.weights)
+            dense.append((kernel, bias, layer.get_config()["activation"]))
+    return FastModel(
+        chars=measure_chars(),
+        vocabulary=vectorizer.get_vocabulary(),
+        embedding=embedding,
+        scales=scales,
+        dense=dense,
+        ngrams=ngrams,
+        sequence_length=config["output_sequence_length"],
+    )
+
+
+def measure_chars() -> CharTables:
+    """Ask the installed TensorFlow what it does to every code point (about a second)."""
+    tf = import_tensorflow()
+    from model.cleaning import DROPPED_CHARACTERS as pattern
+
+    kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
+    lower_kept, other = [], []
+    for start in range(1, 0x110000, 0x10000):  # a plane at a time: a small peak of memory
+        points = [c for c in range(start, min(start + 0x10000, 0x110000)) if not 0xD800 <= c <= 0xDFFF]
+        chars = [chr(c) for c in points]
+        lowered = tf.strings.lower(tf.constant(chars), encoding="utf-8").numpy()
+        for c, low in zip(chars, lowered):
+            low = low.decode()
+            if low == c and c.lower() != c:
+                lower_kept.append(c)
+            elif low not in (c, c.lower()):
+                other.append((c, low))
+        out = tf.strings.regex_replace(tf.constant(chars), pattern, "\x01").numpy()
+        kept[points] = [o != b"\x01" for o in out]
+    if other:
+        raise ValueError(f"tf.strings.lower maps {len(other)} characters differently from Python, e.g. {other[:3]}")
+    lower_kept = "".join(lower_kept)
+    spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept)]), r"\s").numpy()
+    if sorted(np.flatnonzero(kept)[spaces]) != [9, 10, 12, 13, 32]:
+        raise ValueError("TensorFlow's \\s is not [\\t\\n\\f\\r ] here: the fast path does not know this TensorFlow")
+    return CharTables(lower_kept=lower_kept, kept=kept)

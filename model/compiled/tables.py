@@ -1,0 +1,159 @@
+"""The Keras model as numpy arrays (:class:`FastModel`): a word table, an n-gram hash table, the embedding and the
+dense head, built from the model's vocabulary and weights, and scoring a batch with the numba kernels.
+
+Nothing here imports TensorFlow: serving from cached tables (``model.compiled.cache``) needs only this.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from model.compiled.kernels import clean_one, fill_ngram_table, fill_word_table, score_batch
+
+
+@dataclass(frozen=True)
+class CharTables:
+    """What ``tf.strings.lower`` and the punctuation pass do to each character, measured from TensorFlow."""
+
+    lower_kept: str  # characters Python lowercases and TensorFlow leaves alone (a newer Unicode in Python)
+    kept: np.ndarray  # uint8 per code point: 1 where the punctuation pass keeps it (letters, digits, \s, !?)
+
+
+@dataclass(frozen=True)
+class Scored:
+    scores: np.ndarray  # float32
+    ngrams: np.ndarray  # int32, n-grams of each text (capped at the sequence length)
+    known: np.ndarray  # int32, of them the ones in the vocabulary
+    pooled: np.ndarray  # float32 (texts, embedding_dim)
+
+
+# numba runs parallel loops on OpenMP or TBB where their libraries are installed, else on its own "workqueue", which
+# aborts the process if two threads start a parallel loop at once (the worker's and the page's, say): one at a time.
+_KERNEL = threading.Lock()
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on (its affinity, as a container's cpuset sets it), at most 4."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(usable, 4))
+
+
+def _hash_bits(entries: int) -> int:
+    return max(4, int(np.ceil(np.log2(max(entries, 1) * 2.5))))  # load factor <= 0.4
+
+
+class FastModel:
+    """The Keras model as numpy arrays: a word table, an n-gram hash table, the embedding and the head."""
+
+    def __init__(
+        self,
+        *,
+        chars: CharTables,
+        vocabulary: list[str],
+        embedding: np.ndarray,
+        scales: np.ndarray | None,
+        dense: list[tuple[np.ndarray, np.ndarray, str]],
+        ngrams: int,
+        sequence_length: int,
+    ) -> None:
+        if ngrams not in (1, 2, 3):
+            raise ValueError(f"the fast path handles 1- to 3-grams; this model has {ngrams}")
+        self.chars = chars
+        self.ngrams = ngrams
+        self.sequence_length = sequence_length
+        self.dense = dense
+        # int8 rows and their scales as Keras keeps them (a fourth of the memory: more of it stays in the CPU's
+        # cache), or float32 rows with scales of 1 (dividing by 1 changes nothing)
+        self.embedding = np.ascontiguousarray(embedding)
+        self.scales = np.ones(len(embedding), dtype=np.float32) if scales is None else np.asarray(scales, np.float32)
+        self.threads = default_threads()  # how many cores one batch is spread over
+        self._build_tables(vocabulary)
+
+    def _build_tables(self, vocabulary: list[str]) -> None:
+        entries = [entry.split(" ") for entry in vocabulary[2:]]
+        words: dict[str, int] = {}
+        for grams in entries:
+            for word in grams:
+                if word not in words:
+                    words[word] = len(words) + 1  # 1..W; 0 marks an empty slot
+        self.unknown_word = len(words) + 1  # in no n-gram key of the table
+        self.base = len(words) + 2
+        if float(self.base) ** self.ngrams >= 2.0**63:
+            raise ValueError(f"{len(words):,} words do not pack into a 64-bit key for {self.ngrams}-grams")
+        # the words: their code points one after another, and a hash table from FNV-1a hash to word number
+        points = [np.frombuffer(w.encode("utf-32-le"), dtype=np.uint32) for w in words]
+        lengths = np.array([len(p) for p in points], dtype=np.int64)
+        self.w_offsets = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.w_offsets[1:])
+        self.w_points = np.concatenate(points) if points else np.zeros(0, dtype=np.uint32)
+        bits = _hash_bits(len(words))
+        self.w_mask = (1 << bits) - 1
+        self.w_table = np.zeros(2 << bits, dtype=np.uint64)
+        fill_word_table(self.w_points, self.w_offsets, self.w_table, self.w_mask)
+        # the n-grams: each packed into one integer key, in a hash table from key to vocabulary index
+        keys = np.zeros(len(entries), dtype=np.int64)
+        for g in range(self.ngrams):
+            column = np.array([words[e[g]] if g < len(e) else -1 for e in entries], dtype=np.int64)
+            present = column >= 0
+            keys[present] = keys[present] * self.base + column[present]
+        bits = _hash_bits(len(keys))
+        self.g_shift = 64 - bits
+        self.g_mask = (1 << bits) - 1
+        self.g_table = np.full(2 << bits, -1, dtype=np.int64)
+        fill_ngram_table(keys, self.g_table, self.g_shift, self.g_mask)
+
+    def score(self, texts: list[str]) -> Scored:
+        """Scores, n-gram counts, known n-gram counts and pooled vectors, as the Keras model computes them."""
+        points, offsets = self._points(texts)
+        with _KERNEL:
+            numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))  # this thread's setting
+            sums, ngrams, known = score_batch(
+                points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
+                self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
+                self.embedding, self.scales, self.ngrams, self.sequence_length,
+            )  # fmt: skip
+        pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
+        return Scored(scores=self.head(pooled), ngrams=ngrams, known=known, pooled=pooled)
+
+    def words(self, text: str) -> list[str]:
+        """The words of one text as the model sees them (``clean_text``, split on spaces), for tests and debugging."""
+        points, offsets = self._points([text])
+        buf, starts, ends = clean_one(points[offsets[0] : offsets[1]], self.chars.kept)
+        return [buf[a:b].tobytes().decode("utf-32-le") for a, b in zip(starts, ends)]
+
+    def _points(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The lowercased texts' UTF-8, one array for the batch, and where each text starts in it."""
+        # ASCII text is lowercased in the kernel. A lone surrogate (not Unicode text; decode_review rejects it)
+        # passes through as punctuation.
+        encoded = [t.encode() if t.isascii() else self._lower(t).encode("utf-8", "surrogatepass") for t in texts]
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+    def _lower(self, text: str) -> str:
+        if "\x00" in text:  # tf.strings.lower reads a C string: the text ends at the first NUL
+            text = text[: text.index("\x00")]
+        # (forty substring searches beat one regular expression with those forty characters 20 to 1)
+        if not any(c in text for c in self.chars.lower_kept):
+            return text.lower()
+        # characters TensorFlow does not lowercase stay as they are (odd parts of the split); the rest is lowercased
+        parts = re.split(f"([{re.escape(self.chars.lower_kept)}])", text)
+        return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
+
+    def head(self, pooled: np.ndarray) -> np.ndarray:
+        x = pooled
+        for kernel, bias, activation in self.dense:
+            x = x @ kernel + bias
+            if activation == "relu":
+                x = np.maximum(x, 0.0)
+            elif activation == "sigmoid":
+                x = 1.0 / (1.0 + np.exp(-x))
+            elif activation != "linear":
+                raise ValueError(f"activation {activation!r} is not supported by the fast path")
+        return x.reshape(-1).astype(np.float32)
