@@ -6,7 +6,7 @@
 Starts its own Tansu broker and PostgreSQL cluster and uses real imdb_test reviews (../shared/data or
 $SENTIMENT_DATA_DIR). Sections:
 
-- scoring: the TensorFlow model and the compiled path (model/fast.py) at batch 256, reviews/s, and the largest
+- scoring: the TensorFlow model and the compiled path (model/compiled/) at batch 256, reviews/s, and the largest
   score difference between them on all 25,000 imdb_test reviews;
 - codec: decoding a review (full JSON Schema validator vs msgspec) and encoding a result (json vs msgspec);
 - sql: the SQL sink's COPY path against the multi-row insert (bench/sql_sink.py), new rows/s;

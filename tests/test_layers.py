@@ -84,7 +84,9 @@ def test_imports_only_point_down():
         for target in sorted(targets)
         if (theirs := target.split(".")[0]) != (ours := module.split(".")[0]) and theirs not in MAY_IMPORT[ours]
     ]
-    assert not upward, "imports that point up or sideways (see the README's architecture section):\n" + "\n".join(upward)
+    assert not upward, "imports that point up or sideways (see the README's architecture section):\n" + "\n".join(
+        upward
+    )
 
 
 def test_no_module_imports_itself_in_a_circle():
