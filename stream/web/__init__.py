@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from core.messages import first_line
-from schemas import SCHEMA_DIR, is_uncertain, label_for
+from schemas import ID_MAX_CHARS, SCHEMA_DIR, is_uncertain, label_for
 from stream.health import Health
 
 log = logging.getLogger("sentiment.web")
@@ -192,8 +192,8 @@ def build_web_app(
 
     async def movie(request: web.Request) -> web.Response:
         movie_id = request.match_info["movie_id"]
-        if not movie_id or len(movie_id) > 200:
-            raise ApiError(400, "a film id is 1 to 200 characters")
+        if not movie_id or len(movie_id) > ID_MAX_CHARS:
+            raise ApiError(400, f"a film id is 1 to {ID_MAX_CHARS} characters")
         if engine is None:
             raise ApiError(503, "no database here: start it with SENTIMENT_DATABASE_URL set")
 
