@@ -199,9 +199,14 @@ def _too_long(text: str, max_text_chars: int) -> Rejection:
     return Rejection("text_too_long", f"text is {len(text)} characters, the limit is {max_text_chars}")
 
 
+def review_event(review: Review) -> dict[str, Any]:
+    """The ``review`` event of a :class:`Review`: its fields in schema order, those that are None left out."""
+    return {k: v for k, v in asdict(review).items() if v is not None}
+
+
 def encode_review(review: Review) -> bytes:
-    body = {k: v for k, v in asdict(review).items() if v is not None}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The bytes a producer sends to ``reviews``: compact UTF-8 JSON of :func:`review_event`."""
+    return json.dumps(review_event(review), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def utc_iso(ts: float | None = None) -> str:
