@@ -150,8 +150,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
-    from sentiment.queries import top_and_bottom_movies
     from stream.db import database_engine
+    from stream.queries import top_and_bottom_movies
 
     settings = settings_from(args)
     engine = database_engine(settings)
