@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UserError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
+
+# How the worker and the page may compute the model (SENTIMENT_SCORING); the scorer accepts exactly these.
+SCORING_CHOICES = ("compiled", "tensorflow")
 
 
 def default_data_home() -> Path:
@@ -46,7 +49,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(256, ge=1, le=10_000, description="Most reviews scored in one model call.")
     scoring: str = Field(
         "compiled",
-        pattern="^(compiled|tensorflow)$",
+        pattern=f"^({'|'.join(SCORING_CHOICES)})$",
         description="How the worker and the page compute the model: compiled (numba, checked against TensorFlow when "
         "its tables are built, about 4-5x faster) or tensorflow.",
     )
@@ -130,6 +133,11 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(
         None, description="Folder with imdb_*.csv.gz for the demo, the tests and training (default: ../shared/data)."
     )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _empty_data_dir_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     def faust_broker_url(self) -> str:
         return self.broker if "://" in self.broker else f"kafka://{self.broker}"

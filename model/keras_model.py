@@ -6,13 +6,14 @@ needs them: a worker that scores with the compiled path from its cached tables n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from core.tensorflow_logs import quiet_tensorflow
 
 
 def import_keras():
     """Keras (TensorFlow under it), with the project's cleaning function and layers registered for deserialization."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read once, when TensorFlow is first imported
+    quiet_tensorflow()  # read once, when TensorFlow is first imported
     import keras
 
     import model.cleaning  # noqa: F401  (registers clean_text for deserialization)

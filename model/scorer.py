@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import SCORING_CHOICES
 from model.keras_model import import_keras, import_tensorflow, load_keras_model, model_parts
 
 # TensorFlow and Keras (about 530 MB resident once imported) are imported where a function needs them
@@ -179,9 +180,6 @@ def input_reference(scorer: Scorer, texts: list[str], source: str, batch: int = 
         "pooled_mean": [round(float(v), 6) for v in pooled.mean(axis=0)],
         "pooled_std": [round(float(v), 6) for v in pooled.std(axis=0)],
     }
-
-
-SCORING_CHOICES = ("compiled", "tensorflow")
 
 
 def load_scorer(

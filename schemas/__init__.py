@@ -23,6 +23,10 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 LABEL_POSITIVE = "positive"
 LABEL_NEGATIVE = "negative"
 
+# The most characters a review id or a film id may have: review.v1.json's maxLength, the tables' column width and
+# the page's film-id check all mean this one number (a test keeps the JSON Schema files equal to it).
+ID_MAX_CHARS = 200
+
 
 # The version of each event schema that is written now.
 CURRENT_VERSION = {"review": 1, "sentiment": 2}
@@ -113,8 +117,8 @@ class _ValidReview(msgspec.Struct):
     created_at, an integral float as rating, a wrong type, ...) goes to the full JSON Schema validator, which accepts
     it or names the reason: the fast path never decides a rejection, so the reasons stay the schema's."""
 
-    review_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    movie_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    review_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
+    movie_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
     text: str
     rating: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
     created_at: None = None  # a date goes the full way: its format rules are the validator's
@@ -195,9 +199,14 @@ def _too_long(text: str, max_text_chars: int) -> Rejection:
     return Rejection("text_too_long", f"text is {len(text)} characters, the limit is {max_text_chars}")
 
 
+def review_event(review: Review) -> dict[str, Any]:
+    """The ``review`` event of a :class:`Review`: its fields in schema order, those that are None left out."""
+    return {k: v for k, v in asdict(review).items() if v is not None}
+
+
 def encode_review(review: Review) -> bytes:
-    body = {k: v for k, v in asdict(review).items() if v is not None}
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """The bytes a producer sends to ``reviews``: compact UTF-8 JSON of :func:`review_event`."""
+    return json.dumps(review_event(review), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def utc_iso(ts: float | None = None) -> str:

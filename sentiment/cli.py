@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
-from core.settings import Settings, load_settings, settings_in_effect
+from core.settings import DEFAULT_MODEL, Settings, load_settings, settings_in_effect
 
 # Options shared by commands that talk to the broker, the database or the model: each overrides one setting.
 SETTING_OPTIONS = {
@@ -150,8 +150,8 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
-    from sentiment.queries import top_and_bottom_movies
     from stream.db import database_engine
+    from stream.queries import top_and_bottom_movies
 
     settings = settings_from(args)
     engine = database_engine(settings)
@@ -206,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.promote:
         from training.pipeline import promote
 
-        promote(folder, Path(__file__).resolve().parent.parent / "model" / "default")
+        promote(folder, DEFAULT_MODEL)
     return 0
 
 
@@ -462,12 +462,22 @@ def _add_debug(parser: argparse.ArgumentParser, default) -> None:
                 _add_debug(child, argparse.SUPPRESS)
 
 
+def _log_level_is_debug() -> bool:
+    """SENTIMENT_LOG_LEVEL=debug also shows tracebacks (not when the settings themselves are invalid: that error
+    is the one to show)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings().log_level.lower() == "debug"
+    except ValidationError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     _add_debug(parser, default=False)
     args = parser.parse_args(argv)
-    debug = args.debug or os.environ.get("SENTIMENT_LOG_LEVEL", "").lower() == "debug"
+    debug = args.debug or _log_level_is_debug()
     name = f"sentiment {args.command}"
     try:
         return args.func(args) or 0

@@ -31,7 +31,7 @@ from sentiment.local import (
     read_metric,
     scratch_dir,
 )
-from sentiment.queries import top_and_bottom_movies
+from stream.queries import top_and_bottom_movies
 from stream.topics import create_topics
 from training.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
 

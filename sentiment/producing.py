@@ -14,19 +14,21 @@ from dataclasses import dataclass, field
 from core.errors import UserError
 from core.network import broker_timeout_error, check_broker
 from core.settings import Settings, kafka_client_options
-from schemas import validator
+from schemas import Review, encode_review, review_event, validator
 from training.datasets import BadRow, ReviewRow
 
 
-def row_event(row: ReviewRow) -> dict:
-    """The ``review`` event of a row: exactly the fields the row has, nothing made up."""
-    event = {"review_id": row.review_id, "movie_id": row.movie_id, "text": row.text, "rating": row.rating}
-    return {k: v for k, v in event.items() if v is not None}
+def row_review(row: ReviewRow) -> Review:
+    """The review of a row: exactly the fields the row has, nothing made up (a missing one stays None and is left out
+    of the event; sent with --send-invalid, the worker dead-letters it)."""
+    return Review(row.review_id, row.movie_id, row.text, row.rating)  # type: ignore[arg-type]
 
 
 def row_problem(row: ReviewRow) -> str | None:
     """Why the worker would reject this row's event (the schema's own rules), or None when it is valid."""
-    errors = sorted(validator("review").iter_errors(row_event(row)), key=lambda e: (list(e.path), e.validator))
+    errors = sorted(
+        validator("review").iter_errors(review_event(row_review(row))), key=lambda e: (list(e.path), e.validator)
+    )
     if not errors:
         return None
     first = errors[0]
@@ -105,9 +107,8 @@ def produce_reviews(
                         bar.clear()
                         on_skip(row.line, problem)
                     continue
-                event = row_event(row)
                 key = row.movie_id.encode() if row.movie_id else None
-                value = json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                value = encode_review(row_review(row))
                 try:
                     future = producer.send(settings.topic_reviews, key=key, value=value)
                 except KafkaError as exc:

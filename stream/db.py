@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from core.errors import UserError
 from core.messages import first_line, redact
 from core.settings import Settings
+from schemas import ID_MAX_CHARS
 
 DATABASE_HINT = "start it, or point SENTIMENT_DATABASE_URL / --database-url at a running one"
 MIGRATE_HINT = "run `sentiment db upgrade` (with the same SENTIMENT_DATABASE_URL) to create or update the tables"
@@ -34,8 +35,8 @@ metadata = MetaData()
 review_scores = Table(
     "review_scores",
     metadata,
-    Column("review_id", String(200), primary_key=True),
-    Column("movie_id", String(200), nullable=False, index=True),
+    Column("review_id", String(ID_MAX_CHARS), primary_key=True),
+    Column("movie_id", String(ID_MAX_CHARS), nullable=False, index=True),
     Column("score", Float, nullable=False),
     Column("label", String(16), nullable=False),
     Column("model_version", String(64), nullable=False),
@@ -47,7 +48,7 @@ review_scores = Table(
 movie_sentiment = Table(
     "movie_sentiment",
     metadata,
-    Column("movie_id", String(200), primary_key=True),
+    Column("movie_id", String(ID_MAX_CHARS), primary_key=True),
     Column("review_count", Integer, nullable=False),
     Column("positive_count", Integer, nullable=False),
     Column("uncertain_count", Integer, nullable=False, server_default="0"),

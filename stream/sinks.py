@@ -18,8 +18,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import psycopg
+from sqlalchemy import ColumnElement, DateTime, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -28,81 +30,103 @@ from stream.db import movie_sentiment, review_scores
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
+_COLUMNS = tuple(review_scores.c.keys())  # a Sentiment carries each under the same name
+_TIME_COLUMNS = {c.name for c in review_scores.c if isinstance(c.type, DateTime)}  # RFC 3339 text in a Sentiment
+_SUMMED = ("review_count", "positive_count", "uncertain_count", "score_sum")  # what a film's new reviews add
 
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+def film_columns(review_count, positive_count, uncertain_count, score_sum) -> dict:
+    """A film's ``movie_sentiment`` columns from its counts and score sum: the one place of the arithmetic
+    (mean_score, and rating on a 1 to 10 scale). The arguments are numbers (a batch's sums) or SQL expressions
+    (stored plus new), so that every write path computes the same."""
+    return {
+        "review_count": review_count,
+        "positive_count": positive_count,
+        "uncertain_count": uncertain_count,
+        "score_sum": score_sum,
+        "mean_score": score_sum / review_count,
+        "rating": 1 + 9 * score_sum / review_count,
+    }
 
 
-_COLUMNS = ("review_id", "movie_id", "score", "label", "model_version", "scored_at", "event_time", "uncertain")
+def _postgres_sql(columns: dict) -> dict[str, str]:
+    """SQLAlchemy expressions as PostgreSQL text, for the statement the COPY path prepares."""
+    dialect = postgresql.dialect()
+    return {
+        name: str(expr.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        for name, expr in columns.items()
+    }
+
+
+def _film_column(name: str, table: str = "") -> ColumnElement:
+    """A column of ``movie_sentiment`` by name in the COPY path's statement (``m.``, ``EXCLUDED.`` or a CTE's)."""
+    return literal_column(f"{table}{name}", movie_sentiment.c[name].type)
+
+
+_NEW_FILM = _postgres_sql(film_columns(*(_film_column(name) for name in _SUMMED)))
+_STORED_PLUS_NEW = _postgres_sql(
+    film_columns(*(_film_column(name, "m.") + _film_column(name, "EXCLUDED.") for name in _SUMMED))
+)
 
 # Inserts the copied rows that are new and moves the aggregates of exactly those, in film order (so that concurrent
 # writers lock films in one order). Data-modifying CTEs run once, to completion, whether or not the outer query reads
-# them; the outer query returns how many reviews were new. {skip_stored} is empty in the optimistic statement (every
-# id new: a stored one raises unique_violation) and ON CONFLICT DO NOTHING in the one that skips stored ids.
+# them; the outer query returns how many reviews were new. The film columns are film_columns() rendered as SQL.
+# {skip_stored} is empty in the optimistic statement (every id new: a stored one raises unique_violation) and
+# ON CONFLICT DO NOTHING in the one that skips stored ids.
 _MERGE = """
 WITH new AS (
     INSERT INTO review_scores ({columns})
     SELECT {columns} FROM incoming_scores
-    {skip_stored}
+    {{skip_stored}}
     RETURNING movie_id, score, label, uncertain
 ), sums AS (
-    SELECT movie_id, count(*) AS n, count(*) FILTER (WHERE label = 'positive') AS positive,
-           count(*) FILTER (WHERE uncertain) AS uncertain, sum(score) AS total
+    SELECT movie_id, count(*) AS review_count, count(*) FILTER (WHERE label = '{positive}') AS positive_count,
+           count(*) FILTER (WHERE uncertain) AS uncertain_count, sum(score) AS score_sum
     FROM new GROUP BY movie_id
 ), upserted AS (
-    INSERT INTO movie_sentiment AS m
-        (movie_id, review_count, positive_count, uncertain_count, score_sum, mean_score, rating, updated_at)
-    SELECT movie_id, n, positive, uncertain, total, total / n, 1 + 9 * total / n, now() FROM sums ORDER BY movie_id
+    INSERT INTO movie_sentiment AS m (movie_id, {film_columns}, updated_at)
+    SELECT movie_id, {new_film}, now() FROM sums ORDER BY movie_id
     ON CONFLICT (movie_id) DO UPDATE SET
-        review_count = m.review_count + EXCLUDED.review_count,
-        positive_count = m.positive_count + EXCLUDED.positive_count,
-        uncertain_count = m.uncertain_count + EXCLUDED.uncertain_count,
-        score_sum = m.score_sum + EXCLUDED.score_sum,
-        mean_score = (m.score_sum + EXCLUDED.score_sum) / (m.review_count + EXCLUDED.review_count),
-        rating = 1 + 9 * (m.score_sum + EXCLUDED.score_sum) / (m.review_count + EXCLUDED.review_count),
+        {stored_plus_new},
         updated_at = EXCLUDED.updated_at
     RETURNING 1
 )
 SELECT count(*) FROM new
-"""
-_MERGE_NEW = _MERGE.format(columns=", ".join(_COLUMNS), skip_stored="")
-_MERGE_SKIPPING_STORED = _MERGE.format(columns=", ".join(_COLUMNS), skip_stored="ON CONFLICT (review_id) DO NOTHING")
+""".format(
+    columns=", ".join(_COLUMNS),
+    positive=LABEL_POSITIVE,
+    film_columns=", ".join(_NEW_FILM),
+    new_film=", ".join(_NEW_FILM.values()),
+    stored_plus_new=",\n        ".join(f"{name} = {expr}" for name, expr in _STORED_PLUS_NEW.items()),
+)
+_MERGE_NEW = _MERGE.format(skip_stored="")
+_MERGE_SKIPPING_STORED = _MERGE.format(skip_stored="ON CONFLICT (review_id) DO NOTHING")
 _COPY_INTO_INCOMING = f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN"
+_FIELDS = attrgetter(*_COLUMNS)  # a result's values in the table's column order
+_COPY_LINE = "\t".join(f"{{0.{name}}}" for name in _COLUMNS) + "\n"  # str(float) reads back exactly
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _copy_text(results: Sequence[Sentiment]) -> str:
-    """The batch in COPY's text format, one line per result. Timestamps go as RFC 3339 text (PostgreSQL parses it
-    faster than Python); a float's repr reads back exactly. Only a batch whose ids hold a tab, a line break or a
+    """The batch in COPY's text format, one line per result, fields in the table's column order. Timestamps go as
+    RFC 3339 text (PostgreSQL parses it faster than Python). Only a batch whose ids hold a tab, a line break or a
     backslash pays for escaping: the counts of separators show it."""
-    lines = "".join(
-        [
-            f"{r.review_id}\t{r.movie_id}\t{r.score!r}\t{r.label}\t{r.model_version}\t{r.scored_at}\t{r.event_time}\t"
-            f"{'t' if r.uncertain else 'f'}\n"
-            for r in results
-        ]
-    )
+    lines = "".join([_COPY_LINE.format(r) for r in results])
     n = len(results)
-    if lines.count("\t") == 7 * n and lines.count("\n") == n and "\\" not in lines and "\r" not in lines:
+    if (
+        lines.count("\t") == (len(_COLUMNS) - 1) * n
+        and lines.count("\n") == n
+        and "\\" not in lines
+        and "\r" not in lines
+    ):
         return lines
     return "".join(
-        [
-            "\t".join(
-                (
-                    r.review_id.translate(_COPY_ESCAPES),
-                    r.movie_id.translate(_COPY_ESCAPES),
-                    repr(r.score),
-                    r.label.translate(_COPY_ESCAPES),
-                    r.model_version.translate(_COPY_ESCAPES),
-                    r.scored_at.translate(_COPY_ESCAPES),
-                    r.event_time.translate(_COPY_ESCAPES),
-                    "t" if r.uncertain else "f",
-                )
-            )
-            + "\n"
-            for r in results
-        ]
+        ["\t".join([str(getattr(r, name)).translate(_COPY_ESCAPES) for name in _COLUMNS]) + "\n" for r in results]
     )
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 class SqlSink:
@@ -125,16 +149,7 @@ class SqlSink:
         if self.use_copy:
             return self._write_with_copy(list(first_by_id.values()))
         rows = [
-            {
-                "review_id": r.review_id,
-                "movie_id": r.movie_id,
-                "score": r.score,
-                "label": r.label,
-                "model_version": r.model_version,
-                "scored_at": _parse_time(r.scored_at),
-                "event_time": _parse_time(r.event_time),
-                "uncertain": r.uncertain,
-            }
+            {name: _parse_time(value) if name in _TIME_COLUMNS else value for name, value in zip(_COLUMNS, _FIELDS(r))}
             for r in first_by_id.values()
         ]
         store_new = (
@@ -185,42 +200,23 @@ class SqlSink:
     def _upsert_aggregates(self, aggregates: list[dict]):
         stmt = self._insert(movie_sentiment).values(aggregates)
         table, new = movie_sentiment.c, stmt.excluded
-        count = table.review_count + new.review_count
-        score_sum = table.score_sum + new.score_sum
+        stored_plus_new = film_columns(*(table[name] + new[name] for name in _SUMMED))
         return stmt.on_conflict_do_update(
-            index_elements=["movie_id"],
-            set_={
-                "review_count": count,
-                "positive_count": table.positive_count + new.positive_count,
-                "uncertain_count": table.uncertain_count + new.uncertain_count,
-                "score_sum": score_sum,
-                "mean_score": score_sum / count,
-                "rating": 1 + 9 * score_sum / count,
-                "updated_at": new.updated_at,
-            },
+            index_elements=["movie_id"], set_={**stored_plus_new, "updated_at": new.updated_at}
         )
 
 
 def _aggregate(stored: Sequence[tuple[str, float, str, bool]]) -> list[dict]:
     """Per-film sums of newly stored reviews, sorted by film so concurrent writers lock in one order."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0])
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # in the order of _SUMMED
     for movie_id, score, label, uncertain in stored:
         acc = sums[movie_id]
         acc[0] += 1
         acc[1] += label == LABEL_POSITIVE
-        acc[2] += score
-        acc[3] += bool(uncertain)
+        acc[2] += bool(uncertain)
+        acc[3] += score
     now = datetime.now(UTC)
     return [
-        {
-            "movie_id": movie_id,
-            "review_count": int(count),
-            "positive_count": int(positive),
-            "uncertain_count": int(uncertain),
-            "score_sum": total,
-            "mean_score": total / count,
-            "rating": 1 + 9 * total / count,
-            "updated_at": now,
-        }
-        for movie_id, (count, positive, total, uncertain) in sorted(sums.items())
+        {"movie_id": movie_id, **film_columns(int(count), int(positive), int(uncertain), total), "updated_at": now}
+        for movie_id, (count, positive, uncertain, total) in sorted(sums.items())
     ]

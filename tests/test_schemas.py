@@ -5,7 +5,18 @@ import json
 
 import pytest
 
-from schemas import Rejection, Review, Sentiment, decode_review, encode_review, load_schema, utc_iso, validator
+from schemas import (
+    ID_MAX_CHARS,
+    SCHEMA_DIR,
+    Rejection,
+    Review,
+    Sentiment,
+    decode_review,
+    encode_review,
+    load_schema,
+    utc_iso,
+    validator,
+)
 
 LIMITS = {"max_text_chars": 1000, "max_message_bytes": 10_000}
 
@@ -19,6 +30,19 @@ def test_record_fields_match_schema(record, schema):
     assert no_default <= set(spec["required"])
     if schema == "review":
         assert no_default == set(spec["required"])
+
+
+@pytest.mark.parametrize(("schema", "version"), [("review", 1), ("sentiment", 1), ("sentiment", 2)])
+def test_id_limit_of_the_json_schemas_is_the_constant(schema, version):
+    """The JSON files are the published contract; ``ID_MAX_CHARS`` is what the code checks and the tables hold."""
+    properties = load_schema(schema, version)["properties"]
+    assert properties["review_id"]["maxLength"] == properties["movie_id"]["maxLength"] == ID_MAX_CHARS
+
+
+def test_id_limit_of_the_film_lookup_is_the_constant():
+    spec = json.loads((SCHEMA_DIR / "openapi.json").read_text(encoding="utf-8"))
+    [parameter] = spec["paths"]["/api/movies/{movie_id}"]["get"]["parameters"]
+    assert parameter["schema"]["maxLength"] == ID_MAX_CHARS
 
 
 def test_sentiment_record_serializes_to_a_valid_event():

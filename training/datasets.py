@@ -9,13 +9,14 @@ import csv
 import gzip
 import io
 import json
-import os
 import re
 import sys
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from core.settings import Settings, default_data_home, load_settings
 
 csv.field_size_limit(10_000_000)
 
@@ -46,13 +47,12 @@ class BadRow:
     reason: str
 
 
-def shared_data_dir() -> Path | None:
-    """Where the IMDB CSVs are: ``$SENTIMENT_DATA_DIR``, ``../shared/data`` beside the checkout, or the cache that
-    ``sentiment data prepare`` builds from the original aclImdb tarball; None when none of them holds them."""
-    from core.settings import default_data_home
-
-    env = os.environ.get("SENTIMENT_DATA_DIR")
-    candidates = [Path(env)] if env else []
+def shared_data_dir(settings: Settings | None = None) -> Path | None:
+    """Where the IMDB CSVs are: the ``data_dir`` setting (``SENTIMENT_DATA_DIR``), ``../shared/data`` beside the
+    checkout, or the cache that ``sentiment data prepare`` builds from the original aclImdb tarball; None when none of
+    them holds them. ``settings`` are those of the environment unless given."""
+    configured = (settings or load_settings()).data_dir
+    candidates = [configured] if configured is not None else []
     candidates.append(Path(__file__).resolve().parent.parent.parent / "shared" / "data")
     candidates.append(default_data_home() / "data")
     return next((c for c in candidates if (c / "imdb_train.csv.gz").exists()), None)

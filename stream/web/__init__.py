@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from core.messages import first_line
-from schemas import SCHEMA_DIR, is_uncertain, label_for
+from schemas import ID_MAX_CHARS, SCHEMA_DIR, is_uncertain, label_for
 from stream.health import Health
+from stream.queries import film_sentiment
 
 log = logging.getLogger("sentiment.web")
 PAGE = Path(__file__).resolve().parent / "index.html"
@@ -192,18 +192,12 @@ def build_web_app(
 
     async def movie(request: web.Request) -> web.Response:
         movie_id = request.match_info["movie_id"]
-        if not movie_id or len(movie_id) > 200:
-            raise ApiError(400, "a film id is 1 to 200 characters")
+        if not movie_id or len(movie_id) > ID_MAX_CHARS:
+            raise ApiError(400, f"a film id is 1 to {ID_MAX_CHARS} characters")
         if engine is None:
             raise ApiError(503, "no database here: start it with SENTIMENT_DATABASE_URL set")
-
-        def fetch():
-            with engine.connect() as conn:
-                row = conn.execute(text("SELECT * FROM movie_sentiment WHERE movie_id = :id"), {"id": movie_id}).first()
-            return dict(row._mapping) if row else None
-
         try:
-            row = await asyncio.to_thread(fetch)
+            row = await asyncio.to_thread(film_sentiment, engine, movie_id)
         except Exception as exc:  # noqa: BLE001 - the database being away is a 503, not a 500
             raise ApiError(503, f"the database did not answer: {first_line(exc)}") from exc
         if row is None:

@@ -1,4 +1,4 @@
-"""What users ask of the database, in plain SQL."""
+"""What users ask of the tables, in plain SQL: the command line's top and bottom films, the page's one film."""
 
 from __future__ import annotations
 
@@ -20,3 +20,13 @@ def top_and_bottom_movies(engine: Engine, *, limit: int = 5, min_reviews: int = 
         top = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="DESC")), params)]
         bottom = [dict(r._mapping) for r in conn.execute(text(MOVIES_SQL.format(direction="ASC")), params)]
     return top, bottom
+
+
+FILM_SQL = "SELECT * FROM movie_sentiment WHERE movie_id = :movie_id"
+
+
+def film_sentiment(engine: Engine, movie_id: str) -> dict | None:
+    """A film's row of ``movie_sentiment``, or None when none of its reviews is scored yet."""
+    with engine.connect() as conn:
+        row = conn.execute(text(FILM_SQL), {"movie_id": movie_id}).first()
+    return dict(row._mapping) if row else None
