@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.errors import UserError
+from core.messages import first_line, redact, redact_log_records
 from core.settings import DEFAULT_MODEL, Settings, load_settings, settings_in_effect
 
 # Options shared by commands that talk to the broker, the database or the model: each overrides one setting.
@@ -178,7 +179,6 @@ def cmd_movies(args: argparse.Namespace) -> int:
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from core.messages import first_line, redact
     from stream.db import DATABASE_HINT, upgrade
 
     settings = settings_from(args)
@@ -257,8 +257,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from core.messages import redact
-
     settings = settings_from(args)
     rows = [(env, redact(value), source, text) for env, value, source, text in settings_in_effect(settings)]
     if args.json:
@@ -474,6 +472,7 @@ def _log_level_is_debug() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    redact_log_records()  # whoever logs a URL or a setting, its password is masked
     parser = build_parser()
     _add_debug(parser, default=False)
     args = parser.parse_args(argv)
@@ -489,25 +488,31 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except UserError as exc:
         if debug:
-            raise
+            return _traceback(exc.exit_code)
         lines = exc.lines()
-        print(f"{name}: {lines[0]}", file=sys.stderr)
+        print(f"{name}: {redact(lines[0])}", file=sys.stderr)
         for line in lines[1:]:
-            print(f"  {line}", file=sys.stderr)
+            print(f"  {redact(line)}", file=sys.stderr)
         return exc.exit_code
     except (FileNotFoundError, ValueError, OSError) as exc:
         if debug:
-            raise
-        print(f"{name}: {exc}", file=sys.stderr)
+            return _traceback(1)
+        print(f"{name}: {redact(str(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback with --debug
         if debug:
-            raise
-        from core.messages import first_line
-
+            return _traceback(1)
         print(f"{name}: unexpected {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
         print("  run it again with --debug for the traceback, and report it", file=sys.stderr)
         return 1
+
+
+def _traceback(exit_code: int) -> int:
+    """The traceback of the error being handled, secrets masked (a driver's message may quote its URL)."""
+    import traceback
+
+    print(redact(traceback.format_exc()), file=sys.stderr, end="")
+    return exit_code
 
 
 if __name__ == "__main__":
