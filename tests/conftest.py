@@ -28,8 +28,27 @@ NO_DATA = (
 )
 
 
+# Fixtures that load the model into TensorFlow, build the compiled tables, or start a service: a test that uses one
+# belongs to the slow tier (`-m integration`); `./dev test -m "not integration"` is the fast one.
+SLOW_FIXTURES = {
+    "scorer",
+    "compiled_cache",
+    "fast_scorer",
+    "broker",
+    "postgres_url",
+    "fresh_database",
+    "stream_settings",
+    "start_worker",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(session, config, items):
-    """Fail the whole run at its start, in one line, when selected tests need the IMDB data and it is not there."""
+    """Mark the tests that need a slow fixture as integration; then fail the whole run at its start, in one line,
+    when selected tests need the IMDB data and it is not there."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     needing = [item for item in items if DATA_FIXTURES & set(getattr(item, "fixturenames", ()))]
     if needing and shared_data_dir() is None:
         pytest.exit(f"{NO_DATA} ({len(needing)} of the selected tests read it)", returncode=4)

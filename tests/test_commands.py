@@ -207,6 +207,7 @@ def test_produce_reports_skips_by_line_before_it_needs_the_broker(tmp_path):
 # --- evaluate, demo -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # loads the model into TensorFlow
 def test_evaluate_limit_samples_at_random_and_warns_on_one_class(tmp_path):
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
     ordered = sorted(rows, key=lambda r: -r["label"])  # sorted by label, as imdb_test is

@@ -25,6 +25,7 @@ def test_the_tables_are_read_from_the_cache_on_the_next_start(compiled_cache, fa
     np.testing.assert_array_equal(again.score(texts).scores, fast_scorer.fast.score(texts).scores)
 
 
+@pytest.mark.integration  # loads the model into TensorFlow
 def test_a_fast_path_that_disagrees_falls_back_to_tensorflow_and_is_not_cached(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(build, "agreement", lambda *args: 0.25)
     with caplog.at_level(logging.WARNING, logger="sentiment.model"):
@@ -68,6 +69,7 @@ def test_an_unknown_scoring_choice_is_refused():
         load_scorer(DEFAULT_MODEL, scoring="gpu")
 
 
+@pytest.mark.integration  # builds the tables in fresh processes
 def test_a_worker_builds_missing_tables_in_a_child_and_never_loads_tensorflow(tmp_path):
     assert scoring_in_a_fresh_process(tmp_path, build_in_child=True, timeout=300) == ["compiled", "False"]
     assert len(list(tmp_path.glob("fast-*.npz"))) == 1

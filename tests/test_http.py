@@ -16,7 +16,7 @@ from stream.http import Limits, MetricsServer
 
 
 @pytest.fixture()
-def server():
+def metrics_server():
     health = Health()
     health.update(model_loaded=True, joined=True, database_error=None, broker_error=None)
     server = MetricsServer(health, "127.0.0.1", 0, Limits(timeout=1.0, max_connections=20))
@@ -32,20 +32,20 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def test_metrics_and_probes_answer(server):
-    status, body = get(f"{server.url}/metrics")
+def test_metrics_and_probes_answer(metrics_server):
+    status, body = get(f"{metrics_server.url}/metrics")
     assert status == 200 and b"sentiment_ready" in body
-    assert get(f"{server.url}/readyz") == (200, b'{"ready": true, "reasons": []}')
-    assert get(f"{server.url}/healthz")[0] == 200
-    status, body = get(f"{server.url}/debug/vars")
+    assert get(f"{metrics_server.url}/readyz") == (200, b'{"ready": true, "reasons": []}')
+    assert get(f"{metrics_server.url}/healthz")[0] == 200
+    status, body = get(f"{metrics_server.url}/debug/vars")
     assert status == 404 and b"/metrics" in body
 
 
-def test_slow_clients_are_closed_within_the_timeout_without_a_thread_each(server):
+def test_slow_clients_are_closed_within_the_timeout_without_a_thread_each(metrics_server):
     before = threading.active_count()
     slow = []
     for i in range(50):
-        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn = socket.create_connection(("127.0.0.1", metrics_server.port))
         conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n" if i % 2 else b"POST /metrics HTTP/1.1\r\n")
         slow.append(conn)
     time.sleep(0.3)
@@ -64,34 +64,34 @@ def test_slow_clients_are_closed_within_the_timeout_without_a_thread_each(server
             pass  # still open after the timeout: counted as not closed
         conn.close()
     assert closed == 50
-    assert get(f"{server.url}/healthz")[0] == 200
+    assert get(f"{metrics_server.url}/healthz")[0] == 200
 
 
-def test_connections_over_the_cap_get_a_503_and_the_rest_keep_working(server):
-    held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+def test_connections_over_the_cap_get_a_503_and_the_rest_keep_working(metrics_server):
+    held = [socket.create_connection(("127.0.0.1", metrics_server.port)) for _ in range(20)]
     time.sleep(0.2)
-    extra = socket.create_connection(("127.0.0.1", server.port))
+    extra = socket.create_connection(("127.0.0.1", metrics_server.port))
     extra.settimeout(3)
     answer = extra.recv(1024)
     assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
     for conn in held:
         conn.close()
     time.sleep(0.2)
-    assert get(f"{server.url}/readyz")[0] == 200
+    assert get(f"{metrics_server.url}/readyz")[0] == 200
 
 
-def test_a_client_that_vanishes_mid_body_is_not_an_error(server, caplog):
+def test_a_client_that_vanishes_mid_body_is_not_an_error(metrics_server, caplog):
     caplog.set_level(logging.DEBUG, logger="sentiment.http")
-    conn = socket.create_connection(("127.0.0.1", server.port))
+    conn = socket.create_connection(("127.0.0.1", metrics_server.port))
     conn.sendall(b"POST /readyz HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"x" * 10)
     time.sleep(0.2)
     conn.close()
     time.sleep(0.3)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
-    assert get(f"{server.url}/healthz")[0] == 200
+    assert get(f"{metrics_server.url}/healthz")[0] == 200
 
 
-def test_readiness_says_why_not(server):
+def test_readiness_says_why_not(metrics_server):
     health = Health()
     other = MetricsServer(health, "127.0.0.1", 0)
     try:

@@ -9,6 +9,9 @@ from model.scorer import ModelArtifact, load_scorer
 from training.config import TrainConfig
 from training.pipeline import run
 
+# Every test here trains or loads a model with TensorFlow.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, data_dir):

@@ -17,6 +17,9 @@ import pytest
 from sentiment.local import free_port
 from tests.conftest import ROOT, wait_until
 
+# The page and API are served by a real `sentiment serve` process, and explained with the real model.
+pytestmark = pytest.mark.integration
+
 ARTIFACTS = Path(os.environ.get("SENTIMENT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 REVIEWS = [
     "A wonderful, moving film. I loved the acting, but the ending was awful.",
@@ -172,6 +175,7 @@ def test_schemathesis_finds_no_server_error(server):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
+@pytest.mark.browser
 def test_the_page_in_a_real_browser(server):
     """Headless Chromium types a review, submits, and sees the label, the highlights and, for a text the model
     cannot tell, the uncertain badge. Screenshots go to test-artifacts/."""
