@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.settings import Settings
 from stream import metrics
@@ -15,6 +15,9 @@ from stream.batch import BatchResult, Incoming
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from stream.health import Health
 from stream.web import LiveState
+
+if TYPE_CHECKING:
+    from model.scorer import ModelArtifact, Scorer
 
 log = logging.getLogger("sentiment.worker")
 
@@ -79,7 +82,12 @@ class BatchObserver:
 
     @classmethod
     def for_model(
-        cls, artifact, scorer, settings: Settings, health: Health, consumer: Callable[[], Consumer]
+        cls,
+        artifact: ModelArtifact,
+        scorer: Scorer,
+        settings: Settings,
+        health: Health,
+        consumer: Callable[[], Consumer],
     ) -> BatchObserver:
         """The observer of a model artifact's scorer, with the artifact's reference scores and inputs for drift."""
         drift = DriftMonitor(
