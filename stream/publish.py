@@ -4,12 +4,15 @@ Faust's ``Topic.send`` builds a pending message, a future and callbacks per even
 this builds one ``BatchBuilder`` per partition and hands each to the producer whole. The
 partition of each event is the producer's own partitioner's choice for its key, the one ``Topic.send`` would
 make, so an event lands where it did before: a consumer that counts on "one film, one partition" still can.
+``ResultPublisher`` sends one scored batch's results with it, and its rejected messages to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+
+from stream.batch import BatchResult, dead_letter_headers
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
 
@@ -42,3 +45,30 @@ class BatchPublisher:
                         raise ValueError(f"an event of {len(value):,} bytes is larger than the producer's batch size")
             deliveries.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*deliveries)
+
+
+class ResultPublisher:
+    """Sends one batch's results: its ``sentiments`` events whole through ``BatchPublisher``, its rejected messages
+    (few, and maybe large) one by one to the dead-letter topic through Faust. The topics are Faust topics."""
+
+    def __init__(self, sentiments, dead_letters, producer: Callable[[], object]) -> None:
+        self.sentiments = sentiments
+        self.topic = sentiments.get_topic_name()
+        self.dead_letters = dead_letters
+        self.producer = producer
+        self.publisher = BatchPublisher(producer)
+
+    async def send(self, result: BatchResult) -> None:
+        """Send every event of the batch and wait until the broker has them all."""
+        await self.sentiments.maybe_declare()  # creates the topic as Topic.send did (once: Faust remembers)
+        await self.publisher.send(self.topic, [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments])
+        deliveries = [
+            await self.dead_letters.send(key=m.key, value=m.value, headers=dead_letter_headers(m, why), force=True)
+            for m, why in result.rejected
+        ]
+        await asyncio.gather(*deliveries)
+
+    async def warm_up(self) -> None:
+        """Learn the results topic's partitions before the first batch waits for them."""
+        await self.sentiments.maybe_declare()
+        await self.producer().partitions_for(self.topic)

@@ -1,0 +1,211 @@
+"""What the worker tells about the batches it takes and delivers: Prometheus metrics, score and input drift, the
+progress line of the log, the samples behind the page's live charts, and the consumer lag. No Kafka in it: the
+consumer it asks for the lag is handed in."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from core.settings import Settings
+from stream import metrics
+from stream.batch import BatchResult, Incoming
+from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
+from stream.health import Health
+from stream.web import LiveState
+
+if TYPE_CHECKING:
+    from model.scorer import ModelArtifact, Scorer
+
+log = logging.getLogger("sentiment.worker")
+
+NAN = float("nan")
+
+
+class Partition(Protocol):
+    topic: str
+    partition: int
+
+
+class Consumer(Protocol):
+    def assignment(self) -> Iterable[Partition]: ...
+
+    def highwater(self, tp: Partition) -> int | None: ...
+
+
+class BatchObserver:
+    def __init__(
+        self,
+        *,
+        model_version: str,
+        scoring: str,
+        drift: DriftMonitor,
+        inputs_drift: InputDriftMonitor | None,
+        settings: Settings,
+        health: Health,
+        consumer: Callable[[], Consumer],
+    ) -> None:
+        """``inputs_drift`` is None when the model has no reference inputs; ``consumer`` returns the consumer whose
+        assignment and high watermarks give the lag."""
+        self.drift = drift
+        self.inputs_drift = inputs_drift
+        self.settings = settings
+        self.health = health
+        self.consumer = consumer
+        self.scored = 0  # totals since start, for the progress line
+        self.rejected = 0
+        self.at_last_line = (time.monotonic(), 0, 0)  # when, scored, rejected
+        self.verdict = NAN  # the latest input drift verdict, NaN until the window is ready
+        self.last_offsets: dict[tuple[str, int], int] = {}  # the last processed offset of each partition
+        self.live = LiveState(
+            streaming=True,
+            window_scores=lambda: list(drift.window),
+            reference_scores=drift.reference,
+            psi_threshold=settings.psi_threshold,
+        )
+        for gauge in (
+            metrics.INPUT_OOV_SHIFT,
+            metrics.INPUT_LENGTH_SHIFT,
+            metrics.INPUT_EMBEDDING_SHIFT,
+            metrics.INPUT_MEAN_NGRAMS,
+            metrics.DRIFT_VERDICT,
+        ):
+            gauge.set(NAN)
+        metrics.MODEL_INFO.labels(version=model_version).set(1)
+        metrics.SCORING_INFO.labels(path=scoring).set(1)
+        metrics.PSI_THRESHOLD.set(settings.psi_threshold)
+        metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
+        metrics.SCORE_PSI.set(NAN)
+        metrics.SCORE_KS.set(NAN)
+
+    @classmethod
+    def for_model(
+        cls,
+        artifact: ModelArtifact,
+        scorer: Scorer,
+        settings: Settings,
+        health: Health,
+        consumer: Callable[[], Consumer],
+    ) -> BatchObserver:
+        """The observer of a model artifact's scorer, with the artifact's reference scores and inputs for drift."""
+        drift = DriftMonitor(
+            artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
+        )
+        reference_inputs = artifact.reference_inputs()
+        if reference_inputs is None:
+            log.warning(
+                "model %s has no reference_inputs.json: input drift is off (python -m training.reference)",
+                scorer.version,
+            )
+            inputs_drift = None
+        else:
+            inputs_drift = InputDriftMonitor(
+                reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
+            )
+        return cls(
+            model_version=scorer.version,
+            scoring=scorer.scoring,
+            drift=drift,
+            inputs_drift=inputs_drift,
+            settings=settings,
+            health=health,
+            consumer=consumer,
+        )
+
+    def taken(self, messages: Sequence[Incoming]) -> None:
+        metrics.REVIEWS_CONSUMED.inc(len(messages))
+        metrics.BATCH_SIZE.observe(len(messages))
+
+    def scored_in(self, seconds: float) -> None:
+        metrics.BATCH_SCORING_SECONDS.observe(seconds)
+
+    def delivered(self, result: BatchResult, messages: Sequence[Incoming]) -> None:
+        """One batch is stored, published and committed."""
+        now = time.time()
+        scores = [s.score for s in result.sentiments]
+        metrics.REVIEWS_SCORED.inc(len(scores))
+        self.scored += len(scores)
+        self.rejected += len(result.rejected)
+        metrics.EVENTS_SENT.labels(topic="sentiments").inc(len(scores))
+        metrics.EVENTS_SENT.labels(topic="dead_letter").inc(len(result.rejected))
+        for message, why in result.rejected:
+            metrics.REVIEWS_REJECTED.labels(reason=why.reason).inc()
+            log.warning(
+                "rejected %s[%d]@%d to %s: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                self.settings.topic_dlq,
+                why.reason,
+            )
+        for message in messages:
+            if message.timestamp is not None:
+                metrics.END_TO_END_SECONDS.observe(max(0.0, now - message.timestamp))
+        for score in scores:
+            metrics.SCORE.observe(score)
+        self._watch_scores(scores)
+        if self.inputs_drift is not None and result.inputs is not None:
+            self._watch_inputs(result)
+        for m in messages:
+            key = (m.topic, m.partition)
+            self.last_offsets[key] = max(m.offset, self.last_offsets.get(key, -1))
+        metrics.CONSUMER_LAG.set(self.lag())
+        metrics.mark_batch_done()
+
+    def _watch_scores(self, scores: list[float]) -> None:
+        self.drift.add(scores)
+        metrics.DRIFT_WINDOW.set(len(self.drift.window))
+        metrics.POSITIVE_RATIO.set(self.drift.positive_ratio())
+        metrics.DRIFT_READY.set(1 if self.drift.ready else 0)
+        if self.drift.ready:  # until then PSI and KS stay NaN: a few hundred scores say nothing reliable
+            metrics.SCORE_PSI.set(self.drift.psi())
+            metrics.SCORE_KS.set(self.drift.ks())
+
+    def _watch_inputs(self, result: BatchResult) -> None:
+        inputs_drift = self.inputs_drift
+        inputs_drift.add(result.inputs.ngrams, result.inputs.known, result.inputs.pooled)
+        metrics.INPUT_MEAN_NGRAMS.set(inputs_drift.mean_ngrams())
+        if inputs_drift.ready:
+            oov, length = inputs_drift.oov_shift(), inputs_drift.length_shift()
+            metrics.INPUT_OOV_SHIFT.set(oov)
+            metrics.INPUT_LENGTH_SHIFT.set(length)
+            metrics.INPUT_EMBEDDING_SHIFT.set(inputs_drift.embedding_shift())
+            self.verdict, _ = drift_verdict(
+                oov, length, oov_scale=self.settings.drift_oov_scale, length_scale=self.settings.drift_length_scale
+            )
+            metrics.DRIFT_VERDICT.set(self.verdict)
+
+    def lag(self) -> float:
+        """Messages waiting behind the last processed offset of each assigned partition, from the Fetch high
+        watermark (not from ListOffsets, which Tansu answers wrongly for multi-record batches); NaN when unknown."""
+        consumer = self.consumer()
+        assigned = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) in self.last_offsets]
+        lag = 0
+        try:
+            for tp in assigned:
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag += max(0, highwater - self.last_offsets[(tp.topic, tp.partition)] - 1)
+        except Exception:  # noqa: BLE001 - lag is best effort; the broker may not know it yet
+            return NAN
+        return float(lag)
+
+    def progress_line(self) -> str:
+        """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, ready."""
+        lag = self.lag()
+        now = time.monotonic()
+        then, scored, rejected = self.at_last_line
+        self.at_last_line = (now, self.scored, self.rejected)
+        rate = (self.scored - scored) / max(now - then, 1e-9)
+        lag_text = "unknown" if lag != lag else f"{lag:,.0f}"
+        return (
+            f"progress: {rate:,.1f} reviews/s, scored {self.scored - scored:,} and rejected {self.rejected - rejected:,} "
+            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, "
+            f"{'ready' if self.health.ready else 'NOT ready: ' + '; '.join(self.health.reasons())}"
+        )
+
+    def sample_live(self) -> None:
+        """One point of the page's live charts: reviews scored so far, score PSI, input drift verdict."""
+        self.live.sample(self.scored, self.drift.psi(), self.verdict)

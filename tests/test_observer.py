@@ -1,0 +1,157 @@
+"""The batch observer without a broker: what an operator sees after a delivered batch (metrics, the progress line,
+the drift verdict, the lag, the page's live charts)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from core.settings import Settings
+from model.scorer import Inspection
+from schemas import Rejection, Sentiment
+from stream.batch import BatchResult, Incoming
+from stream.drift import DriftMonitor, InputDriftMonitor
+from stream.health import Health
+from stream.observer import BatchObserver
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class FakeConsumer:
+    def __init__(self, highwaters: dict[TP, int], fail: bool = False) -> None:
+        self.highwaters = highwaters
+        self.fail = fail
+
+    def assignment(self) -> set[TP]:
+        return set(self.highwaters)
+
+    def highwater(self, tp: TP) -> int:
+        if self.fail:
+            raise RuntimeError("no metadata yet")
+        return self.highwaters[tp]
+
+
+REFERENCE_INPUTS = {"known_share": 0.9, "mean_log_ngrams": math.log1p(100), "pooled_mean": [0.0], "pooled_std": [1.0]}
+
+
+def observer_for(consumer: FakeConsumer, health: Health | None = None, min_scores: int = 4) -> BatchObserver:
+    settings = Settings()
+    return BatchObserver(
+        model_version="test-model",
+        scoring="compiled",
+        drift=DriftMonitor(np.linspace(0, 1, 101), window=100, min_scores=min_scores),
+        inputs_drift=InputDriftMonitor(REFERENCE_INPUTS, window=100, min_reviews=min_scores),
+        settings=settings,
+        health=health or Health(),
+        consumer=lambda: consumer,
+    )
+
+
+def scored_batch(scores: list[float], rejected: int = 0, partition: int = 0, first_offset: int = 0):
+    """A delivered batch: ``len(scores)`` reviews of 100 n-grams, half of them unknown, then ``rejected`` bad ones."""
+    count = len(scores) + rejected
+    messages = [
+        Incoming(value=b"{}", topic="reviews", partition=partition, offset=first_offset + i) for i in range(count)
+    ]
+    sentiments = [
+        Sentiment(f"r{i}", "tt1", s, "positive" if s >= 0.5 else "negative", "test-model", "t", "t")
+        for i, s in enumerate(scores)
+    ]
+    inputs = Inspection(
+        scores=np.asarray(scores, dtype=np.float32),
+        ngrams=np.full(len(scores), 100),
+        known=np.full(len(scores), 50),
+        pooled=np.zeros((len(scores), 1)),
+    )
+    bad = [(m, Rejection("invalid_json", "not JSON")) for m in messages[len(scores) :]]
+    return BatchResult(sentiments=sentiments, rejected=bad, inputs=inputs), messages
+
+
+def metric(name: str, **labels) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_a_delivered_batch_moves_the_counters():
+    observer = observer_for(FakeConsumer({}))
+    before = {
+        "scored": metric("sentiment_reviews_scored_total"),
+        "rejected": metric("sentiment_reviews_rejected_total", reason="invalid_json"),
+        "sent": metric("sentiment_events_sent_total", topic="sentiments"),
+        "dead": metric("sentiment_events_sent_total", topic="dead_letter"),
+    }
+    result, messages = scored_batch([0.9, 0.1, 0.8], rejected=2)
+    observer.delivered(result, messages)
+    assert metric("sentiment_reviews_scored_total") - before["scored"] == 3
+    assert metric("sentiment_reviews_rejected_total", reason="invalid_json") - before["rejected"] == 2
+    assert metric("sentiment_events_sent_total", topic="sentiments") - before["sent"] == 3
+    assert metric("sentiment_events_sent_total", topic="dead_letter") - before["dead"] == 2
+    assert metric("sentiment_model_info", version="test-model") == 1
+    assert metric("sentiment_scoring_info", path="compiled") == 1
+
+
+def test_the_progress_line_counts_since_the_last_line_and_in_all():
+    health = Health()
+    observer = observer_for(FakeConsumer({TP("reviews", 0): 10}), health)
+    observer.delivered(*scored_batch([0.9, 0.2, 0.7], rejected=1))
+    line = observer.progress_line()
+    assert "scored 3 and rejected 1 in the last" in line and "(3 and 1 in all)" in line
+    assert "lag 6," in line  # offsets 0-3 done, 10 in the partition
+    assert line.endswith(
+        "NOT ready: model not loaded; not in its consumer group (joining or rebalancing); "
+        "database: not checked yet; broker: not checked yet"
+    )
+    observer.delivered(*scored_batch([0.4], first_offset=4))
+    health.update(model_loaded=True, joined=True, database_error=None, broker_error=None)
+    line = observer.progress_line()
+    assert "scored 1 and rejected 0 in the last" in line and "(4 and 1 in all)" in line
+    assert "lag 5," in line and line.endswith(", ready")
+
+
+def test_score_drift_and_the_input_verdict_appear_once_the_window_is_ready():
+    observer = observer_for(FakeConsumer({}), min_scores=4)
+    observer.delivered(*scored_batch([0.9, 0.8, 0.7]))
+    assert metric("sentiment_drift_ready") == 0 and metric("sentiment_drift_window_scores") == 3
+    assert math.isnan(metric("sentiment_score_psi")) and math.isnan(metric("sentiment_drift_verdict"))
+    assert math.isnan(observer.verdict)
+    assert metric("sentiment_input_mean_ngrams") == 100
+
+    observer.delivered(*scored_batch([0.6, 0.9], first_offset=3))
+    assert metric("sentiment_drift_ready") == 1 and metric("sentiment_drift_window_scores") == 5
+    assert metric("sentiment_score_psi") > 0.07  # all positive against a uniform reference
+    assert metric("sentiment_positive_ratio") == 1.0
+    # half the n-grams unknown against 10% in the reference: 0.4 over the default scale 0.018
+    assert observer.verdict == metric("sentiment_drift_verdict")
+    assert observer.verdict == pytest.approx(0.4 / Settings().drift_oov_scale)
+    assert metric("sentiment_input_oov_shift") == pytest.approx(0.4)
+
+
+def test_the_live_charts_get_the_totals_the_psi_and_the_verdict():
+    observer = observer_for(FakeConsumer({}), min_scores=2)
+    observer.sample_live()
+    observer.delivered(*scored_batch([0.9, 0.8]))
+    observer.sample_live()
+    live = observer.live.as_json()
+    assert live["streaming"] and live["window_scores"] == 2
+    (point,) = live["history"]
+    assert point["psi"] > 0 and point["verdict"] == observer.verdict
+
+
+def test_the_lag_counts_assigned_partitions_only_and_is_unknown_when_the_broker_cannot_say():
+    consumer = FakeConsumer({TP("reviews", 0): 50, TP("reviews", 1): 20})
+    observer = observer_for(consumer)
+    observer.delivered(*scored_batch([0.5] * 10, partition=0))  # offsets 0-9 of 50
+    observer.delivered(*scored_batch([0.5] * 5, partition=1, first_offset=14))  # 14-18 of 20
+    observer.delivered(*scored_batch([0.5] * 3, partition=2))  # since revoked: not counted
+    assert observer.lag() == 40 + 1
+    assert metric("sentiment_consumer_lag_messages") == 41
+    consumer.fail = True
+    assert math.isnan(observer.lag())
+    assert "lag unknown," in observer.progress_line()
