@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         8088, ge=0, le=65535, description="Port of the scoring page and its HTTP API (worker and serve; 0: off)."
     )
     web_host: str = Field("127.0.0.1", description="Address the page and API listen on (0.0.0.0: every interface).")
+    web_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the page and API require (Authorization: Bearer, or ?token= to open the page); "
+        "needed when SENTIMENT_WEB_HOST is not loopback; never logged.",
+    )
+    http_timeout: float = Field(
+        5.0, gt=0, le=300, description="Seconds a client of either HTTP server has to send a whole request."
+    )
+    http_max_connections: int = Field(
+        100, ge=1, le=100_000, description="Most open connections per HTTP server; more get a 503 and are closed."
+    )
+    access_log: bool = Field(False, description="Log every HTTP request (off: scrapes and polls are not worth a line).")
+    api_max_concurrent: int = Field(
+        1, ge=1, le=64, description="Most /api/score requests computed at once; the others wait their turn."
+    )
     uncertain_band: float = Field(
         0.1, ge=0, lt=0.5, description="A score within this distance of 0.5 is flagged uncertain."
     )
@@ -134,9 +149,9 @@ class Settings(BaseSettings):
         None, description="Folder with imdb_*.csv.gz for the demo, the tests and training (default: ../shared/data)."
     )
 
-    @field_validator("data_dir", mode="before")
+    @field_validator("data_dir", "web_token", mode="before")
     @classmethod
-    def _empty_data_dir_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
     def faust_broker_url(self) -> str:

@@ -199,14 +199,11 @@ async def warm_up(scorer: Scorer, results: ResultPublisher) -> None:
 
 
 async def start_page(settings: Settings, scorer: Scorer, engine: Engine, live: LiveState) -> None:
-    from aiohttp import web as aiohttp_web
-
+    from stream.http import Limits, Listener
     from stream.web import page_app
 
     page = page_app(settings, scorer, engine=engine, health=health, live=live)
-    runner = aiohttp_web.AppRunner(page, handle_signals=False)
-    await runner.setup()
-    await aiohttp_web.TCPSite(runner, settings.web_host, settings.web_port).start()
+    await Listener(page, Limits.from_settings(settings)).start(settings.web_host, settings.web_port)
     log.info("scoring page and API on http://%s:%d/", settings.web_host, settings.web_port)
 
 
@@ -225,7 +222,7 @@ def log_assignment(topic: str, assigned) -> None:
 def run_worker(settings: Settings, ready: Ready | None = None) -> int:
     """Run one worker process until SIGINT/SIGTERM; returns its exit code."""
     app = create_app(settings, ready)
-    server = ready.server.start() if ready is not None and ready.server is not None else None
+    server = ready.server if ready is not None else None
     worker = ScorerWorker(app, loglevel=settings.log_level.upper(), grace=settings.shutdown_grace)
     try:
         worker.execute_from_commandline()

@@ -14,11 +14,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from core.messages import first_line
 from schemas import Sentiment
 from stream import metrics
 from stream.batch import BatchResult, Incoming
-from stream.health import Health
+from stream.health import DATABASE_WRITES_FAILING, Health
 from stream.retry import retry_with_backoff
 
 
@@ -96,4 +95,4 @@ class Delivery:
         return new_rows
 
     def _database_failed(self, exc: Exception) -> None:
-        self.health.update(database_error=first_line(exc))
+        self.health.update(database_error=DATABASE_WRITES_FAILING)  # retry_with_backoff logs what the driver said

@@ -97,26 +97,29 @@ class Listener:
         await self.runner.cleanup()
 
 
-def client_limits(limits: Limits) -> Callable:
-    """Middleware: the body must arrive within the timeout (else 408), and a client that goes away mid-request is a
-    DEBUG line, not an error with a traceback."""
+def client_limits(limits: Limits, max_body: int) -> Callable:
+    """Middleware: the body must arrive within the timeout (else 408) and hold at most ``max_body`` bytes (else
+    413), and a client that goes away mid-request is a DEBUG line, not an error with a traceback."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
-        try:
-            if request.body_exists:
+        if request.body_exists:
+            if request.content_length is not None and request.content_length > max_body:
+                return json_response({"error": f"the body is {request.content_length} bytes; at most {max_body}"}, 413)
+            try:
                 async with asyncio.timeout(limits.timeout):
                     await request.read()  # kept by aiohttp: the handler's read() or json() gets it at once
-            return await handler(request)
-        except TimeoutError:
-            return json_response({"error": f"the request body did not arrive within {limits.timeout:g} s"}, 408)
-        except (ConnectionResetError, ClientConnectionResetError):
-            log.debug("client went away during %s %s", request.method, request.path)
-            return json_response({"error": "connection lost"}, 400)  # written nowhere: the client is gone
-        except HttpProcessingError as exc:
-            # a body that breaks off mid-chunk, or a malformed one
-            log.debug("bad body on %s %s: %s", request.method, request.path, exc)
-            return json_response({"error": "the request body could not be read"}, 400)
+            except TimeoutError:
+                return json_response({"error": f"the request body did not arrive within {limits.timeout:g} s"}, 408)
+            except web.HTTPRequestEntityTooLarge:
+                return json_response({"error": f"the body is over {max_body} bytes"}, 413)
+            except (ConnectionResetError, ClientConnectionResetError):
+                log.debug("client went away during %s %s", request.method, request.path)
+                return json_response({"error": "connection lost"}, 400)  # written nowhere: the client is gone
+            except HttpProcessingError as exc:  # a body that breaks off mid-chunk, or a malformed one
+                log.debug("bad body on %s %s: %s", request.method, request.path, exc)
+                return json_response({"error": "the request body could not be read"}, 400)
+        return await handler(request)
 
     return middleware
 
@@ -144,19 +147,33 @@ def bearer_token(token: str | None) -> Callable:
     return middleware
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_exposure(settings) -> None:
+    """The page and API scored on any interface but loopback need a token: refuse to start without one."""
+    if settings.web_port and settings.web_host not in LOOPBACK and settings.web_token is None:
+        raise UserError(
+            f"SENTIMENT_WEB_HOST={settings.web_host} opens the page and API beyond this machine without a token",
+            "set SENTIMENT_WEB_TOKEN (clients send Authorization: Bearer <token>), or listen on 127.0.0.1",
+            exit_code=2,
+        )
+
+
 def json_response(body: dict, status: int = 200, **kwargs) -> web.Response:
     return web.Response(text=json.dumps(body), status=status, content_type="application/json", **kwargs)
 
 
-def add_probes(app: web.Application, health: Health) -> None:
-    """``/healthz`` (alive: the worker's event loop turns) and ``/readyz`` (ready, and if not, why, in our words)."""
+def add_probes(app: web.Application, health: Health | None) -> None:
+    """``/healthz`` (alive: the worker's event loop turns) and ``/readyz`` (ready, and if not, why, in our words).
+    Without a worker (``sentiment serve``) the server itself is what is alive and ready."""
 
     async def healthz(request: web.Request) -> web.Response:
-        alive = health.alive
+        alive = health.alive if health is not None else True
         return json_response({"alive": alive}, 200 if alive else 503)
 
     async def readyz(request: web.Request) -> web.Response:
-        reasons = health.reasons()
+        reasons = health.reasons() if health is not None else []
         return json_response({"ready": not reasons, "reasons": reasons}, 503 if reasons else 200)
 
     app.router.add_get("/healthz", healthz)
@@ -171,7 +188,7 @@ def metrics_app(health: Health, limits: Limits) -> web.Application:
     async def unknown(request: web.Request) -> web.Response:
         return json_response({"error": "no such path; try /metrics, /healthz or /readyz"}, 404)
 
-    app = web.Application(middlewares=[client_limits(limits)], client_max_size=1024)
+    app = web.Application(middlewares=[client_limits(limits, 1024)], client_max_size=1024)
     app.router.add_get("/metrics", metrics)
     add_probes(app, health)
     app.router.add_route("*", "/{tail:.*}", unknown)

@@ -15,7 +15,8 @@ from core.errors import UserError
 from core.network import broker_timeout_error, check_broker, check_port_free
 from core.settings import Settings, kafka_client_options
 from stream.db import database_engine
-from stream.health import HealthServer, health
+from stream.health import health
+from stream.http import Limits, MetricsServer, check_exposure
 
 
 @dataclass
@@ -23,7 +24,7 @@ class Ready:
     artifact: Any  # model.scorer.ModelArtifact (imported late: it imports TensorFlow)
     scorer: Any  # model.scorer.Scorer
     engine: Engine
-    server: HealthServer | None
+    server: MetricsServer | None
 
 
 def preflight(settings: Settings) -> Ready:
@@ -31,6 +32,7 @@ def preflight(settings: Settings) -> Ready:
 
     from stream.topics import create_topics
 
+    check_exposure(settings)
     if not (settings.model.is_file() or (settings.model / "model.keras").is_file()):
         raise UserError(
             f"no model at {settings.model} (no model.keras in it)", "set SENTIMENT_MODEL / --model to a model folder"
@@ -47,7 +49,11 @@ def preflight(settings: Settings) -> Ready:
     except KafkaError as exc:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
-    server = HealthServer(health, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    server = (
+        MetricsServer(health, settings.metrics_host, settings.metrics_port, Limits.from_settings(settings))
+        if settings.metrics_port
+        else None
+    )
     if settings.web_port:
         from stream.web.serve import WEB_PORT_HINT
 

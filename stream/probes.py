@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from core.messages import first_line
 from core.network import broker_unreachable
 from core.settings import Settings
-from stream.health import Health
+from stream.health import DATABASE_DOWN, Health
 
 log = logging.getLogger("sentiment.worker")
 
@@ -40,8 +40,11 @@ async def probe_readiness(health: Health, engine: Engine, settings: Settings) ->
         asyncio.to_thread(probe_database, engine), asyncio.to_thread(probe_broker, settings)
     )
     was_ready = health.ready
-    health.update(database_error=database_error, broker_error=broker_error)
+    # /readyz may be read from anywhere (the metrics port listens on every interface): it says what is wrong in our
+    # words; what the driver said goes to the log only
+    health.update(database_error=DATABASE_DOWN if database_error else None, broker_error=broker_error)
     if was_ready and not health.ready:
-        log.warning("not ready: %s", "; ".join(health.reasons()))
+        said = f" (the database said: {database_error})" if database_error else ""
+        log.warning("not ready: %s%s", "; ".join(health.reasons()), said)
     elif health.ready and not was_ready:
         log.info("ready")

@@ -99,3 +99,85 @@ def test_readiness_says_why_not(metrics_server):
         assert status == 503 and "model not loaded" in json.loads(body)["reasons"]
     finally:
         other.stop()
+
+
+class FakeScorer:
+    version = "test"
+
+    def score(self, texts):
+        return [0.9 for _ in texts]
+
+
+@pytest.fixture()
+def page_with_token():
+    import asyncio
+
+    from stream.http import Listener
+    from stream.web import build_web_app
+
+    app = build_web_app(
+        scorer=FakeScorer(),
+        explainer_factory=None,
+        uncertain_band=0.1,
+        max_texts=4,
+        max_text_chars=100,
+        token="t0k",
+        limits=Limits(timeout=1.0),
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    listener = Listener(app, Limits(timeout=1.0))
+    port = asyncio.run_coroutine_threadsafe(listener.start("127.0.0.1", 0), loop).result(5)
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(listener.stop(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_with_a_token_the_api_and_page_need_it_and_the_probes_do_not(page_with_token):
+    status, body = post(f"{page_with_token}/api/score", {"texts": ["good"]})
+    assert status == 401 and "SENTIMENT_WEB_TOKEN" in body["error"]
+    assert post(f"{page_with_token}/api/score", {"texts": ["good"]}, {"Authorization": "Bearer wrong"})[0] == 401
+    status, body = post(f"{page_with_token}/api/score", {"texts": ["good"]}, {"Authorization": "Bearer t0k"})
+    assert status == 200 and body["results"][0]["label"] == "positive"
+    assert get(f"{page_with_token}/")[0] == 401
+    assert get(f"{page_with_token}/?token=t0k")[0] == 200
+    assert get(f"{page_with_token}/healthz")[0] == 200
+
+
+def test_a_body_that_does_not_arrive_gets_a_408_within_the_timeout(page_with_token):
+    port = int(page_with_token.rsplit(":", 1)[1])
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(
+        b"POST /api/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
+    conn.settimeout(4)
+    started = time.monotonic()
+    answer = conn.recv(1024)
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+    conn.close()
+
+
+def test_the_page_beyond_loopback_needs_a_token():
+    from core.errors import UserError
+    from core.settings import Settings
+    from stream.http import check_exposure
+
+    check_exposure(Settings(web_host="127.0.0.1"))
+    check_exposure(Settings(web_host="0.0.0.0", web_port=0))
+    check_exposure(Settings(web_host="0.0.0.0", web_token="secret"))
+    with pytest.raises(UserError) as caught:
+        check_exposure(Settings(web_host="0.0.0.0"))
+    assert caught.value.exit_code == 2 and "SENTIMENT_WEB_TOKEN" in caught.value.hint

@@ -75,6 +75,7 @@ def test_idle_worker_is_ready_and_stops_in_time_while_the_database_is_away(
         assert wait_until(lambda: probe(port, "/readyz")[0] == 503, 15), worker.tail()
         status, body = probe(port, "/readyz")
         assert any(reason.startswith("database:") for reason in body["reasons"]), body
+        assert not any("psycopg" in reason or "connection" in reason.lower() for reason in body["reasons"]), body
         assert read_metric(port, "sentiment_ready") == 0.0
         reviews = random.Random(21).sample(imdb_test_rows, 600)
         produce_reviews(settings, reviews, progress=False)

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from core.messages import first_line
 from schemas import ID_MAX_CHARS, SCHEMA_DIR, is_uncertain, label_for
 from stream.health import Health
+from stream.http import Limits, add_probes, bearer_token, client_limits
 from stream.queries import film_sentiment
 
 log = logging.getLogger("sentiment.web")
@@ -114,7 +115,11 @@ def page_app(settings, scorer, *, engine: Engine | None, live: LiveState, health
     """The application with the settings' limits and band, and the explainer built on first use."""
     from model.explain import Explainer
 
+    token = settings.web_token.get_secret_value() if settings.web_token else None
     return build_web_app(
+        limits=Limits.from_settings(settings),
+        token=token,
+        max_concurrent=settings.api_max_concurrent,
         scorer=scorer,
         explainer_factory=lambda: Explainer(scorer),
         uncertain_band=settings.uncertain_band,
@@ -136,10 +141,15 @@ def build_web_app(
     engine: Engine | None = None,
     health: Health | None = None,
     live: LiveState | None = None,
+    limits: Limits | None = None,
+    token: str | None = None,
+    max_concurrent: int = 1,
 ) -> web.Application:
     """The aiohttp application; ``explainer_factory`` builds the (slow to load) explainer on first use."""
     live = live or LiveState()
     explainer: list = []
+    # HTTP scoring takes turns: the stream's batches never queue behind more than this many requests' work
+    turns = asyncio.Semaphore(max_concurrent)
     max_bytes = max_texts * (max_text_chars * 4 + 64) + 1024
 
     page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
@@ -169,6 +179,10 @@ def build_web_app(
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError(400, '"explain" must be true or false')
+        async with turns:
+            return await answer(texts, explain)
+
+    async def answer(texts: list[str], explain: bool) -> web.Response:
         scores = await asyncio.to_thread(scorer.score, texts)
         results = [
             {"score": float(s), "label": label_for(float(s)), "uncertain": is_uncertain(float(s), uncertain_band)}
@@ -210,23 +224,18 @@ def build_web_app(
     async def live_state(request: web.Request) -> web.Response:
         state = live.as_json()
         state |= {"model_version": scorer.version, "uncertain_band": uncertain_band}
-        state["ready"] = health.ready if health is not None else None
+        reasons = health.reasons() if health is not None else []
+        state |= {"ready": not reasons if health is not None else None, "reasons": reasons}
         return web.json_response(state)
 
-    async def healthz(request: web.Request) -> web.Response:
-        alive = health.alive if health is not None else True
-        return web.json_response({"alive": alive}, status=200 if alive else 503)
-
-    async def readyz(request: web.Request) -> web.Response:
-        reasons = health.reasons() if health is not None else []
-        return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
-
-    app = web.Application(middlewares=[json_errors], client_max_size=max_bytes)
+    app = web.Application(
+        middlewares=[json_errors, bearer_token(token), client_limits(limits or Limits(), max_bytes)],
+        client_max_size=max_bytes,
+    )
     app.router.add_get("/", page)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/api/score", score)
     app.router.add_get("/api/movies/{movie_id}", movie)
     app.router.add_get("/api/live", live_state)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    add_probes(app, health)
     return app
