@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(1.0, gt=0, description="Consumer heartbeat interval in seconds.")
     max_text_chars: int = Field(50_000, ge=1, description="Longer review texts are rejected to the dead-letter topic.")
     max_message_bytes: int = Field(1_000_000, ge=1, description="Larger messages are rejected unread.")
+    dlq_max_payload_bytes: int = Field(
+        65_536,
+        ge=0,
+        le=1_000_000,
+        description="Most bytes of a rejected message copied to the dead-letter topic (headers give its full size).",
+    )
     metrics_port: int = Field(
         9108, ge=0, le=65535, description="Port of the worker's /metrics, /healthz and /readyz (0: off)."
     )

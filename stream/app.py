@@ -68,7 +68,9 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     sink = SqlSink(engine)
     observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: app.consumer)
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
-    results = ResultPublisher(sentiments, dead_letters, lambda: app.producer._ensure_producer())
+    results = ResultPublisher(
+        sentiments, dead_letters, lambda: app.producer._ensure_producer(), settings.dlq_max_payload_bytes
+    )
 
     async def probe() -> None:
         observer.sample_live()
@@ -145,8 +147,8 @@ def faust_app(settings: Settings) -> faust.App:
         broker_commit_interval=settings.commit_interval,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # a rejected message goes to the dead-letter topic unchanged, so the producer must carry anything
-        # the consumer can read
+        # a dead letter carries at most SENTIMENT_DLQ_MAX_PAYLOAD_BYTES of its message, so whatever arrives (Kafka
+        # hands over at least one message per fetch, however large) can be dead-lettered without a larger request
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         producer_max_batch_size=PUBLISH_BATCH_BYTES,
         consumer_max_fetch_size=DEAD_LETTER_MAX_BYTES,

@@ -30,16 +30,38 @@ class BatchResult:
     sentiments: list[Sentiment] = field(default_factory=list)
     rejected: list[tuple[Incoming, Rejection]] = field(default_factory=list)
     inputs: Inspection | None = None  # what the scored reviews looked like to the model, for input drift
+    sentiments_sent: bool = False  # set once the broker has the sentiments: a retry sends only what is left
 
 
-def dead_letter_headers(message: Incoming, rejection: Rejection) -> list[tuple[str, bytes]]:
-    """Kafka headers that say why and where from a message was rejected (its value stays unchanged)."""
+def dead_letter(
+    message: Incoming, rejection: Rejection, max_payload: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The dead-letter record of a rejected message: key, value (at most ``max_payload`` bytes of each: a message
+    too large for the results topic must not block its partition) and headers that say why, where from, and how
+    large the original was."""
+    value = message.value or b""
+    truncated = len(value) > max_payload or len(message.key or b"") > max_payload
+    key = message.key[:max_payload] if message.key is not None else None
+    return (
+        key,
+        value[:max_payload],
+        dead_letter_headers(message, rejection, original_size=len(value), truncated=truncated),
+    )
+
+
+def dead_letter_headers(
+    message: Incoming, rejection: Rejection, *, original_size: int | None = None, truncated: bool = False
+) -> list[tuple[str, bytes]]:
+    """Kafka headers that say why and where from a message was rejected."""
+    size = len(message.value or b"") if original_size is None else original_size
     return [
         ("dlq.reason", rejection.reason.encode()),
         ("dlq.detail", rejection.detail.encode("utf-8", "replace")),
         ("dlq.topic", message.topic.encode()),
         ("dlq.partition", str(message.partition).encode()),
         ("dlq.offset", str(message.offset).encode()),
+        ("dlq.size", str(size).encode()),
+        ("dlq.truncated", b"true" if truncated else b"false"),
     ]
 
 

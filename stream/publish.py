@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from stream.batch import BatchResult, dead_letter_headers
+from stream.batch import BatchResult, dead_letter
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
 
@@ -51,7 +51,8 @@ class ResultPublisher:
     """Sends one batch's results: its ``sentiments`` events whole through ``BatchPublisher``, its rejected messages
     (few, and maybe large) one by one to the dead-letter topic through Faust. The topics are Faust topics."""
 
-    def __init__(self, sentiments, dead_letters, producer: Callable[[], object]) -> None:
+    def __init__(self, sentiments, dead_letters, producer: Callable[[], object], max_dead_letter_bytes: int) -> None:
+        self.max_dead_letter_bytes = max_dead_letter_bytes
         self.sentiments = sentiments
         self.topic = sentiments.get_topic_name()
         self.dead_letters = dead_letters
@@ -59,13 +60,17 @@ class ResultPublisher:
         self.publisher = BatchPublisher(producer)
 
     async def send(self, result: BatchResult) -> None:
-        """Send every event of the batch and wait until the broker has them all."""
-        await self.sentiments.maybe_declare()  # creates the topic as Topic.send did (once: Faust remembers)
-        await self.publisher.send(self.topic, [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments])
-        deliveries = [
-            await self.dead_letters.send(key=m.key, value=m.value, headers=dead_letter_headers(m, why), force=True)
-            for m, why in result.rejected
-        ]
+        """Send every event of the batch and wait until the broker has them all. Called again after a failure, it
+        sends only what the broker does not have yet: the sentiments are never sent twice for a dead letter's sake."""
+        if not result.sentiments_sent:
+            await self.sentiments.maybe_declare()  # creates the topic as Topic.send did (once: Faust remembers)
+            records = [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments]
+            await self.publisher.send(self.topic, records)
+            result.sentiments_sent = True
+        deliveries = []
+        for message, why in result.rejected:
+            key, value, headers = dead_letter(message, why, self.max_dead_letter_bytes)
+            deliveries.append(await self.dead_letters.send(key=key, value=value, headers=headers, force=True))
         await asyncio.gather(*deliveries)
 
     async def warm_up(self) -> None:

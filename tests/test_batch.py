@@ -55,3 +55,72 @@ def test_a_message_whose_timestamp_is_no_date_is_set_aside(scorer):
     [(message, rejection)] = result.rejected
     assert message.offset == 3 and rejection.reason == "invalid_value"
     assert rejection.detail == "message timestamp 253402300800000 ms is not a date between the years 1 and 9999"
+
+
+def test_a_dead_letter_carries_a_bounded_copy_and_says_how_large_the_original_was():
+    from schemas import Rejection
+    from stream.batch import dead_letter
+
+    huge = Incoming(value=b"x" * 17_000_000, key=b"k", timestamp=None, topic="reviews", partition=1, offset=9)
+    key, value, headers = dead_letter(huge, Rejection("too_large", "message is 17000000 bytes"), max_payload=1000)
+    headers = dict(headers)
+    assert key == b"k" and value == b"x" * 1000
+    assert headers["dlq.size"] == b"17000000" and headers["dlq.truncated"] == b"true"
+    small = Incoming(value=b"{}", key=None, timestamp=None, topic="reviews", partition=0, offset=1)
+    key, value, headers = dead_letter(small, Rejection("missing_field", "review_id"), max_payload=1000)
+    assert (key, value, dict(headers)["dlq.truncated"]) == (None, b"{}", b"false")
+
+
+def test_a_failed_dead_letter_does_not_send_the_results_again():
+    import asyncio
+
+    from schemas import Rejection, Sentiment
+    from stream.batch import BatchResult
+    from stream.publish import ResultPublisher
+
+    sent: list[str] = []
+
+    class Topic:
+        def __init__(self, name: str, fail_times: int = 0) -> None:
+            self.name, self.fail_times = name, fail_times
+
+        def get_topic_name(self) -> str:
+            return self.name
+
+        async def maybe_declare(self) -> None:
+            pass
+
+        async def send(self, **record):
+            if self.fail_times:
+                self.fail_times -= 1
+                raise RuntimeError("MessageSizeTooLargeError")
+            sent.append(self.name)
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    publisher = ResultPublisher(
+        Topic("sentiments"), Topic("reviews.dlq", fail_times=2), producer=None, max_dead_letter_bytes=10
+    )
+
+    async def send_results(topic, records):
+        sent.extend(topic for _ in records)
+
+    publisher.publisher.send = send_results
+    scored = Sentiment("r", "m", 0.9, "positive", "v", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")
+    result = BatchResult(
+        sentiments=[scored],
+        rejected=[
+            (
+                Incoming(value=b"x" * 50, key=None, timestamp=None, topic="reviews", partition=0, offset=3),
+                Rejection("invalid_json", "no"),
+            )
+        ],
+    )
+    for _ in range(2):
+        try:
+            asyncio.run(publisher.send(result))
+        except RuntimeError:
+            pass
+    asyncio.run(publisher.send(result))
+    assert sent.count("sentiments") == len(result.sentiments) and sent.count("reviews.dlq") == 1

@@ -83,7 +83,7 @@ def test_idle_worker_is_ready_and_stops_in_time_while_the_database_is_away(
 
         code, took = stop_timed(worker)
         print(f"\nSIGTERM while the database is away: exit code {code} after {took:.1f} s")
-        assert took < settings.shutdown_grace + 2, worker.tail()
+        assert took < settings.shutdown_grace + 2, worker.tail(80)
 
         pg.restart()
         worker = start_worker(settings)
@@ -108,7 +108,7 @@ def test_not_ready_and_stops_in_time_while_the_broker_is_away(stream_settings, s
         assert any(reason.startswith("broker:") for reason in probe(port, "/readyz")[1]["reasons"])
         code, took = stop_timed(worker)
         print(f"\nSIGTERM while the broker is away: exit code {code} after {took:.1f} s")
-        assert took < settings.shutdown_grace + 2, worker.tail()
+        assert took < settings.shutdown_grace + 2, worker.tail(80)
     finally:
         own.stop()
 
