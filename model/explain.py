@@ -14,24 +14,27 @@ it is part of, so the words' attributions add up to the same total.
 
 This answers "how much did each n-gram move the score away from the base value", not "what would the score be
 without this word" (occlusion re-averages over the remaining n-grams, which moves every other n-gram's weight).
+
+Everything is computed from the compiled path's tables (``model.compiled``): its n-gram ids, embedding rows and dense
+head, the head's gradient by backpropagation in numpy (float32, as TensorFlow computes it). No TensorFlow: a worker
+that scores from cached tables explains without it. A scorer that runs on TensorFlow gets the tables built from its
+Keras model, checked against it as the compiled scorer's are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from model.cleaning import clean_text
-from model.keras_model import model_parts
-from model.layers import PADDING_ID, UNKNOWN_ID, ForgetUnknown
+from model.compiled.tables import FastModel
 from model.scorer import Scorer
 
 QUADRATURE_POINTS = 16  # per piece of the path
 TOLERANCE = 1e-5  # on |sum of attributions - (score - base)|; the head runs in float32
 MAX_PIECES = 1024
+UNKNOWN_ID = 1  # the vectorizer's [UNK]; 0 is padding, which the compiled path never returns
 
 
 @dataclass(frozen=True)
@@ -47,58 +50,85 @@ class Explanation:
         return float(sum(self.word_attributions))
 
 
+def unreadable(text: str) -> str | None:
+    """Why the stream would refuse ``text`` as not Unicode text (``schemas.decode_review`` says the same), or None.
+
+    The explainer reads such a text anyway (a lone surrogate is punctuation to the compiled path); a caller that
+    answers clients should refuse it first, as the stream does."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate (\\u{ord(text[exc.start]):04x} at character {exc.start})"
+    return None
+
+
 class Explainer:
+    """Explains one text at a time with the scorer's compiled tables (built from its Keras model if it has none)."""
+
     def __init__(self, scorer: Scorer) -> None:
-        self.vectorizer, core, pooling = model_parts(scorer.keras_model)
-        self.masks_unknown = any(isinstance(layer, ForgetUnknown) for layer in core.layers)
-        self.embedding = next(layer for layer in core.layers if isinstance(layer, keras.layers.Embedding))
-        self.head: list[keras.layers.Layer] = core.layers[core.layers.index(pooling) + 1 :]
-        self.vocabulary = np.asarray(self.vectorizer.get_vocabulary(), dtype=object)
+        self._scorer = scorer
+        self.fast: FastModel = scorer.fast if scorer.fast is not None else _checked_tables(scorer)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
+        self.base = float(self.fast.head(np.zeros((1, self.fast.embedding.shape[1]), dtype=np.float32))[0])
 
     def _path_gradient(self, pooled: np.ndarray, pieces: int) -> np.ndarray:
         """The integral of grad f(a * pooled) over a in [0, 1], by Gauss-Legendre on ``pieces`` equal pieces."""
         starts = np.arange(pieces) / pieces
         alphas = (starts[:, None] + (self.nodes[None, :] + 1) / (2 * pieces)).reshape(-1)
         weights = np.tile(self.weights / (2 * pieces), pieces)
-        path = tf.constant(alphas[:, None] * pooled[None, :], dtype=tf.float32)
-        with tf.GradientTape() as tape:
-            tape.watch(path)
-            values = self._f(path)
-        return (tape.gradient(values, path).numpy().astype(np.float64) * weights[:, None]).sum(axis=0)
-
-    def _f(self, pooled: tf.Tensor) -> tf.Tensor:
-        x = pooled
-        for layer in self.head:
-            x = layer(x, training=False)
-        return tf.reshape(x, [-1])
+        path = (alphas[:, None] * pooled[None, :]).astype(np.float32)
+        return (self.fast.head_gradient(path).astype(np.float64) * weights[:, None]).sum(axis=0)
 
     def explain(self, text: str) -> Explanation:
-        ids = self.vectorizer(tf.constant([text]))[0].numpy()
-        known = (ids != PADDING_ID) & ((ids != UNKNOWN_ID) if self.masks_unknown else True)
-        vectors = self.embedding(tf.constant(ids[None, :]))[0].numpy().astype(np.float64)
+        words, ids = self.fast.vectorize(text)
+        known = ids != UNKNOWN_ID
+        vectors = self.fast.vectors(ids).astype(np.float64)
         n_known = int(known.sum())
         pooled = (vectors * known[:, None]).sum(axis=0) / max(n_known, 1)
-        score = float(self._f(tf.constant(pooled[None, :], dtype=tf.float32))[0])
-        base = float(self._f(tf.zeros((1, len(pooled))))[0])
+        score = float(self.fast.head(pooled[None, :].astype(np.float32))[0])
         pieces = 1
         while True:
             gradient = self._path_gradient(pooled, pieces)
-            if abs(pooled @ gradient - (score - base)) < TOLERANCE or pieces >= MAX_PIECES:
+            if abs(pooled @ gradient - (score - self.base)) < TOLERANCE or pieces >= MAX_PIECES:
                 break
             pieces *= 4
         per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1), 0.0)
 
-        words = [w.decode("utf-8", "replace") for w in tf.strings.split(clean_text(tf.constant([text])))[0].numpy()]
         word_attr = np.zeros(len(words))
         ngrams = []
         position = 0
-        for width in (1, 2, 3):  # TextVectorization lists all unigrams, then all bigrams, then all trigrams
+        for width in range(1, self.fast.ngrams + 1):  # all unigrams, then all bigrams, then all trigrams
             for start in range(max(len(words) - width + 1, 0)):
-                if position >= len(ids) or ids[position] == PADDING_ID:
+                if position >= len(ids):
                     break
                 if known[position]:
                     word_attr[start : start + width] += per_ngram[position] / width
-                    ngrams.append((str(self.vocabulary[ids[position]]), float(per_ngram[position])))
+                    ngrams.append((" ".join(words[start : start + width]), float(per_ngram[position])))
                 position += 1
-        return Explanation(score, base, words, [float(a) for a in word_attr], ngrams)
+        return Explanation(score, self.base, words, [float(a) for a in word_attr], ngrams)
+
+    @cached_property
+    def vectorizer(self):
+        """The Keras model's TextVectorization, to compare :meth:`FastModel.vectorize` with (loads TensorFlow)."""
+        from model.keras_model import model_parts
+
+        return model_parts(self._scorer.keras_model)[0]
+
+    @cached_property
+    def vocabulary(self) -> list[str]:
+        """The Keras vectorizer's vocabulary, its n-grams by index (loads TensorFlow)."""
+        return self.vectorizer.get_vocabulary()
+
+
+def _checked_tables(scorer: Scorer) -> FastModel:
+    """The compiled tables of a scorer that runs on TensorFlow, built from its Keras model and checked against it."""
+    from model.compiled.build import build_checked
+
+    fast = build_checked(
+        scorer.keras_model, scorer.version, None, lambda texts: scorer.inspect_tensorflow(texts).scores
+    )
+    if fast is None:
+        raise RuntimeError("explanations need the compiled path's tables, and they could not be built: see the warning")
+    return fast

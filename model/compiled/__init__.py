@@ -16,8 +16,9 @@ hostile text: every script, emoji, NUL, control characters, 100k-character texts
 the GIL, so a thread can score while the event loop runs, and spreads a batch's texts over ``threads`` cores
 (``SENTIMENT_SCORING_THREADS``; each text is scored by one thread, so results do not depend on it).
 
-    kernels.py   the numba code: cleaning and n-gram scoring on arrays (no TensorFlow)
-    tables.py    FastModel: the tables built from the model's vocabulary and weights, and batch scoring (no TensorFlow)
+    kernels.py   the numba code: cleaning, n-gram ids and scoring on arrays (no TensorFlow)
+    tables.py    FastModel: the tables built from the model's vocabulary and weights, batch scoring, and what
+                 ``model.explain`` reads: one text's n-gram ids, embedding rows, the head's gradient (no TensorFlow)
     cache.py     the tables on disk, read without TensorFlow
     build.py     reading the Keras model, checking the tables against TensorFlow, keeping them
     __main__.py  ``python -m model.compiled MODEL_FILE CACHE_DIR``: build, check and keep (a child process, the image)

@@ -4,7 +4,8 @@ The passes of ``model.cleaning.clean_text``, one after another, on code points. 
 is ``tf.strings.lower`` but for the characters measured in ``CharTables.lower_kept``); the rest runs here, without the
 GIL. Then each word gets a number from a hash table, each n-gram one 64-bit key packed from its words' numbers,
 looked up in a second hash table, and the known n-grams' embedding rows are summed. :class:`model.compiled.tables.
-FastModel` holds the tables and calls :func:`score_batch`; nothing here knows TensorFlow or Keras.
+FastModel` holds the tables and calls :func:`score_batch` (and :func:`vectorize_one` for explanations); nothing here
+knows TensorFlow or Keras.
 """
 
 from __future__ import annotations
@@ -362,6 +363,65 @@ def _probe(key, g_table, s, mask):
             return 0
 
 
+@njit(cache=True)
+def _ngram_ids(
+    buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap
+):
+    """The vocabulary index of each of a text's n-grams, in TextVectorization's order (all unigrams, then bigrams,
+    then trigrams; the first ``cap``): the ids the Keras model's vectorizer gives it, 1 ([UNK]) for an unknown one."""
+    # the words' numbers, in stages as the n-grams below: hashes and first slots, then the checks
+    hashes = np.empty(count, dtype=np.uint64)
+    for w in range(count):
+        hashes[w] = _word_hash(buf, starts[w], ends[w])
+    first = np.empty(count, dtype=np.uint64)
+    for w in range(count):
+        first[w] = w_table[2 * np.int64(hashes[w] & np.uint64(w_mask))]
+    codes = np.empty(count, dtype=np.int64)
+    for w in range(count):
+        codes[w] = _word_number(
+            buf, starts[w], ends[w], hashes[w], first[w], w_table, w_offsets, w_points, w_mask, unknown
+        )
+    # the n-grams as keys; -1 for one with a word that is in no n-gram of the vocabulary
+    total = 0
+    for g in range(width):
+        total += max(count - g, 0)
+    total = min(total, cap)
+    keys = np.empty(total, dtype=np.int64)
+    rank = 0
+    for g in range(width):
+        for i in range(count - g):
+            if rank >= total:
+                break
+            key = codes[i]
+            with_unknown = key == unknown
+            for k in range(1, g + 1):
+                key = key * base + codes[i + k]
+                with_unknown |= codes[i + k] == unknown
+            keys[rank] = -1 if with_unknown else key
+            rank += 1
+    # look them up in stages, so that the CPU waits for many memory reads at once instead of one after another:
+    # first the slot each key hashes to and what that slot holds, with no branch that depends on it
+    slots = np.empty(total, dtype=np.int64)
+    for r in range(total):
+        slots[r] = np.int64((np.uint64(keys[r]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(g_shift))
+    in_slot = np.empty(total, dtype=np.int64)
+    for r in range(total):
+        in_slot[r] = g_table[2 * slots[r]]
+    ids = np.ones(total, dtype=np.int64)
+    for r in range(total):
+        key = keys[r]
+        if key == -1:
+            continue
+        row = (
+            g_table[2 * slots[r] + 1]
+            if in_slot[r] == key
+            else (0 if in_slot[r] == -1 else _probe(key, g_table, slots[r], g_mask))
+        )
+        if row >= 2:
+            ids[r] = row
+    return ids
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def score_batch(
     points,
@@ -390,77 +450,39 @@ def score_batch(
     known = np.zeros(texts, dtype=np.int32)
     for t in prange(texts):
         buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept)
-        # the words' numbers, in stages as the n-grams below: hashes and first slots, then the checks
-        hashes = np.empty(count, dtype=np.uint64)
-        for w in range(count):
-            hashes[w] = _word_hash(buf, starts[w], ends[w])
-        first = np.empty(count, dtype=np.uint64)
-        for w in range(count):
-            first[w] = w_table[2 * np.int64(hashes[w] & np.uint64(w_mask))]
-        codes = np.empty(count, dtype=np.int64)
-        for w in range(count):
-            codes[w] = _word_number(
-                buf, starts[w], ends[w], hashes[w], first[w], w_table, w_offsets, w_points, w_mask, unknown
-            )
-        # the text's n-grams in TextVectorization's order (all unigrams, then bigrams, then trigrams; the first `cap`),
-        # as keys; -1 for one with a word that is in no n-gram of the vocabulary
-        total = 0
-        for g in range(width):
-            total += max(count - g, 0)
-        total = min(total, cap)
-        keys = np.empty(total, dtype=np.int64)
-        rank = 0
-        for g in range(width):
-            for i in range(count - g):
-                if rank >= total:
-                    break
-                key = codes[i]
-                with_unknown = key == unknown
-                for k in range(1, g + 1):
-                    key = key * base + codes[i + k]
-                    with_unknown |= codes[i + k] == unknown
-                keys[rank] = -1 if with_unknown else key
-                rank += 1
-        # look them up in stages, so that the CPU waits for many memory reads at once instead of one after another:
-        # first the slot each key hashes to and what that slot holds, with no branch that depends on it
-        slots = np.empty(total, dtype=np.int64)
-        for r in range(total):
-            slots[r] = np.int64((np.uint64(keys[r]) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(g_shift))
-        in_slot = np.empty(total, dtype=np.int64)
-        for r in range(total):
-            in_slot[r] = g_table[2 * slots[r]]
-        rows = np.zeros(total, dtype=np.int64)
-        hits = 0
-        for r in range(total):
-            key = keys[r]
-            if key == -1:
-                continue
-            row = (
-                g_table[2 * slots[r] + 1]
-                if in_slot[r] == key
-                else (0 if in_slot[r] == -1 else _probe(key, g_table, slots[r], g_mask))
-            )
-            if row >= 2:
-                rows[hits] = row
-                hits += 1
-        known[t] = hits
+        ids = _ngram_ids(
+            buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
+            width, cap,
+        )  # fmt: skip
         # then the embedding rows of the known ones, summed in order
         acc = np.zeros(dim, dtype=np.float64)
-        for h in range(hits):
-            row = rows[h]
+        hits = 0
+        for r in range(len(ids)):
+            row = ids[r]
+            if row < 2:
+                continue
+            hits += 1
             scale = scales[row]
             for d in range(dim):
                 acc[d] += np.float32(embedding[row, d]) / scale  # as Keras dequantizes: in float32
         sums[t] = acc
-        ngrams[t] = total
+        known[t] = hits
+        ngrams[t] = len(ids)
     return sums, ngrams, known
 
 
-@njit(cache=True)
-def clean_one(points, kept):
-    """One lowercased text's words, from its UTF-8 bytes: (code points, word starts, word ends)."""
+@njit(cache=True, nogil=True)
+def vectorize_one(
+    points, kept, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap
+):
+    """One lowercased text, from its UTF-8 bytes: its words (code points, starts, ends) and its n-grams' vocabulary
+    indices (:func:`_ngram_ids`)."""
     buf, starts, ends, count = _clean(points, kept)
-    return buf, starts[:count].copy(), ends[:count].copy()
+    ids = _ngram_ids(
+        buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
+        width, cap,
+    )  # fmt: skip
+    return buf, starts[:count].copy(), ends[:count].copy(), ids
 
 
 @njit(cache=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from model.compiled.kernels import clean_one, fill_ngram_table, fill_word_table, score_batch
+from model.compiled.kernels import fill_ngram_table, fill_word_table, score_batch, vectorize_one
 
 
 @dataclass(frozen=True)
@@ -121,11 +121,25 @@ class FastModel:
         pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
         return Scored(scores=self.head(pooled), ngrams=ngrams, known=known, pooled=pooled)
 
-    def words(self, text: str) -> list[str]:
-        """The words of one text as the model sees them (``clean_text``, split on spaces), for tests and debugging."""
+    def vectorize(self, text: str) -> tuple[list[str], np.ndarray]:
+        """One text's words as the model sees them (``clean_text``, split on spaces), and the vocabulary index of each
+        of its n-grams as the Keras model's TextVectorization gives them: all unigrams, then all bigrams, then all
+        trigrams, the first ``sequence_length`` of them; 1 ([UNK]) for one the model does not know."""
         points, offsets = self._points([text])
-        buf, starts, ends = clean_one(points[offsets[0] : offsets[1]], self.chars.kept)
-        return [buf[a:b].tobytes().decode("utf-32-le") for a, b in zip(starts, ends)]
+        buf, starts, ends, ids = vectorize_one(
+            points[offsets[0] : offsets[1]], self.chars.kept, self.w_table, self.w_offsets, self.w_points,
+            self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask, self.ngrams,
+            self.sequence_length,
+        )  # fmt: skip
+        return [buf[a:b].tobytes().decode("utf-32-le") for a, b in zip(starts, ends)], ids
+
+    def words(self, text: str) -> list[str]:
+        """The words of one text as the model sees them, for tests and debugging."""
+        return self.vectorize(text)[0]
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The embedding rows of vocabulary indices ``ids``, as Keras dequantizes them (float32)."""
+        return self.embedding[ids].astype(np.float32) / self.scales[ids][:, None]
 
     def _points(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The lowercased texts' UTF-8, one array for the batch, and where each text starts in it."""
@@ -147,13 +161,34 @@ class FastModel:
         return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
 
     def head(self, pooled: np.ndarray) -> np.ndarray:
-        x = pooled
-        for kernel, bias, activation in self.dense:
-            x = x @ kernel + bias
+        """The score of each row of ``pooled`` (float32)."""
+        return self._layers(pooled)[-1][1].reshape(-1).astype(np.float32)
+
+    def head_gradient(self, pooled: np.ndarray) -> np.ndarray:
+        """The gradient of the score with respect to each row of ``pooled`` (float32), by backpropagation through
+        the dense layers, operation for operation as TensorFlow's gradients of Dense, relu and sigmoid compute it."""
+        grad = np.ones((len(pooled), 1), dtype=np.float32)
+        for (kernel, _, activation), (before, after) in zip(reversed(self.dense), reversed(self._layers(pooled))):
             if activation == "relu":
-                x = np.maximum(x, 0.0)
+                grad = grad * (before > 0)
             elif activation == "sigmoid":
-                x = 1.0 / (1.0 + np.exp(-x))
-            elif activation != "linear":
+                grad = grad * after * (1 - after)
+            grad = grad @ kernel.T
+        return grad
+
+    def _layers(self, pooled: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each dense layer's output before and after its activation."""
+        x = pooled
+        out = []
+        for kernel, bias, activation in self.dense:
+            before = x @ kernel + bias
+            if activation == "relu":
+                x = np.maximum(before, 0.0)
+            elif activation == "sigmoid":
+                x = 1.0 / (1.0 + np.exp(-before))
+            elif activation == "linear":
+                x = before
+            else:
                 raise ValueError(f"activation {activation!r} is not supported by the fast path")
-        return x.reshape(-1).astype(np.float32)
+            out.append((before, x))
+        return out
