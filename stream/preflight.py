@@ -1,7 +1,7 @@
 """Before the worker starts: every part it needs is there, or it stops within seconds with one line saying which.
 
-Order: the cheap checks first (model folder, broker and its topics, database reachable and migrated, the metrics
-port), then loading TensorFlow and the model, which takes seconds.
+Order: the cheap checks first (a page beyond loopback has a token, the model folder, the page's and the metrics
+ports, then the broker and its topics, the database reachable and migrated), then loading the model.
 """
 
 from __future__ import annotations
@@ -28,15 +28,34 @@ class Ready:
 
 
 def preflight(settings: Settings) -> Ready:
-    from kafka.errors import KafkaError
-
-    from stream.topics import create_topics
-
     check_exposure(settings)
     if not (settings.model.is_file() or (settings.model / "model.keras").is_file()):
         raise UserError(
             f"no model at {settings.model} (no model.keras in it)", "set SENTIMENT_MODEL / --model to a model folder"
         )
+    if settings.web_port:
+        from stream.web.serve import WEB_PORT_HINT
+
+        check_port_free(settings.web_host, settings.web_port, WEB_PORT_HINT)
+    # listening from here on: a port in use fails before the slower checks, and /healthz answers while they run
+    server = (
+        MetricsServer(health, settings.metrics_host, settings.metrics_port, Limits.from_settings(settings))
+        if settings.metrics_port
+        else None
+    )
+    try:
+        return _checked(settings, server)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+
+
+def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
+    from kafka.errors import KafkaError
+
+    from stream.topics import create_topics
+
     check_broker(settings)
     try:
         create_topics(
@@ -49,15 +68,6 @@ def preflight(settings: Settings) -> Ready:
     except KafkaError as exc:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
-    server = (
-        MetricsServer(health, settings.metrics_host, settings.metrics_port, Limits.from_settings(settings))
-        if settings.metrics_port
-        else None
-    )
-    if settings.web_port:
-        from stream.web.serve import WEB_PORT_HINT
-
-        check_port_free(settings.web_host, settings.web_port, WEB_PORT_HINT)
     from model.scorer import ModelArtifact, load_configured_scorer
 
     try:
