@@ -78,52 +78,56 @@ def _label_order_warning(rows: list, sent: list, source: str) -> str | None:
 def cmd_produce(args: argparse.Namespace) -> int:
     import itertools
 
-    from sentiment.producing import produce_reviews
+    from sentiment.producing import ProduceReport, produce_reviews
     from training.datasets import read_records
 
     settings = settings_from(args)
     source = "standard input" if str(args.file) == "-" else str(args.file)
-    records = read_records(args.file, split=args.split)
-    total = None
-    if str(args.file) == "-" and not args.shuffle:
-        rows = itertools.islice(records, args.limit) if args.limit is not None else records
-    else:
-        everything = list(records)
-        rows = list(everything)
-        if args.shuffle:
-            random.Random(args.seed).shuffle(rows)
-        rows = rows[: args.limit] if args.limit is not None else rows
-        total = len(rows)
-        if not args.shuffle and (warning := _label_order_warning(everything, rows, source)):
-            print(warning, file=sys.stderr)
-
+    records = read_records(args.file, split=args.split)  # a missing file or an unknown format fails here
     shown = 0
 
     def report_skip(line, reason):
         nonlocal shown
         shown += 1
         if shown <= MAX_SKIPS_SHOWN:
-            print(f"{source}:{line}: skipped: {reason}", file=sys.stderr)
+            where = source if line is None else f"{source}:{line}"
+            print(f"{where}: skipped: {reason}", file=sys.stderr)
 
-    report = produce_reviews(
-        settings,
-        rows,
-        total=total,
-        progress=not args.quiet and sys.stderr.isatty(),
-        send_invalid=args.send_invalid,
-        on_skip=report_skip,
-    )
-    if shown > MAX_SKIPS_SHOWN:
-        print(f"... and {shown - MAX_SKIPS_SHOWN:,} more skipped rows", file=sys.stderr)
-    print(f"{report.summary()} to {settings.topic_reviews} at {','.join(settings.bootstrap_servers())}")
+    report = ProduceReport()
+    try:
+        total = None
+        if str(args.file) == "-" and not args.shuffle:
+            rows = itertools.islice(records, args.limit) if args.limit is not None else records
+        else:
+            everything = list(records)
+            rows = list(everything)
+            if args.shuffle:
+                random.Random(args.seed).shuffle(rows)
+            rows = rows[: args.limit] if args.limit is not None else rows
+            total = len(rows)
+            if not args.shuffle and (warning := _label_order_warning(everything, rows, source)):
+                print(warning, file=sys.stderr)
+        produce_reviews(
+            settings,
+            rows,
+            total=total,
+            progress=not args.quiet and sys.stderr.isatty(),
+            send_invalid=args.send_invalid,
+            on_skip=report_skip,
+            report=report,
+        )
+    finally:  # also when the broker stops answering, or on Ctrl-C: what was sent is known
+        if shown > MAX_SKIPS_SHOWN:
+            print(f"... and {shown - MAX_SKIPS_SHOWN:,} more skipped rows", file=sys.stderr)
+        print(f"{report.summary()} to {settings.topic_reviews} at {','.join(settings.bootstrap_servers())}", flush=True)
     if report.undelivered:
         raise UserError(
-            f"{len(report.undelivered):,} of {report.sent:,} reviews were not delivered: {report.undelivered[0]!r}",
+            f"{len(report.undelivered):,} reviews were not delivered: {report.undelivered[0]}",
             "check the broker and send the file again (the worker keeps the first score of a review id)",
         )
     if report.skipped and not args.allow_skipped:
         raise UserError(
-            f"{len(report.skipped):,} rows were skipped (lines above)",
+            f"{len(report.skipped):,} {'row was' if len(report.skipped) == 1 else 'rows were'} skipped (lines above)",
             "fix them, or pass --send-invalid (the worker dead-letters them) or --allow-skipped (exit 0)",
         )
     return 0
@@ -341,9 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "produce",
         help="send reviews from a file to the reviews topic, keyed by film",
-        description="Send reviews to the reviews topic, keyed by film. A row without review_id, movie_id or text, or "
-        "one that cannot be read, is reported with its line and skipped (exit 1 unless --allow-skipped); nothing "
-        "is made up. Ends with 'sent N, skipped M (reasons)'.",
+        description="Send reviews to the reviews topic, keyed by film. A row the worker would reject (no review_id, "
+        "movie_id or text, a text or message over its limits, ...), one that cannot be read, or one Kafka refuses, is "
+        "reported with its line and skipped, and the rest is sent (exit 1 unless --allow-skipped); nothing is made "
+        "up. Ends with 'sent N, skipped M (reasons)', also on Ctrl-C.",
     )
     p.add_argument(
         "file", type=Path, help="CSV (id,movie_id,review,...), JSON Lines, an aclImdb folder/tarball, or - (stdin)"
@@ -353,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", action="store_true", help="send in a random order (files are often sorted by label)")
     p.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
     p.add_argument(
-        "--send-invalid", action="store_true", help="send invalid rows as they are, so the worker dead-letters them"
+        "--send-invalid",
+        action="store_true",
+        help="send invalid rows too, so the worker dead-letters them: a row that cannot be read as its bytes from the "
+        "file",
     )
     p.add_argument("--allow-skipped", action="store_true", help="exit 0 even when rows were skipped")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -6,15 +6,18 @@ Both check the broker first and give up after ``connect_timeout`` with a message
 from __future__ import annotations
 
 import json
+import queue
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from core.errors import UserError
 from core.network import broker_timeout_error, check_broker
 from core.settings import Settings, kafka_client_options
-from schemas import Review, encode_review, review_event, validator
+from schemas import Rejection, Review, decode_review, encode_review, review_event, validator
 from training.datasets import BadRow, ReviewRow
 
 
@@ -41,15 +44,89 @@ def row_problem(row: ReviewRow) -> str | None:
     return f"{where}: {first.message[:120]}"
 
 
+class Problem(NamedTuple):
+    """Why a row is not sent: ``kind`` is counted in the final line, ``reason`` is reported with the row's line."""
+
+    kind: str
+    reason: str
+
+    @classmethod
+    def of(cls, reason: str) -> Problem:
+        return cls(reason.split(":", 1)[0], reason)
+
+
+def review_bytes(row: ReviewRow) -> bytes:
+    """The ``review`` event of a row as sent (:func:`encode_review`). A lone surrogate, which JSON Lines can hold as an
+    escape, stays escaped, so that the worker can name it."""
+    review = row_review(row)
+    try:
+        return encode_review(review)
+    except UnicodeEncodeError:
+        return json.dumps(review_event(review), separators=(",", ":")).encode("ascii")
+
+
+def worker_problem(row: ReviewRow, value: bytes, settings: Settings) -> Problem | None:
+    """Why the worker would dead-letter ``value``, the event of ``row``, or None when it would score it: the worker's
+    own decoder with the worker's limits (``max_text_chars``, ``max_message_bytes``) decides."""
+    decoded = decode_review(value, max_text_chars=settings.max_text_chars, max_message_bytes=settings.max_message_bytes)
+    if not isinstance(decoded, Rejection):
+        return None
+    if decoded.reason == "too_large":
+        return Problem(
+            "message too large",
+            f"message is {len(value):,} bytes; the worker takes at most {settings.max_message_bytes:,}",
+        )
+    if decoded.reason == "text_too_long":
+        return Problem(
+            "text too long",
+            f"text is {len(row.text or ''):,} characters; the worker takes at most {settings.max_text_chars:,}",
+        )
+    if reason := row_problem(row):  # the schema's rule in the words of the file's fields
+        return Problem.of(reason)
+    return Problem(decoded.reason.replace("_", " "), decoded.detail)
+
+
+def message_of(row: ReviewRow | BadRow, settings: Settings) -> tuple[bytes | None, bytes | None, Problem | None]:
+    """Key, value and problem of a row: a readable row is its ``review`` event keyed by film; a row that could not be
+    read is its own bytes from the file, without a key (sent only with --send-invalid)."""
+    if isinstance(row, BadRow):
+        return None, row.raw_bytes(), Problem.of(row.reason)
+    value = review_bytes(row)
+    key = row.movie_id.encode("utf-8", "replace") if row.movie_id else None
+    return key, value, worker_problem(row, value, settings)
+
+
+def _record_errors() -> tuple[type[Exception], ...]:
+    """kafka-python's errors that concern one record, not the broker: that record is skipped and the run goes on."""
+    from kafka import errors
+
+    return (
+        errors.MessageSizeTooLargeError,
+        errors.RecordListTooLargeError,
+        errors.InvalidRecordError,
+        errors.CorruptRecordError,
+    )
+
+
+def _not_sent(exc: Exception, size: int) -> Problem:
+    """A record that the Kafka client (``max_request_size``) or the broker (``message.max.bytes``) refused."""
+    from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    kind = f"not sent ({type(exc).__name__})"
+    if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError):
+        return Problem(kind, f"not sent: message is {size:,} bytes, more than Kafka takes ({type(exc).__name__})")
+    return Problem(kind, f"not sent: {str(exc)[:200]}")
+
+
 @dataclass
 class ProduceReport:
-    sent: int = 0
-    sent_invalid: int = 0  # rows sent unchanged although the worker will dead-letter them (--send-invalid)
-    skipped: list[tuple[int | None, str]] = field(default_factory=list)  # (line, reason)
-    undelivered: list[Exception] = field(default_factory=list)
+    sent: int = 0  # acknowledged by the broker
+    sent_invalid: int = 0  # of them, rows the worker will dead-letter (--send-invalid)
+    skipped: list[tuple[int | None, Problem]] = field(default_factory=list)  # (line, problem)
+    undelivered: list[Exception] = field(default_factory=list)  # sent, never acknowledged
 
     def skip_reasons(self) -> Counter:
-        return Counter(reason.split(":", 1)[0] for _, reason in self.skipped)
+        return Counter(problem.kind for _, problem in self.skipped)
 
     def summary(self) -> str:
         text = f"sent {self.sent:,}"
@@ -58,6 +135,8 @@ class ProduceReport:
         text += f", skipped {len(self.skipped):,}"
         if self.skipped:
             text += " (" + ", ".join(f"{reason}: {n:,}" for reason, n in self.skip_reasons().most_common()) + ")"
+        if self.undelivered:
+            text += f", not delivered {len(self.undelivered):,}"
         return text
 
 
@@ -87,39 +166,114 @@ def produce_reviews(
     total: int | None = None,
     progress: bool = True,
     send_invalid: bool = False,
-    on_skip=None,
+    on_skip: Callable[[int | None, str], None] | None = None,
+    report: ProduceReport | None = None,
 ) -> ProduceReport:
-    """Send each valid row as a ``review`` event keyed by film. A row the worker would reject is skipped and reported
-    (``on_skip(line, reason)``), or with ``send_invalid`` sent as it is, so that the worker dead-letters it."""
+    """Send each valid row as a ``review`` event keyed by film. A row the worker would reject (the schema's rules and
+    the worker's limits), or one that the Kafka client or broker refuses, is skipped and reported
+    (``on_skip(line, reason)``); with ``send_invalid`` a row the worker would reject is sent as it is, so that the
+    worker dead-letters it. Only a broker that stops answering ends the run early (a :class:`UserError`); pass
+    ``report`` to know what was sent even then, or after Ctrl-C."""
     from kafka.errors import KafkaError
     from tqdm import tqdm
 
-    report = ProduceReport()
-    producer = _producer(settings)
+    report = report if report is not None else ProduceReport()
+    record_errors = _record_errors()
+    outcomes: queue.SimpleQueue = queue.SimpleQueue()  # (line, invalid, size, error or None), from the producer
+    bar = tqdm(total=total, unit=" reviews", disable=not progress, desc=f"→ {settings.topic_reviews}")
+
+    def skip(line: int | None, problem: Problem) -> None:
+        report.skipped.append((line, problem))
+        if on_skip is not None:
+            bar.clear()
+            on_skip(line, problem.reason)
+
+    def settle() -> None:
+        """Count the answers the broker has given so far."""
+        while True:
+            try:
+                line, invalid, size, error = outcomes.get_nowait()
+            except queue.Empty:
+                return
+            if error is None:
+                report.sent += 1
+                report.sent_invalid += invalid
+            elif isinstance(error, record_errors):
+                skip(line, _not_sent(error, size))
+            else:
+                report.undelivered.append(error)
+
     try:
-        with tqdm(total=total, unit=" reviews", disable=not progress, desc=f"→ {settings.topic_reviews}") as bar:
+        producer = _producer(settings)
+        broker_gone = False
+        try:
             for row in rows:
                 bar.update(1)
-                problem = row.reason if isinstance(row, BadRow) else row_problem(row)
-                if problem is not None and not (send_invalid and isinstance(row, ReviewRow)):
-                    report.skipped.append((row.line, problem))
-                    if on_skip is not None:
-                        bar.clear()
-                        on_skip(row.line, problem)
+                key, value, problem = message_of(row, settings)
+                if problem is not None and not (send_invalid and value is not None):
+                    skip(row.line, problem)
                     continue
-                key = row.movie_id.encode() if row.movie_id else None
-                value = encode_review(row_review(row))
                 try:
                     future = producer.send(settings.topic_reviews, key=key, value=value)
+                except record_errors as exc:
+                    skip(row.line, _not_sent(exc, len(value)))
+                    continue
                 except KafkaError as exc:
                     raise broker_timeout_error(settings, exc) from exc
-                future.add_errback(report.undelivered.append)
-                report.sent += 1
-                report.sent_invalid += problem is not None
-            producer.flush(timeout=max(30.0, settings.connect_timeout))
+                answer = (row.line, problem is not None, len(value))
+                future.add_callback(lambda _, answer=answer: outcomes.put((*answer, None)))
+                future.add_errback(lambda exc, answer=answer: outcomes.put((*answer, exc)))
+                settle()
+            _await_answers(producer, settings, settle, report)
+        except UserError:
+            broker_gone = True
+            raise
+        finally:  # also on Ctrl-C: what the producer holds is still sent, within the connect timeout
+            _close(producer, 0 if broker_gone else settings.connect_timeout)
+            settle()
     finally:
-        producer.close(timeout=settings.connect_timeout)
+        bar.close()
     return report
+
+
+def _await_answers(producer, settings: Settings, settle: Callable[[], None], report: ProduceReport) -> None:
+    """Wait until the broker has answered for every record sent. While answers keep coming this waits; when none came
+    within ``connect_timeout``, a broker that cannot be reached ends the run at once, and one that is reached but
+    silent after 30 s."""
+    from kafka.errors import KafkaTimeoutError
+
+    def answered() -> int:
+        settle()
+        return report.sent + len(report.skipped) + len(report.undelivered)
+
+    last, quiet_since = answered(), time.monotonic()
+    while True:
+        try:
+            producer.flush(timeout=settings.connect_timeout)
+            return
+        except KafkaTimeoutError as exc:
+            if (now := answered()) > last:
+                last, quiet_since = now, time.monotonic()
+                continue
+            check_broker(settings)
+            if time.monotonic() - quiet_since >= max(30.0, settings.connect_timeout):
+                raise broker_timeout_error(settings, exc) from exc
+
+
+def _close(producer, timeout: float) -> None:
+    """Close within ``timeout``: what the broker has not taken by then is given up (its futures fail). kafka-python's
+    own close raises instead, and leaves its I/O thread running with the records."""
+    from kafka.errors import KafkaTimeoutError
+
+    try:
+        producer.close(timeout=timeout)
+    except KafkaTimeoutError:
+        producer._sender.force_close()  # fails the pending batches (kafka-python 2.x and 3.x)
+        producer._sender.join(1.0)
+        try:
+            producer.close(timeout=0)
+        except KafkaTimeoutError:
+            pass
 
 
 def consume_topic(

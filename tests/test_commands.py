@@ -200,8 +200,10 @@ def test_produce_reports_skips_by_line_before_it_needs_the_broker(tmp_path):
     """Rows are checked while they are sent, so the broker is needed; a closed port still fails plainly."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"movie_id": "m", "text": "no id"}\n')
-    done = run("produce", str(bad), env_extra={"SENTIMENT_BROKER": f"127.0.0.1:{free_port()}"})
+    port = free_port()
+    done = run("produce", str(bad), env_extra={"SENTIMENT_BROKER": f"127.0.0.1:{port}"})
     assert_plain_failure(done, within=10, mentions="cannot reach the Kafka broker")
+    assert done.stdout.splitlines()[-1] == f"sent 0, skipped 0 to reviews at 127.0.0.1:{port}"  # the run's last line
 
 
 # --- evaluate, demo -------------------------------------------------------------------------------------------

@@ -41,10 +41,16 @@ class ReviewRow:
 
 @dataclass(frozen=True, slots=True)
 class BadRow:
-    """A row that could not be read at all (broken CSV or JSON, a label or rating that is not a number)."""
+    """A row that could not be read at all (broken CSV or JSON, bytes that are not UTF-8, a label or rating that is not
+    a number), with its text as it stands in the file (``raw``: undecodable bytes kept as surrogate escapes)."""
 
     line: int
     reason: str
+    raw: str | None = None
+
+    def raw_bytes(self) -> bytes | None:
+        """The row's bytes exactly as in the file (what ``produce --send-invalid`` sends)."""
+        return None if self.raw is None else self.raw.encode("utf-8", "surrogateescape")
 
 
 def shared_data_dir(settings: Settings | None = None) -> Path | None:
@@ -59,11 +65,50 @@ def shared_data_dir(settings: Settings | None = None) -> Path | None:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    """The file as text; bytes that are not UTF-8 become surrogate escapes, so that their row, not the whole file, is
+    refused (:func:`_not_utf8`)."""
     if str(path) == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", newline="")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _not_utf8(text: str) -> str | None:
+    """Why a row read by :func:`_open_text` is not UTF-8 text, or None when it is."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = text[exc.start].encode("utf-8", "surrogateescape")[0]
+        return f"not UTF-8: byte 0x{byte:02x} at character {exc.start + 1} of the row"
+    return None
+
+
+def _without_newline(text: str) -> str:
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+class _LineRecorder:
+    """Lines of a file as the csv reader takes them, kept until :meth:`take`: the raw text of the last record."""
+
+    def __init__(self, fh: Iterable[str]) -> None:
+        self._lines = iter(fh)
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _LineRecorder:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._taken)
+        self._taken.clear()
+        return _without_newline(text)
 
 
 _LABELS = {"1": 1, "0": 0, "pos": 1, "neg": 0, "positive": 1, "negative": 0, "true": 1, "false": 0}
@@ -105,14 +150,16 @@ def read_csv(path: Path) -> Iterator[ReviewRow | BadRow]:
     """CSV with a header naming ``id`` (or ``review_id``), ``movie_id``, ``review`` (or ``text``), and optionally
     ``label``, ``rating`` and ``title``. A row with more or fewer fields than the header is a :class:`BadRow`."""
     with _open_text(path) as fh:
-        reader = csv.reader(fh, strict=True)
+        lines = _LineRecorder(fh)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield BadRow(1, f"unreadable CSV header: {exc}")
+            yield BadRow(1, f"unreadable CSV header: {exc}", lines.take())
             return
+        lines.take()
         columns = {name.strip().lower(): i for i, name in enumerate(header)}
         pick = {
             "review_id": columns.get("id", columns.get("review_id")),
@@ -129,14 +176,17 @@ def read_csv(path: Path) -> Iterator[ReviewRow | BadRow]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield BadRow(line, f"unreadable CSV: {exc}")
+                yield BadRow(line, f"unreadable CSV: {exc}", lines.take())
                 line = reader.line_num + 1
                 continue
+            raw = lines.take()
             if not fields:
                 line = reader.line_num + 1
                 continue
-            if len(fields) != len(header):
-                yield BadRow(line, f"wrong field count: {len(fields)} fields where the header has {len(header)}")
+            if problem := _not_utf8(raw):
+                yield BadRow(line, problem, raw)
+            elif len(fields) != len(header):
+                yield BadRow(line, f"wrong field count: {len(fields)} fields where the header has {len(header)}", raw)
             else:
                 values = {key: (fields[i] if i is not None else None) for key, i in pick.items()}
                 try:
@@ -150,7 +200,7 @@ def read_csv(path: Path) -> Iterator[ReviewRow | BadRow]:
                         line=line,
                     )
                 except ValueError as exc:
-                    yield BadRow(line, str(exc))
+                    yield BadRow(line, str(exc), raw)
             line = reader.line_num + 1
 
 
@@ -160,13 +210,17 @@ def read_jsonl(path: Path) -> Iterator[ReviewRow | BadRow]:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
+            raw = _without_newline(line)
+            if problem := _not_utf8(raw):
+                yield BadRow(number, problem, raw)
+                continue
             try:
                 obj = json.loads(line)
-            except ValueError as exc:
-                yield BadRow(number, f"not JSON: {exc}")
+            except (ValueError, RecursionError) as exc:
+                yield BadRow(number, f"not JSON: {str(exc)[:200]}", raw)
                 continue
             if not isinstance(obj, dict):
-                yield BadRow(number, f"not an object: a JSON {type(obj).__name__}")
+                yield BadRow(number, f"not an object: a JSON {type(obj).__name__}", raw)
                 continue
             try:
                 yield ReviewRow(
@@ -179,7 +233,7 @@ def read_jsonl(path: Path) -> Iterator[ReviewRow | BadRow]:
                     line=number,
                 )
             except ValueError as exc:
-                yield BadRow(number, str(exc))
+                yield BadRow(number, str(exc), raw)
 
 
 def _acl_rows(files: Iterable[tuple[str, bytes]], split: str) -> Iterator[ReviewRow]:
