@@ -153,11 +153,12 @@ def stream_shift(settings: Settings, port: int, engine, already: int, worker, lo
 
 
 def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False) -> int:
-    from sentiment.producing import produce_reviews, row_problem
+    from sentiment.producing import message_of, produce_reviews
     from stream.db import make_engine, upgrade
 
     rows, source = pick_reviews(file, count)  # before the scratch folder: a bad --file leaves nothing behind
-    valid = [r for r in rows if isinstance(r, ReviewRow) and row_problem(r) is None]
+    limits = Settings()  # the worker's limits, from the same environment
+    valid = [r for r in rows if isinstance(r, ReviewRow) and message_of(r, limits)[2] is None]
     if not valid:
         raise ValueError(f"{source} holds no valid review (each needs review_id, movie_id and a text)")
     expected = len({r.review_id for r in valid})
