@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, gt=0, le=600, description="Seconds the worker takes at most to stop on SIGTERM or Ctrl-C."
     )
+    stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds without any offset advancing, while reviews wait, after which the worker is not ready.",
+    )
     progress_interval: float = Field(
         30.0, ge=0, description="Seconds between the worker's one-line progress summaries in its log (0: off)."
     )

@@ -66,7 +66,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         uncertain_band=settings.uncertain_band,
     )
     sink = SqlSink(engine)
-    observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: app.consumer)
+    observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
     results = ResultPublisher(
         sentiments, dead_letters, lambda: app.producer._ensure_producer(), settings.dlq_max_payload_bytes
@@ -74,6 +74,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     async def probe() -> None:
         observer.sample_live()
+        observer.watch()
         await probe_readiness(health, engine, settings)
 
     async def score(messages: list[Incoming]) -> BatchResult:
@@ -136,6 +137,18 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     return app
 
 
+class DeclaredOnceTopic(faust.Topic):
+    """Faust's topic, declared on the broker once per process: Faust's own ``maybe_declare`` asks the broker again,
+    and logs "Creating topic", every time it is called, which was once per published batch."""
+
+    declared = False
+
+    async def declare(self) -> None:
+        if not self.declared:
+            await super().declare()
+            self.declared = True
+
+
 def faust_app(settings: Settings) -> faust.App:
     """The Faust app, configured for the worker."""
     app = faust.App(
@@ -157,9 +170,27 @@ def faust_app(settings: Settings) -> faust.App:
         store="memory://",
         # on stop, do not wait for the current batch to be processed: it stays unacked and is scored again later
         stream_wait_empty=False,
+        Topic=DeclaredOnceTopic,
     )
     app.transport.Consumer = ShortFetchWaitConsumer  # Faust's own, with a shorter fetch wait
     return app
+
+
+class GroupOffsets:
+    """What the observer asks of Faust's consumer for the lag: the assignment, the high watermark of the last Fetch,
+    and the committed offset Faust keeps (set when it joins, then by each commit)."""
+
+    def __init__(self, consumer) -> None:
+        self.consumer = consumer
+
+    def assignment(self):
+        return self.consumer.assignment()
+
+    def highwater(self, tp) -> int | None:
+        return self.consumer.highwater(tp)
+
+    def committed(self, tp) -> int | None:
+        return self.consumer._committed_offset.get(tp)
 
 
 def incoming(message) -> Incoming:

@@ -1,9 +1,10 @@
 """Is the worker alive, and can it do its job? One state object, read by ``/healthz`` (alive: the event loop turns)
 and ``/readyz`` (ready) on both HTTP servers (``stream/http.py``) and by the ``sentiment_ready`` gauge.
 
-Ready means: the model is loaded, the worker has joined its consumer group, and both the database and the broker
-answer. It stays ready while idle (the database and the broker are probed every few seconds, not only when a batch
-is written), and it is not ready while either of them is away.
+Ready means: the model is loaded, the worker has joined its consumer group, both the database and the broker
+answer, and its offsets advance while reviews wait. It stays ready while idle (the database and the broker are probed
+every few seconds, not only when a batch is written, and nothing waiting is never a stall), and it is not ready while
+either of them is away or while reviews wait and no offset has advanced for ``SENTIMENT_STALL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Health:
         self.joined = False
         self.database_error: str | None = "not checked yet"
         self.broker_error: str | None = "not checked yet"
+        self.stalled: str | None = None  # what waits and for how long, while no offset advances
         self.last_loop_beat = time.monotonic()
         self.stopping = False
         self._lock = threading.Lock()
@@ -46,6 +48,8 @@ class Health:
                 found.append(f"database: {self.database_error}")
             if self.broker_error:
                 found.append(f"broker: {self.broker_error}")
+            if self.stalled:
+                found.append(f"not advancing: {self.stalled}")
             return found
 
     @property

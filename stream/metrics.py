@@ -75,13 +75,19 @@ SCORING_INFO = Gauge(
     ["path"],
 )
 CONSUMER_LAG = Gauge(
-    "sentiment_consumer_lag_messages", "Messages waiting behind the last batch, per the broker's high watermark."
+    "sentiment_consumer_lag_messages",
+    "Messages waiting in the assigned partitions (Fetch high watermark minus committed offset), every few seconds.",
+)
+SINCE_PROGRESS = Gauge(
+    "sentiment_seconds_since_progress",
+    "Seconds since an offset last advanced while messages wait (0 while nothing waits).",
 )
 LAST_SUCCESS = Gauge("sentiment_last_batch_success_timestamp_seconds", "When the last batch was fully written.")
 SINCE_LAST_SUCCESS = Gauge("sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.")
 READY = Gauge(
     "sentiment_ready",
-    "1 while the worker can do its job (model loaded, in its group, database and broker reachable), else 0.",
+    "1 while the worker can do its job (model loaded, in its group, database and broker reachable, offsets "
+    "advancing while messages wait), else 0.",
 )
 
 _last_success = time.time()

@@ -1,6 +1,10 @@
 """What the worker tells about the batches it takes and delivers: Prometheus metrics, score and input drift, the
 progress line of the log, the samples behind the page's live charts, and the consumer lag. No Kafka in it: the
-consumer it asks for the lag is handed in."""
+consumer it asks for the lag is handed in.
+
+The lag and whether offsets advance are measured every few seconds (``watch``), not when a batch completes: a worker
+whose batches cannot complete (the database away, a message that cannot be delivered) is exactly the one whose lag
+matters. Reviews waiting and no offset advancing for ``SENTIMENT_STALL_SECONDS`` make the worker not ready."""
 
 from __future__ import annotations
 
@@ -32,7 +36,13 @@ class Partition(Protocol):
 class Consumer(Protocol):
     def assignment(self) -> Iterable[Partition]: ...
 
-    def highwater(self, tp: Partition) -> int | None: ...
+    def highwater(self, tp: Partition) -> int | None:
+        """The offset the next message written to the partition will get, from the last Fetch; None before one."""
+        ...
+
+    def committed(self, tp: Partition) -> int | None:
+        """The group's committed offset of the partition (the next one to read); None when it never committed."""
+        ...
 
 
 class BatchObserver:
@@ -46,9 +56,10 @@ class BatchObserver:
         settings: Settings,
         health: Health,
         consumer: Callable[[], Consumer],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``inputs_drift`` is None when the model has no reference inputs; ``consumer`` returns the consumer whose
-        assignment and high watermarks give the lag."""
+        assignment, high watermarks and committed offsets give the lag; ``clock`` tells the time since progress."""
         self.drift = drift
         self.inputs_drift = inputs_drift
         self.settings = settings
@@ -59,6 +70,9 @@ class BatchObserver:
         self.at_last_line = (time.monotonic(), 0, 0)  # when, scored, rejected
         self.verdict = NAN  # the latest input drift verdict, NaN until the window is ready
         self.last_offsets: dict[tuple[str, int], int] = {}  # the last processed offset of each partition
+        self.clock = clock
+        self.positions: dict[tuple[str, int], int] = {}  # where each assigned partition stood at the last watch
+        self.last_progress = clock()  # when an offset last advanced (or nothing was waiting)
         self.live = LiveState(
             streaming=True,
             window_scores=lambda: list(drift.window),
@@ -151,6 +165,7 @@ class BatchObserver:
         for m in messages:
             key = (m.topic, m.partition)
             self.last_offsets[key] = max(m.offset, self.last_offsets.get(key, -1))
+        self.last_progress = self.clock()
         metrics.CONSUMER_LAG.set(self.lag())
         metrics.mark_batch_done()
 
@@ -177,20 +192,59 @@ class BatchObserver:
             )
             metrics.DRIFT_VERDICT.set(self.verdict)
 
+    def watch(self) -> None:
+        """Measure the lag and the time since an offset last advanced, whether or not a batch completes; mark the
+        worker not ready while reviews wait and nothing advances for ``stall_seconds``. Called every few seconds."""
+        now = self.clock()
+        positions = self._positions()
+        if positions is None:  # the broker cannot say: neither the lag nor a stall is known
+            metrics.CONSUMER_LAG.set(NAN)
+            self.health.update(stalled=None)
+            return
+        waiting = waiting_in(positions)
+        advanced = any(position > self.positions.get(key, position) for key, (position, _) in positions.items())
+        self.positions = {key: position for key, (position, _) in positions.items()}
+        if advanced or not waiting:
+            self.last_progress = now
+        since = now - self.last_progress
+        metrics.CONSUMER_LAG.set(waiting)
+        metrics.SINCE_PROGRESS.set(since)
+        stalled = waiting and since >= self.settings.stall_seconds
+        was_stalled = self.health.stalled is not None
+        self.health.update(stalled=f"{waiting:,} reviews waiting, no progress for {since:,.0f} s" if stalled else None)
+        if stalled and not was_stalled:
+            log.warning("not advancing: %s", self.health.stalled)
+        elif was_stalled and not stalled:
+            log.info("advancing again")
+
     def lag(self) -> float:
-        """Messages waiting behind the last processed offset of each assigned partition, from the Fetch high
-        watermark (not from ListOffsets, which Tansu answers wrongly for multi-record batches); NaN when unknown."""
-        consumer = self.consumer()
-        assigned = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) in self.last_offsets]
-        lag = 0
-        try:
-            for tp in assigned:
-                highwater = consumer.highwater(tp)
-                if highwater is not None:
-                    lag += max(0, highwater - self.last_offsets[(tp.topic, tp.partition)] - 1)
-        except Exception:  # noqa: BLE001 - lag is best effort; the broker may not know it yet
+        """Messages waiting in the assigned partitions: the Fetch high watermark (not ListOffsets, which Tansu
+        answers wrongly for multi-record batches) minus what is committed or delivered; NaN when unknown."""
+        positions = self._positions()
+        if positions is None:
             return NAN
-        return float(lag)
+        return float(waiting_in(positions))
+
+    def _positions(self) -> dict[tuple[str, int], tuple[int, int]] | None:
+        """(position, high watermark) of each assigned partition of the reviews topic that the broker has told
+        about; None when it cannot say. The position is the next offset to deliver: the group's committed offset,
+        or past the last delivered message if that is further (a commit may still be under way)."""
+        try:
+            consumer = self.consumer()
+            found = {}
+            for tp in consumer.assignment():
+                if tp.topic != self.settings.topic_reviews:
+                    continue
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # no Fetch answered yet
+                    continue
+                key = (tp.topic, tp.partition)
+                # a group that never committed starts at the partition's beginning (auto_offset_reset=earliest)
+                committed = consumer.committed(tp) or 0
+                found[key] = (max(committed, self.last_offsets.get(key, -1) + 1), highwater)
+        except Exception:  # noqa: BLE001 - lag is best effort; the consumer may not be started or know it yet
+            return None
+        return found
 
     def progress_line(self) -> str:
         """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, ready."""
@@ -209,3 +263,8 @@ class BatchObserver:
     def sample_live(self) -> None:
         """One point of the page's live charts: reviews scored so far, score PSI, input drift verdict."""
         self.live.sample(self.scored, self.drift.psi(), self.verdict)
+
+
+def waiting_in(positions: dict[tuple[str, int], tuple[int, int]]) -> int:
+    """Messages between each partition's position and its high watermark, summed."""
+    return sum(max(0, highwater - position) for position, highwater in positions.values())

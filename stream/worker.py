@@ -1,4 +1,4 @@
-"""Faust's worker with a deadline on stopping."""
+"""Faust's worker with a deadline on stopping, and a log a human can read (stream/logs.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import faust
 
 from stream.health import health
+from stream.logs import log_thread_deaths, quiet_repeats
 
 log = logging.getLogger("sentiment.worker")
 
@@ -26,6 +27,11 @@ class ScorerWorker(faust.Worker):
         self.spinner = None
         self.grace = grace
         self._deadline: threading.Timer | None = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        quiet_repeats(logger)
+        log_thread_deaths(show_traceback=lambda: logger.isEnabledFor(logging.DEBUG))
 
     def _on_sigint(self) -> None:
         self._begin_stop("Ctrl-C")

@@ -25,9 +25,10 @@ class TP(NamedTuple):
 
 
 class FakeConsumer:
-    def __init__(self, highwaters: dict[TP, int], fail: bool = False) -> None:
+    def __init__(self, highwaters: dict[TP, int], fail: bool = False, committed: dict[TP, int] | None = None) -> None:
         self.highwaters = highwaters
         self.fail = fail
+        self.commits = committed or {}
 
     def assignment(self) -> set[TP]:
         return set(self.highwaters)
@@ -37,12 +38,25 @@ class FakeConsumer:
             raise RuntimeError("no metadata yet")
         return self.highwaters[tp]
 
+    def committed(self, tp: TP) -> int | None:
+        return self.commits.get(tp)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
 
 REFERENCE_INPUTS = {"known_share": 0.9, "mean_log_ngrams": math.log1p(100), "pooled_mean": [0.0], "pooled_std": [1.0]}
 
 
-def observer_for(consumer: FakeConsumer, health: Health | None = None, min_scores: int = 4) -> BatchObserver:
-    settings = Settings()
+def observer_for(
+    consumer: FakeConsumer, health: Health | None = None, min_scores: int = 4, clock: FakeClock | None = None
+) -> BatchObserver:
+    settings = Settings(stall_seconds=60)
     return BatchObserver(
         model_version="test-model",
         scoring="compiled",
@@ -51,6 +65,7 @@ def observer_for(consumer: FakeConsumer, health: Health | None = None, min_score
         settings=settings,
         health=health or Health(),
         consumer=lambda: consumer,
+        clock=clock or FakeClock(),
     )
 
 
@@ -155,3 +170,77 @@ def test_the_lag_counts_assigned_partitions_only_and_is_unknown_when_the_broker_
     consumer.fail = True
     assert math.isnan(observer.lag())
     assert "lag unknown," in observer.progress_line()
+
+
+def ready_health() -> Health:
+    health = Health()
+    health.update(model_loaded=True, joined=True, database_error=None, broker_error=None)
+    return health
+
+
+def test_the_lag_is_measured_while_no_batch_completes():
+    # the database is away: 2,000 reviews wait, nothing is delivered, and the gauge still says so
+    consumer = FakeConsumer({TP("reviews", 0): 1200, TP("reviews", 1): 900}, committed={TP("reviews", 1): 100})
+    observer = observer_for(consumer, ready_health())
+    observer.watch()
+    assert metric("sentiment_consumer_lag_messages") == 2000
+    assert "lag 2,000," in observer.progress_line()
+
+
+def test_waiting_reviews_and_no_progress_for_the_stall_time_make_the_worker_not_ready():
+    clock, health = FakeClock(), ready_health()
+    consumer = FakeConsumer({TP("reviews", 0): 2000})
+    observer = observer_for(consumer, health, clock=clock)
+    for _ in range(12):  # every 5 s for 60 s
+        assert health.ready, health.reasons()
+        clock.now += 5
+        observer.watch()
+    assert metric("sentiment_seconds_since_progress") == 60
+    assert not health.ready and metric("sentiment_ready") == 0
+    assert health.reasons() == ["not advancing: 2,000 reviews waiting, no progress for 60 s"]
+
+    consumer.commits[TP("reviews", 0)] = 256  # one batch got through: progress
+    clock.now += 5
+    observer.watch()
+    assert health.ready and metric("sentiment_ready") == 1
+    assert metric("sentiment_seconds_since_progress") == 0
+    assert metric("sentiment_consumer_lag_messages") == 2000 - 256
+
+
+def test_a_delivered_batch_is_progress():
+    clock, health = FakeClock(), ready_health()
+    consumer = FakeConsumer({TP("reviews", 0): 2000})
+    observer = observer_for(consumer, health, clock=clock)
+    clock.now += 55
+    observer.delivered(*scored_batch([0.5] * 3))
+    clock.now += 10
+    observer.watch()
+    assert health.ready and metric("sentiment_seconds_since_progress") == 10
+
+
+def test_an_idle_worker_is_never_stalled():
+    clock, health = FakeClock(), ready_health()
+    consumer = FakeConsumer({TP("reviews", 0): 500}, committed={TP("reviews", 0): 500})
+    observer = observer_for(consumer, health, clock=clock)
+    for _ in range(100):
+        clock.now += 5
+        observer.watch()
+    assert health.ready and metric("sentiment_seconds_since_progress") == 0
+    assert metric("sentiment_consumer_lag_messages") == 0
+
+    consumer.highwaters[TP("reviews", 0)] = 600  # new reviews after a long idle time: not a stall yet
+    clock.now += 5
+    observer.watch()
+    assert health.ready and metric("sentiment_consumer_lag_messages") == 100
+
+
+def test_no_stall_is_claimed_when_the_broker_cannot_say():
+    clock, health = FakeClock(), ready_health()
+    consumer = FakeConsumer({TP("reviews", 0): 2000})
+    observer = observer_for(consumer, health, clock=clock)
+    clock.now += 90
+    observer.watch()
+    assert not health.ready
+    consumer.fail = True
+    observer.watch()
+    assert health.ready and math.isnan(metric("sentiment_consumer_lag_messages"))
