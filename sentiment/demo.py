@@ -19,8 +19,6 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import text
-
 from core.settings import Settings
 from model.samples import SAMPLE_REVIEWS
 from sentiment.local import (
@@ -31,7 +29,7 @@ from sentiment.local import (
     read_metric,
     scratch_dir,
 )
-from stream.queries import top_and_bottom_movies
+from stream.queries import scored_count, scored_reviews, top_and_bottom_movies
 from stream.topics import create_topics
 from training.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
 
@@ -253,8 +251,7 @@ def wait_for_rows(engine, expected: int, worker: subprocess.Popen, log: Path, ti
         if worker.poll() is not None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
             raise RuntimeError(f"the worker exited with code {worker.returncode}:\n{tail}")
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
+        stored = scored_count(engine)
         if stored >= expected:
             return stored
         time.sleep(0.25)
@@ -267,10 +264,8 @@ def _snippet(text: str, width: int = 70) -> str:
 
 
 def print_summary(engine, rows: list[ReviewRow], stored, started, produced, finished) -> None:
-    with engine.connect() as conn:
-        first, last = conn.execute(text("SELECT min(scored_at), max(scored_at) FROM review_scores")).one()
-        scored = conn.execute(text("SELECT review_id, score, label, model_version FROM review_scores")).all()
-        top, bottom = top_and_bottom_movies(engine, limit=5, min_reviews=3 if len(rows) >= 300 else 1)
+    (first, last), scored = scored_reviews(engine)
+    top, bottom = top_and_bottom_movies(engine, limit=5, min_reviews=3 if len(rows) >= 300 else 1)
     by_id = {r.review_id: r for r in rows}
     positive = sum(1 for _, _, label, _ in scored if label == "positive")
     total = finished - started

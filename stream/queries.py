@@ -1,4 +1,5 @@
-"""What users ask of the tables, in plain SQL: the command line's top and bottom films, the page's one film."""
+"""What users ask of the tables, in plain SQL: the command line's top and bottom films, the page's one film, the
+demo's read-back of what was scored."""
 
 from __future__ import annotations
 
@@ -30,3 +31,17 @@ def film_sentiment(engine: Engine, movie_id: str) -> dict | None:
     with engine.connect() as conn:
         row = conn.execute(text(FILM_SQL), {"movie_id": movie_id}).first()
     return dict(row._mapping) if row else None
+
+
+def scored_count(engine: Engine) -> int:
+    """How many reviews ``review_scores`` holds."""
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
+
+
+def scored_reviews(engine: Engine) -> tuple[tuple, list]:
+    """When the first and the last review were scored, and every review's id, score, label and model version."""
+    with engine.connect() as conn:
+        window = tuple(conn.execute(text("SELECT min(scored_at), max(scored_at) FROM review_scores")).one())
+        rows = list(conn.execute(text("SELECT review_id, score, label, model_version FROM review_scores")).all())
+    return window, rows
