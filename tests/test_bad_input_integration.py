@@ -35,6 +35,16 @@ REJECTED = {
     review("long", "word " * 20_000): "text_too_long",  # 100,000 characters, over the 50,000 limit
     b'{"review_id": "big", "movie_id": "tt1", "text": "' + b"a" * (5 * 1024 * 1024) + b'"}': "too_large",
     review("nul\u0000id", "A database cannot store this id."): "invalid_value",
+    # the same rules as the API's (tests/test_input_rules.py)
+    b'{"review_id": "dk1", "movie_id": "tt1", "text": "first", "review_id": "dk2", "text": "second"}': "invalid_json",
+    b'{"review_id": "deep", "movie_id": "tt1", "text": "x", "extra": '
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}": "invalid_json",
+    review("surrogate", "half a pair \ud800 is no text"): "not_utf8",
+    review("surrogate-film", "Fine film.", movie="tt\udfff"): "not_utf8",
+    review("v99", "From a producer of the future.", schema_version=99): "unknown_schema_version",
+    review("v-str", "Version as a string.", schema_version="1"): "wrong_type",
 }
 # Kafka takes any 64-bit timestamp; this one (the year 10000) is no date, so the review has no event time
 FAR_FUTURE = review("far-future", "Sent from the year 10000.")
@@ -48,6 +58,8 @@ ACCEPTED = {
     "extra": review("extra", "Fine film.", lang="en", source={"app": "x"}),
     "dup-first": review("dup", "An outstanding, wonderful film.", movie="tt-dup"),
     "copy-escapes": review("tab\there\\N", "Fine film.", movie="line\nbreak\\."),  # COPY's special characters
+    "version-1": review("version-1", "A film with a declared schema version.", schema_version=1),
+    "nul-in-text": review("nul-in-text", "Text may hold \u0000: it is scored, never stored."),
 }
 DUPLICATE_LATER = review("dup", "The worst, most boring film ever made.", movie="tt-dup")
 
