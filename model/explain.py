@@ -24,12 +24,12 @@ Keras model, checked against it as the compiled scorer's are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
 from model.compiled.tables import FastModel
 from model.scorer import Scorer
+from schemas import lone_surrogate
 
 QUADRATURE_POINTS = 16  # per piece of the path
 TOLERANCE = 1e-5  # on |sum of attributions - (score - base)|; the head runs in float32
@@ -54,21 +54,16 @@ def unreadable(text: str) -> str | None:
     """Why the stream would refuse ``text`` as not Unicode text (``schemas.decode_review`` says the same), or None.
 
     The explainer reads such a text anyway (a lone surrogate is punctuation to the compiled path); a caller that
-    answers clients should refuse it first, as the stream does."""
-    if text.isascii():
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"holds a lone surrogate (\\u{ord(text[exc.start]):04x} at character {exc.start})"
-    return None
+    answers clients should refuse it first, as the stream does (the API applies ``schemas.text_problem``, which
+    asks this and the stream's other rules of a text)."""
+    problem = lone_surrogate(text)
+    return problem.detail if problem else None
 
 
 class Explainer:
     """Explains one text at a time with the scorer's compiled tables (built from its Keras model if it has none)."""
 
     def __init__(self, scorer: Scorer) -> None:
-        self._scorer = scorer
         self.fast: FastModel = scorer.fast if scorer.fast is not None else _checked_tables(scorer)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
         self.base = float(self.fast.head(np.zeros((1, self.fast.embedding.shape[1]), dtype=np.float32))[0])
@@ -108,18 +103,6 @@ class Explainer:
                     ngrams.append((" ".join(words[start : start + width]), float(per_ngram[position])))
                 position += 1
         return Explanation(score, self.base, words, [float(a) for a in word_attr], ngrams)
-
-    @cached_property
-    def vectorizer(self):
-        """The Keras model's TextVectorization, to compare :meth:`FastModel.vectorize` with (loads TensorFlow)."""
-        from model.keras_model import model_parts
-
-        return model_parts(self._scorer.keras_model)[0]
-
-    @cached_property
-    def vocabulary(self) -> list[str]:
-        """The Keras vectorizer's vocabulary, its n-grams by index (loads TensorFlow)."""
-        return self.vectorizer.get_vocabulary()
 
 
 def _checked_tables(scorer: Scorer) -> FastModel:

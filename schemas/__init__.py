@@ -1,8 +1,10 @@
 """Versioned JSON Schemas of the events, and the Python records that follow them.
 
 ``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v2.json`` is what
-the worker sends to ``sentiments`` (version 1, without ``uncertain``, is kept for consumers that pin it). :func:`decode_review` turns raw message bytes into a
-:class:`Review` or a :class:`Rejection` with a reason; it never raises.
+the worker sends to ``sentiments`` (version 1, without ``uncertain``, is kept for consumers that pin it).
+:func:`decode_review` turns raw message bytes into a :class:`Review` or a :class:`Rejection` with a reason; it never
+raises. The HTTP API applies the same rules to what it is sent (:func:`json_object`, :func:`text_problem`,
+:func:`id_problem`), so that a text or an id the stream refuses is refused there too, with the same reason.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from jsonschema import Draft202012Validator, FormatChecker
@@ -77,6 +79,10 @@ class Rejection:
     reason: str
     detail: str
 
+    def at(self, where: str) -> Rejection:
+        """The same rejection, its detail said of ``where`` (a field, or ``texts[3]`` in an API request)."""
+        return Rejection(self.reason, f"{where}: {self.detail}")
+
 
 # The reason codes a rejection can carry; metrics are labelled with these and nothing else.
 REJECTION_REASONS = (
@@ -89,17 +95,19 @@ REJECTION_REASONS = (
     "empty_field",
     "text_too_long",
     "invalid_value",
+    "unknown_schema_version",
 )
 
 _REASON_BY_KEYWORD = {
     "required": "missing_field",
     "type": "wrong_type",
     "minLength": "empty_field",
-    "pattern": "empty_field",
+    "pattern": "invalid_value",  # (text's pattern, a non-space character, is text_problem's empty_field)
     "maxLength": "invalid_value",
     "minimum": "invalid_value",
     "maximum": "invalid_value",
     "format": "invalid_value",
+    "const": "unknown_schema_version",  # the schema's only const: schema_version
 }
 
 
@@ -120,11 +128,14 @@ class _ValidReview(msgspec.Struct):
     review_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
     movie_id: Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX_CHARS)]
     text: str
-    rating: Annotated[int, msgspec.Meta(ge=1, le=10)] | None = None
-    created_at: None = None  # a date goes the full way: its format rules are the validator's
+    # UNSET when absent, so that the fields present can be counted (see _nothing_else)
+    rating: Annotated[int, msgspec.Meta(ge=1, le=10)] | None | msgspec.UnsetType = msgspec.UNSET
+    created_at: None | msgspec.UnsetType = msgspec.UNSET  # a date goes the full way: its format is the validator's
+    schema_version: Literal[1] | msgspec.UnsetType = msgspec.UNSET
 
 
 _FAST_DECODER = msgspec.json.Decoder(_ValidReview)
+_UNSET = msgspec.UNSET
 _ENCODER = msgspec.json.Encoder()
 _NON_SPACE = re.compile(r"\S")  # the schema's pattern for text, searched as jsonschema does
 
@@ -139,64 +150,141 @@ def decode_review(raw: bytes | None, *, max_text_chars: int, max_message_bytes: 
         fast = _FAST_DECODER.decode(raw)
     except Exception:  # noqa: BLE001 - whatever msgspec refuses, the full path accepts or names the reason
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
-    if not _NON_SPACE.search(fast.text) or "\x00" in fast.review_id or "\x00" in fast.movie_id:
+    if (
+        not _NON_SPACE.search(fast.text)
+        or "\x00" in fast.review_id
+        or "\x00" in fast.movie_id
+        or not _nothing_else(raw, fast)
+    ):
         return _decode_review_fully(raw, max_text_chars=max_text_chars)
     # (msgspec refuses a lone surrogate itself: what it accepts is text, so only the length is left to check)
     if len(fast.text) > max_text_chars:
-        return _too_long(fast.text, max_text_chars)
-    return Review(fast.review_id, fast.movie_id, fast.text, fast.rating, None)
+        return _too_long(fast.text, max_text_chars).at("text")
+    rating = None if fast.rating is _UNSET else fast.rating
+    return Review(fast.review_id, fast.movie_id, fast.text, rating, None)
 
 
-def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejection:
+def _nothing_else(raw: bytes, fast: _ValidReview) -> bool:
+    """True when ``raw`` holds no member but the fields msgspec filled: no duplicate key (msgspec keeps the last one)
+    and no extra field. Each colon in the bytes is a member's or one inside a string, so as many colons as fields
+    proves it; so does one more per colon inside those fields' strings, unless a colon there was escaped (\\u003a),
+    which the bytes do not show. Anything else (a duplicate, an extra field, an escaped colon) goes the full way,
+    which reads every key. Costs a scan of the bytes, and of the text when it holds a colon."""
+    fields = 3 + (fast.rating is not _UNSET) + (fast.created_at is not _UNSET) + (fast.schema_version is not _UNSET)
+    colons = raw.count(b":")
+    if colons == fields:
+        return True
+    in_strings = fast.text.count(":") + fast.review_id.count(":") + fast.movie_id.count(":")
+    return colons == fields + in_strings and b"\\u003" not in raw
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def json_object(raw: bytes, name: str = "message") -> dict[str, Any] | Rejection:
+    """``raw`` read as a JSON object, or why not: the one reading of JSON for the stream's messages and the API's
+    request bodies. UTF-8; no key twice in an object (which value would count is a parser's whim); nested no deeper
+    than the parser's recursion limit (a RecursionError is bad input here, not a server error)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Rejection("not_utf8", f"message is not UTF-8: {exc.reason} at byte {exc.start}")
+        return Rejection("not_utf8", f"{name} is not UTF-8: {exc.reason} at byte {exc.start}")
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return Rejection("invalid_json", f"message is not JSON: {str(exc)[:200]}")
+        obj = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        return Rejection("invalid_json", f"{name} has a duplicate key {exc.key[:100]}")
+    except RecursionError:
+        return Rejection("invalid_json", f"{name} is nested too deeply to read")
+    except ValueError as exc:
+        return Rejection("invalid_json", f"{name} is not JSON: {str(exc)[:200]}")
     if not isinstance(obj, dict):
-        return Rejection("not_an_object", f"message is JSON {type(obj).__name__}, not an object")
-    errors = sorted(validator("review").iter_errors(obj), key=lambda e: (list(e.path), e.validator))
+        return Rejection("not_an_object", f"{name} is JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def text_problem(text: str, max_text_chars: int) -> Rejection | None:
+    """Why the stream refuses ``text`` as a review's text (detail to be said ``.at`` where), or None."""
+    if not _NON_SPACE.search(text):
+        return Rejection("empty_field", "holds no character other than white space")
+    if len(text) > max_text_chars:
+        return _too_long(text, max_text_chars)
+    return lone_surrogate(text)
+
+
+def id_problem(value: str) -> Rejection | None:
+    """Why the stream refuses ``value`` as a review id or a film id (detail to be said ``.at`` where), or None."""
+    if not value:
+        return Rejection("empty_field", "is empty")
+    if len(value) > ID_MAX_CHARS:
+        return Rejection("invalid_value", f"is {len(value)} characters, the limit is {ID_MAX_CHARS}")
+    if "\x00" in value:  # PostgreSQL text cannot hold it: the review could never be stored
+        return Rejection(
+            "invalid_value", f"holds a NUL character (U+0000) at character {value.index(chr(0))}: not storable"
+        )
+    return lone_surrogate(value)
+
+
+def lone_surrogate(value: str) -> Rejection | None:
+    """A ``not_utf8`` rejection when ``value`` holds half a surrogate pair, which JSON can escape but is no text."""
+    if value.isascii():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return Rejection(
+            "not_utf8", f"holds a lone surrogate (\\u{ord(value[exc.start]):04x} at character {exc.start})"
+        )
+    return None
+
+
+def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejection:
+    obj = json_object(raw)
+    if isinstance(obj, Rejection):
+        return obj
+    try:  # a type error first: "1" as schema_version is mistyped before it is unknown
+        errors = sorted(
+            validator("review").iter_errors(obj), key=lambda e: (list(e.path), e.validator != "type", e.validator)
+        )
+    except RecursionError:  # a value nested nearly as deep as the parser allows, shown in an error message
+        return Rejection("invalid_json", "message is nested too deeply to read")
     if errors:
         first = errors[0]
         where = ".".join(str(p) for p in first.path) or "message"
-        reason = _REASON_BY_KEYWORD.get(str(first.validator), "invalid_value")
-        if first.validator == "pattern" and where != "text":
-            reason = "invalid_value"
-            if where in ("review_id", "movie_id"):  # the schema's only pattern on them: no NUL
-                at = first.instance.index("\x00")
-                return Rejection(reason, f"{where}: holds a NUL character (U+0000) at character {at}: not storable")
-        return Rejection(reason, f"{where}: {first.message[:200]}")
-    review = Review(
-        review_id=obj["review_id"],
-        movie_id=obj["movie_id"],
-        text=obj["text"],
-        rating=obj.get("rating"),
-        created_at=obj.get("created_at"),
-    )
-    return _checked(review, max_text_chars)
-
-
-def _checked(review: Review, max_text_chars: int) -> Review | Rejection:
-    if len(review.text) > max_text_chars:
-        return _too_long(review.text, max_text_chars)
-    for name in ("review_id", "movie_id", "text"):
-        value = getattr(review, name)
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:  # JSON can escape half a surrogate pair; it is not text
-                return Rejection(
-                    "not_utf8",
-                    f"{name}: holds a lone surrogate (\\u{ord(value[exc.start]):04x} at character {exc.start})",
-                )
-    return review
+        if where in ("review_id", "movie_id") and first.validator in ("minLength", "maxLength", "pattern"):
+            return id_problem(first.instance).at(where)  # our words, the same as the API's
+        if where == "text" and first.validator == "pattern":
+            return text_problem(first.instance, max_text_chars).at(where)
+        if where == "schema_version" and first.validator == "const":
+            return Rejection(
+                "unknown_schema_version", f"schema_version: {str(first.instance)[:20]} is not 1, the only version known"
+            )
+        return Rejection(
+            _REASON_BY_KEYWORD.get(str(first.validator), "invalid_value"), f"{where}: {first.message[:200]}"
+        )
+    for name in ("review_id", "movie_id"):
+        if problem := lone_surrogate(obj[name]):
+            return problem.at(name)
+    if problem := text_problem(obj["text"], max_text_chars):
+        return problem.at("text")
+    return Review(obj["review_id"], obj["movie_id"], obj["text"], obj.get("rating"), obj.get("created_at"))
 
 
 def _too_long(text: str, max_text_chars: int) -> Rejection:
-    return Rejection("text_too_long", f"text is {len(text)} characters, the limit is {max_text_chars}")
+    return Rejection("text_too_long", f"is {len(text)} characters, the limit is {max_text_chars}")
 
 
 def review_event(review: Review) -> dict[str, Any]:

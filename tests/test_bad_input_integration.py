@@ -22,6 +22,8 @@ def review(review_id, text_, movie="tt-odd", **extra):
 SQLISH = "'); DROP TABLE review_scores; --"
 HTMLISH = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 
+DUPLICATE_KEYS = b'{"review_id": "dk1", "movie_id": "tt1", "text": "first", "review_id": "dk2", "text": "second"}'
+UNKNOWN_VERSION = review("v99", "From a producer of the future.", schema_version=99)
 REJECTED = {
     b"\xff\xfe\xfd": "not_utf8",
     b"{'single': 'quotes'}": "invalid_json",
@@ -35,6 +37,16 @@ REJECTED = {
     review("long", "word " * 20_000): "text_too_long",  # 100,000 characters, over the 50,000 limit
     b'{"review_id": "big", "movie_id": "tt1", "text": "' + b"a" * (5 * 1024 * 1024) + b'"}': "too_large",
     review("nul\u0000id", "A database cannot store this id."): "invalid_value",
+    # the same rules as the API's (tests/test_input_rules.py)
+    DUPLICATE_KEYS: "invalid_json",
+    b'{"review_id": "deep", "movie_id": "tt1", "text": "x", "extra": '
+    + b"[" * 5000
+    + b"]" * 5000
+    + b"}": "invalid_json",
+    review("surrogate", "half a pair \ud800 is no text"): "not_utf8",
+    review("surrogate-film", "Fine film.", movie="tt\udfff"): "not_utf8",
+    UNKNOWN_VERSION: "unknown_schema_version",
+    review("v-str", "Version as a string.", schema_version="1"): "wrong_type",
 }
 # Kafka takes any 64-bit timestamp; this one (the year 10000) is no date, so the review has no event time
 FAR_FUTURE = review("far-future", "Sent from the year 10000.")
@@ -48,6 +60,8 @@ ACCEPTED = {
     "extra": review("extra", "Fine film.", lang="en", source={"app": "x"}),
     "dup-first": review("dup", "An outstanding, wonderful film.", movie="tt-dup"),
     "copy-escapes": review("tab\there\\N", "Fine film.", movie="line\nbreak\\."),  # COPY's special characters
+    "version-1": review("version-1", "A film with a declared schema version.", schema_version=1),
+    "nul-in-text": review("nul-in-text", "Text may hold \u0000: it is scored, never stored."),
 }
 DUPLICATE_LATER = review("dup", "The worst, most boring film ever made.", movie="tt-dup")
 
@@ -63,11 +77,16 @@ def test_bad_and_strange_input(stream_settings, start_worker):
     producer.flush()
     producer.close()
 
-    expected = {**REJECTED, FAR_FUTURE: "invalid_value"}
+    # a dead letter carries the first SENTIMENT_DLQ_MAX_PAYLOAD_BYTES of the message (the 5 MB and 100,000-character ones)
+    limit = stream_settings.dlq_max_payload_bytes
+    expected = {raw[:limit]: reason for raw, reason in {**REJECTED, FAR_FUTURE: "invalid_value"}.items()}
     dead = collect_values(stream_settings, stream_settings.topic_dlq, lambda rs: len(rs) >= len(expected), 120, worker)
     got = {r.value: dict(r.headers)["dlq.reason"].decode() for r in dead}
     print(f"\nDLQ: {len(dead)} messages, reasons {sorted(got.values())}")
-    assert got == expected, "every rejected message lands unchanged, with its reason"
+    assert got == expected, "every rejected message lands unchanged (up to the limit), with its reason"
+    details = {r.value: dict(r.headers)["dlq.detail"].decode() for r in dead}
+    assert details[DUPLICATE_KEYS] == "message has a duplicate key review_id"
+    assert details[UNKNOWN_VERSION] == "schema_version: 99 is not 1, the only version known"
 
     ids = {json.loads(v)["review_id"] for v in ACCEPTED.values()}
     events = collect_values(

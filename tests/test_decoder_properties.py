@@ -73,7 +73,14 @@ CRAFTED = [
     b'{"review_id":"r","movie_id":"m","text":"   "}',
     b'{"review_id":"r","movie_id":"m","text":"\\u00a0\\u2003"}',
     b'{"review_id":"","movie_id":"m","text":"ok"}',
-    b'{"review_id":"r","movie_id":"m","text":"a","text":"b"}',  # the last duplicate wins, in both
+    b'{"review_id":"r","movie_id":"m","text":"a","text":"b"}',  # a duplicate key, rejected in both
+    b'{"review_id":"r","movie_id":"m","text":"a","extra":{"k":1,"k":2}}',
+    b'{"review_id":"r","review_id":"r","movie_id":"m","text":"a\\u003a"}',  # an escaped colon hides no duplicate
+    b'{"review_id":"r:1","movie_id":"m:2","text":"a: b: c","rating":3}',
+    b'{"review_id":"r","movie_id":"m","text":"a","schema_version":1}',
+    b'{"review_id":"r","movie_id":"m","text":"a","schema_version":99}',
+    b'{"review_id":"r","movie_id":"m","text":"a","schema_version":true}',
+    b'{"review_id":"r","movie_id":"m","text":"a","extra":' + b"[" * 3000 + b"]" * 3000 + b"}",
     b'{"review_id":"r","movie_id":"m","text":"ok","extra":1e999}',
     b'{"review_id":"r","movie_id":"m","text":"ok","extra":NaN}',
     b'{"review_id":"r","movie_id":"m","text":"\\ud800"}',
@@ -111,3 +118,15 @@ def test_an_id_with_a_nul_character_is_rejected_with_its_position():
     result = decode_review(b'{"review_id":"r","movie_id":"\\u0000","text":"ok"}', **LIMITS)
     assert result.reason == "invalid_value" and result.detail.startswith("movie_id: holds a NUL")
     assert isinstance(decode_review(b'{"review_id":"r","movie_id":"m","text":"a\\u0000b"}', **LIMITS), Review)
+
+
+@settings(max_examples=400, deadline=None)
+@given(review_like, st.data())
+def test_a_duplicate_key_anywhere_is_refused_on_both_paths(obj, data):
+    """msgspec keeps the last of two equal keys; the fast path must see that there were two."""
+    obj = {"review_id": "r", "movie_id": "m", "text": "a: b", **obj}
+    key = data.draw(st.sampled_from(sorted(obj)))
+    raw = json.dumps(obj, ensure_ascii=False)[:-1] + f", {json.dumps(key)}: {json.dumps(obj[key])}}}"
+    result = decode_review(raw.encode(), **LIMITS)
+    assert result == _decode_review_fully(raw.encode(), max_text_chars=LIMITS["max_text_chars"])
+    assert result == Rejection("invalid_json", f"message has a duplicate key {key[:100]}")

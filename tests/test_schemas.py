@@ -7,13 +7,16 @@ import pytest
 
 from schemas import (
     ID_MAX_CHARS,
+    REJECTION_REASONS,
     SCHEMA_DIR,
     Rejection,
     Review,
     Sentiment,
     decode_review,
     encode_review,
+    id_problem,
     load_schema,
+    text_problem,
     utc_iso,
     validator,
 )
@@ -25,7 +28,8 @@ LIMITS = {"max_text_chars": 1000, "max_message_bytes": 10_000}
 def test_record_fields_match_schema(record, schema):
     spec = load_schema(schema)
     fields = {f.name: f for f in dataclasses.fields(record)}
-    assert set(fields) == set(spec["properties"])
+    # a review's schema_version is checked while decoding (only 1 is known) and not kept: a Review is version 1
+    assert set(fields) == set(spec["properties"]) - ({"schema_version"} if schema == "review" else set())
     no_default = {n for n, f in fields.items() if f.default is dataclasses.MISSING}
     assert no_default <= set(spec["required"])
     if schema == "review":
@@ -43,6 +47,11 @@ def test_id_limit_of_the_film_lookup_is_the_constant():
     spec = json.loads((SCHEMA_DIR / "openapi.json").read_text(encoding="utf-8"))
     [parameter] = spec["paths"]["/api/movies/{movie_id}"]["get"]["parameters"]
     assert parameter["schema"]["maxLength"] == ID_MAX_CHARS
+
+
+def test_the_api_error_reasons_are_the_rejection_reasons():
+    spec = json.loads((SCHEMA_DIR / "openapi.json").read_text(encoding="utf-8"))
+    assert tuple(spec["components"]["schemas"]["Error"]["properties"]["reason"]["enum"]) == REJECTION_REASONS
 
 
 def test_sentiment_record_serializes_to_a_valid_event():
@@ -81,6 +90,16 @@ def test_round_trip_of_a_review():
         (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "rating": 11}', "invalid_value"),
         (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "created_at": "yesterday"}', "invalid_value"),
         (b'{"review_id": "r", "movie_id": "tt1", "text": "' + b"a" * 1001 + b'"}', "text_too_long"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "review_id": "s"}', "invalid_json"),
+        (
+            b'{"review_id": "r", "movie_id": "tt1", "text": "x", "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+            "invalid_json",
+        ),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "schema_version": 99}', "unknown_schema_version"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "schema_version": 2.0}', "unknown_schema_version"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "schema_version": "1"}', "wrong_type"),
+        (b'{"review_id": "r", "movie_id": "tt1", "text": "x", "schema_version": null}', "wrong_type"),
+        (b'{"review_id": "r", "movie_id": "\\udc00", "text": "x"}', "not_utf8"),
         (b"x" * 10_001, "too_large"),
         (None, "invalid_json"),
     ],
@@ -101,3 +120,61 @@ def test_decoder_agrees_with_the_schema_on_accepted_messages():
     raw = {"review_id": "r", "movie_id": "tt1", "text": "<script>alert(1)</script>'; DROP TABLE x;--"}
     assert not list(validator("review").iter_errors(raw))
     assert isinstance(decode_review(json.dumps(raw).encode(), **LIMITS), Review)
+
+
+def test_a_duplicate_key_is_rejected_not_last_one_wins():
+    """Which of two values a parser keeps is its whim; the review would be stored as the second id with the second
+    text. Anywhere in the message, on the fast path as on the full one."""
+    raw = b'{"review_id": "r1", "movie_id": "tt1", "text": "first", "review_id": "r2", "text": "second"}'
+    assert decode_review(raw, **LIMITS) == Rejection("invalid_json", "message has a duplicate key review_id")
+    nested = b'{"review_id": "r", "movie_id": "tt1", "text": "ok", "source": {"app": 1, "app": 2}}'
+    assert decode_review(nested, **LIMITS) == Rejection("invalid_json", "message has a duplicate key app")
+
+
+def test_schema_version_1_is_read_and_any_other_is_set_aside():
+    ok = b'{"review_id": "r", "movie_id": "tt1", "text": "ok", "schema_version": 1}'
+    assert decode_review(ok, **LIMITS) == Review("r", "tt1", "ok")
+    later = decode_review(b'{"review_id": "r", "movie_id": "tt1", "text": "ok", "schema_version": 99}', **LIMITS)
+    assert later == Rejection("unknown_schema_version", "schema_version: 99 is not 1, the only version known")
+
+
+@pytest.mark.parametrize("depth", [100, 990, 1000, 100_000])
+def test_deep_nesting_is_bad_json_not_a_crash(depth):
+    raw = b'{"review_id": "r", "movie_id": "tt1", "text": ' + b"[" * depth + b"]" * depth + b"}"
+    result = decode_review(raw, max_text_chars=1000, max_message_bytes=1_000_000)
+    assert isinstance(result, Rejection) and result.reason in ("wrong_type", "invalid_json")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "detail"),
+    [
+        ("", "empty_field", "holds no character other than white space"),
+        (" \n\t\u3000", "empty_field", "holds no character other than white space"),
+        ("a" * 1001, "text_too_long", "is 1001 characters, the limit is 1000"),
+        ("ab\ud800", "not_utf8", "holds a lone surrogate (\\ud800 at character 2)"),
+        ("fine \x00 text", None, None),
+    ],
+)
+def test_the_text_rule_is_the_decoders(text, reason, detail):
+    """What the API asks of each text is what the stream asks of a review's text, in the same words."""
+    problem = text_problem(text, 1000)
+    assert (problem.reason, problem.detail) == (reason, detail) if reason else problem is None
+    decoded = decode_review(json.dumps({"review_id": "r", "movie_id": "m", "text": text}).encode(), **LIMITS)
+    assert decoded == (problem.at("text") if reason else Review("r", "m", text))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("", "empty_field"),
+        ("m" * 201, "invalid_value"),
+        ("tt\x001", "invalid_value"),
+        ("\udfff", "not_utf8"),
+        ("tt1", None),
+    ],
+)
+def test_the_id_rule_is_the_decoders(value, reason):
+    problem = id_problem(value)
+    assert (problem.reason if problem else None) == reason
+    decoded = decode_review(json.dumps({"review_id": "r", "movie_id": value, "text": "ok"}).encode(), **LIMITS)
+    assert decoded == (problem.at("movie_id") if reason else Review("r", value, "ok"))

@@ -4,12 +4,13 @@
 ``GET /api/movies/{movie_id}`` a film's aggregate from SQL · ``GET /api/live`` the worker's recent throughput, drift
 and score histogram · ``GET /healthz``, ``GET /readyz`` · ``GET /openapi.json`` the API's description
 (``schemas/openapi.json``). Every error is JSON with an ``error`` field and a 4xx status; never a stack trace.
+What the stream refuses in a review (its JSON, a text, a film id) is refused here by the same rules from
+``schemas``, with the stream's reason code in a ``reason`` field.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from core.messages import first_line
-from schemas import ID_MAX_CHARS, SCHEMA_DIR, is_uncertain, label_for
+from schemas import SCHEMA_DIR, Rejection, id_problem, is_uncertain, json_object, label_for, text_problem
 from stream.health import Health
 from stream.http import Limits, add_probes, bearer_token, client_limits
 from stream.queries import film_sentiment
@@ -69,10 +70,15 @@ class LiveState:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.reason = reason  # the stream's reason code, when the request breaks one of its rules
+
+    @classmethod
+    def refused(cls, rejection: Rejection, status: int = 400) -> ApiError:
+        return cls(status, rejection.detail, rejection.reason)
 
 
 @web.middleware
@@ -81,7 +87,8 @@ async def json_errors(request: web.Request, handler):
     try:
         return await handler(request)
     except ApiError as exc:
-        return web.json_response({"error": exc.message}, status=exc.status)
+        body = {"error": exc.message} | ({"reason": exc.reason} if exc.reason else {})
+        return web.json_response(body, status=exc.status)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -100,14 +107,9 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict:
         raw = await request.read()  # the whole body; aiohttp refuses one over client_max_size
     except web.HTTPRequestEntityTooLarge as exc:
         raise ApiError(413, f"the body is over {max_bytes} bytes") from exc
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"the body is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
-    except ValueError as exc:
-        raise ApiError(400, f"the body is not JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, f"the body must be a JSON object, not {type(body).__name__}")
+    body = json_object(raw, "the body")  # the stream's reading: no duplicate key, too deep is bad JSON
+    if isinstance(body, Rejection):
+        raise ApiError.refused(body)
     return body
 
 
@@ -173,9 +175,9 @@ def build_web_app(
             raise ApiError(413, f"{len(texts)} texts; at most {max_texts} in one request")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise ApiError(400, f"texts[{i}] is {type(t).__name__}, not a string")
-            if len(t) > max_text_chars:
-                raise ApiError(413, f"texts[{i}] is {len(t)} characters; at most {max_text_chars}")
+                raise ApiError(400, f"texts[{i}] is {type(t).__name__}, not a string", "wrong_type")
+            if problem := text_problem(t, max_text_chars):  # what the stream would dead-letter is no score here
+                raise ApiError.refused(problem.at(f"texts[{i}]"), 413 if problem.reason == "text_too_long" else 400)
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError(400, '"explain" must be true or false')
@@ -206,8 +208,8 @@ def build_web_app(
 
     async def movie(request: web.Request) -> web.Response:
         movie_id = request.match_info["movie_id"]
-        if not movie_id or len(movie_id) > ID_MAX_CHARS:
-            raise ApiError(400, f"a film id is 1 to {ID_MAX_CHARS} characters")
+        if problem := id_problem(movie_id):  # an id no review can carry is the client's mistake, not an outage
+            raise ApiError.refused(problem.at("movie_id"))
         if engine is None:
             raise ApiError(503, "no database here: start it with SENTIMENT_DATABASE_URL set")
         try:
@@ -235,7 +237,7 @@ def build_web_app(
     app.router.add_get("/", page)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/api/score", score)
-    app.router.add_get("/api/movies/{movie_id}", movie)
+    app.router.add_get("/api/movies/{movie_id:[^/]+}", movie)  # aiohttp's default pattern refuses { and }
     app.router.add_get("/api/live", live_state)
     add_probes(app, health)
     return app
