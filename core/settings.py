@@ -120,6 +120,13 @@ class Settings(BaseSettings):
     api_max_concurrent: int = Field(
         1, ge=1, le=64, description="Most /api/score requests computed at once; the others wait their turn."
     )
+    api_cpu_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Most share of the wall clock that /api/score work may take (the stream keeps the rest); a request "
+        "waits until the one before has been paid for.",
+    )
     uncertain_band: float = Field(
         0.1, ge=0, lt=0.5, description="A score within this distance of 0.5 is flagged uncertain."
     )

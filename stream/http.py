@@ -74,8 +74,11 @@ class Listener:
             keepalive_timeout=limits.timeout,
             access_log=logging.getLogger("sentiment.http.access") if limits.access_log else None,
             handler_cancellation=True,
+            # after an early answer (a 408, a 413), close instead of reading the rest of a slow body for 10 s
+            lingering_time=0,
         )
         self.server: asyncio.AbstractServer | None = None
+        self.accepting = 0  # connections accepted whose handler has not started yet
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with port 0)."""
@@ -83,12 +86,21 @@ class Listener:
         handlers = self.runner.server
         assert handlers is not None
 
+        loop = asyncio.get_running_loop()
+
+        def settled() -> None:
+            self.accepting -= 1
+
         def protocol() -> asyncio.Protocol:
-            if len(handlers.connections) >= self.limits.max_connections:
+            # A burst of connections is accepted in one pass of the loop, before any of them is counted in
+            # ``handlers.connections``: count those in between too, until the pass after their handler starts.
+            if len(handlers.connections) + self.accepting >= self.limits.max_connections:
                 return _Busy()
+            self.accepting += 1
+            loop.call_soon(loop.call_soon, settled)
             return handlers()
 
-        self.server = await asyncio.get_running_loop().create_server(protocol, host, port, reuse_address=True)
+        self.server = await loop.create_server(protocol, host, port, reuse_address=True)
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

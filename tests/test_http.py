@@ -181,3 +181,18 @@ def test_the_page_beyond_loopback_needs_a_token():
     with pytest.raises(UserError) as caught:
         check_exposure(Settings(web_host="0.0.0.0"))
     assert caught.value.exit_code == 2 and "SENTIMENT_WEB_TOKEN" in caught.value.hint
+
+
+def test_a_burst_of_connections_never_passes_the_cap(metrics_server):
+    """Connections accepted in one pass of the loop are counted before their handlers start."""
+    burst = [socket.create_connection(("127.0.0.1", metrics_server.port)) for _ in range(60)]
+    time.sleep(0.5)
+    busy = 0
+    for conn in burst:
+        conn.settimeout(0.2)
+        try:
+            busy += conn.recv(1024).startswith(b"HTTP/1.1 503")
+        except TimeoutError:
+            pass
+        conn.close()
+    assert busy >= 40  # the cap is 20: at most 20 are held, every other one is told to come back later

@@ -11,6 +11,7 @@ What the stream refuses in a review (its JSON, a text, a film id) is refused her
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -122,6 +123,7 @@ def page_app(settings, scorer, *, engine: Engine | None, live: LiveState, health
         limits=Limits.from_settings(settings),
         token=token,
         max_concurrent=settings.api_max_concurrent,
+        cpu_share=settings.api_cpu_share,
         scorer=scorer,
         explainer_factory=lambda: Explainer(scorer),
         uncertain_band=settings.uncertain_band,
@@ -146,6 +148,7 @@ def build_web_app(
     limits: Limits | None = None,
     token: str | None = None,
     max_concurrent: int = 1,
+    cpu_share: float = 1.0,
 ) -> web.Application:
     """The aiohttp application; ``explainer_factory`` builds the (slow to load) explainer on first use."""
     live = live or LiveState()
@@ -181,20 +184,32 @@ def build_web_app(
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError(400, '"explain" must be true or false')
-        async with turns:
-            return await answer(texts, explain)
+        await turns.acquire()
+        started = time.perf_counter()
+        try:
+            body = await asyncio.to_thread(answer, texts, explain)
+        except BaseException:
+            turns.release()
+            raise
+        # The cost budget: HTTP work may take at most ``cpu_share`` of the wall clock, so the stream's batches (same
+        # process, same interpreter lock) keep the rest. This answer goes out now; the next request waits until
+        # this one's work has been paid for.
+        spent = time.perf_counter() - started
+        asyncio.get_running_loop().call_later(spent * (1 / cpu_share - 1), turns.release)
+        return web.Response(body=body, content_type="application/json")
 
-    async def answer(texts: list[str], explain: bool) -> web.Response:
-        scores = await asyncio.to_thread(scorer.score, texts)
+    def answer(texts: list[str], explain: bool) -> bytes:
+        """The whole answer, JSON-encoded, computed off the event loop (it runs the stream too)."""
+        scores = scorer.score(texts)
         results = [
             {"score": float(s), "label": label_for(float(s)), "uncertain": is_uncertain(float(s), uncertain_band)}
             for s in scores
         ]
         if explain:
             if not explainer:
-                explainer.append(await asyncio.to_thread(explainer_factory))
+                explainer.append(explainer_factory())
             for result, t in zip(results, texts):
-                e = await asyncio.to_thread(explainer[0].explain, t)
+                e = explainer[0].explain(t)
                 result["explanation"] = {
                     "method": "integrated gradients, all-zero embedding baseline",
                     "base": e.base,
@@ -202,9 +217,9 @@ def build_web_app(
                     "words": [{"word": w, "attribution": a} for w, a in zip(e.words, e.word_attributions)],
                     "ngrams": [{"ngram": g, "attribution": a} for g, a in e.ngrams],
                 }
-        return web.json_response(
+        return json.dumps(
             {"model_version": scorer.version, "uncertain_band": uncertain_band, "results": results}
-        )
+        ).encode()
 
     async def movie(request: web.Request) -> web.Response:
         movie_id = request.match_info["movie_id"]
