@@ -66,21 +66,13 @@ def test_unknown_words_get_no_attribution(explainer):
 # --- the HTTP API, over a real `sentiment serve` ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``sentiment serve`` with a migrated SQLite database, so that film lookups answer (200 or 404, never 503)."""
+def start_serve(folder: Path, env: dict, *args: str):
+    """A ``sentiment serve`` process on a free port, answering /healthz; yields its URL and stops it after."""
     port = free_port()
-    folder = tmp_path_factory.mktemp("serve")
     log = folder / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
-    env["SENTIMENT_DATABASE_URL"] = f"sqlite:///{folder / 'films.db'}"
-    migrated = subprocess.run(
-        [sys.executable, "-m", "sentiment", "db", "upgrade"], env=env, capture_output=True, text=True
-    )
-    assert migrated.returncode == 0, migrated.stderr
     with open(log, "ab") as fh:
         process = subprocess.Popen(
-            [sys.executable, "-m", "sentiment", "serve", "--web-port", str(port)],
+            [sys.executable, "-m", "sentiment", "serve", "--web-port", str(port), *args],
             env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -92,6 +84,29 @@ def server(tmp_path_factory):
     yield url
     process.terminate()
     process.wait(15)
+
+
+def serve_environment() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``sentiment serve`` with a migrated SQLite database, so that film lookups answer (200 or 404, never 503)."""
+    folder = tmp_path_factory.mktemp("serve")
+    env = serve_environment()
+    env["SENTIMENT_DATABASE_URL"] = f"sqlite:///{folder / 'films.db'}"
+    migrated = subprocess.run(
+        [sys.executable, "-m", "sentiment", "db", "upgrade"], env=env, capture_output=True, text=True
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    yield from start_serve(folder, env)
+
+
+@pytest.fixture(scope="module")
+def server_without_database(tmp_path_factory):
+    """``sentiment serve --no-database``: film lookups are off, and the page says why."""
+    yield from start_serve(tmp_path_factory.mktemp("serve-bare"), serve_environment(), "--no-database")
 
 
 def call(url: str, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
@@ -185,10 +200,9 @@ def test_schemathesis_finds_no_server_error(server):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
 
-@pytest.mark.browser
-def test_the_page_in_a_real_browser(server):
-    """Headless Chromium types a review, submits, and sees the label, the highlights and, for a text the model
-    cannot tell, the uncertain badge. Screenshots go to test-artifacts/."""
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, Debian's chromium and chromium-driver."""
     chromedriver = shutil.which("chromedriver")
     if chromedriver is None or shutil.which("chromium") is None:
         pytest.fail(
@@ -196,40 +210,255 @@ def test_the_page_in_a_real_browser(server):
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1100"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,1300"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        driver.get(server + "/")
-        wait = WebDriverWait(driver, 30)
-        box = driver.find_element(By.ID, "text")
-        box.send_keys(REVIEWS[0])
-        driver.find_element(By.ID, "submit").click()
-        wait.until(lambda d: d.find_element(By.ID, "result").is_displayed())
-        assert driver.find_element(By.ID, "label").text == "positive"
-        assert not driver.find_element(By.ID, "uncertain").is_displayed()
-        spans = driver.find_elements(By.CSS_SELECTOR, "#words span")
-        weights = {s.text.strip(): float(s.get_attribute("data-attribution")) for s in spans}
-        assert weights["wonderful"] > 0 > weights["awful"]
-        colours = {s.text.strip(): s.value_of_css_property("background-color") for s in spans}
-        assert colours["wonderful"] != colours["awful"] and "rgba(0, 0, 0, 0)" not in colours["wonderful"]
-        assert "Base value" in driver.find_element(By.ID, "sum").text
-        driver.save_screenshot(str(ARTIFACTS / "page-positive.png"))
+    yield driver
+    driver.quit()
 
-        box.clear()
-        box.send_keys("qzxvbn wqpzkx")
-        driver.find_element(By.ID, "submit").click()
-        wait.until(lambda d: d.find_element(By.ID, "uncertain").is_displayed())
-        driver.save_screenshot(str(ARTIFACTS / "page-uncertain.png"))
+
+def shown(driver, css: str) -> list[str]:
+    """The text of each element the selector finds, as the reader sees it."""
+    from selenium.webdriver.common.by import By
+
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+def text_of(driver, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+CAPTIONS = ("rate-note", "drift-note", "hist-note")
+MINUTES_AGO = ["10 min ago", "8 min ago", "6 min ago", "4 min ago", "2 min ago", "now"]
+
+
+def open_page(driver, url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    WebDriverWait(driver, 30).until(lambda d: all(text_of(d, c) for c in CAPTIONS))
+
+
+def save(driver, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / name))
+    assert (ARTIFACTS / name).stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_the_page_in_a_real_browser(server, browser):
+    """Headless Chromium types a review, submits, and sees the button at work, then the label, the highlights and,
+    for a text the model cannot tell, the uncertain badge; a text the model cannot read gets a message in words."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser
+    open_page(driver, server)
+    wait = WebDriverWait(driver, 30)
+    box, button = driver.find_element(By.ID, "text"), driver.find_element(By.ID, "submit")
+    box.send_keys(REVIEWS[0])
+    slow = {"offline": False, "latency": 1500, "downloadThroughput": -1, "uploadThroughput": -1}
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", slow)
+    try:  # a slow network: while the answer is on its way the button is off and says so
+        button.click()
+        assert not button.is_enabled() and button.text == "Scoring…"
+        save(driver, "page-scoring.png")
+        wait.until(lambda d: d.find_element(By.ID, "result").is_displayed())
     finally:
-        driver.quit()
-    assert (ARTIFACTS / "page-positive.png").stat().st_size > 10_000
+        driver.execute_cdp_cmd("Network.emulateNetworkConditions", slow | {"latency": 0})
+    assert button.is_enabled() and button.text == "Score"
+    assert text_of(driver, "label") == "positive"
+    assert not driver.find_element(By.ID, "uncertain").is_displayed()
+    spans = driver.find_elements(By.CSS_SELECTOR, "#words span")
+    weights = {s.text.strip(): float(s.get_attribute("data-attribution")) for s in spans}
+    assert weights["wonderful"] > 0 > weights["awful"]
+    colours = {s.text.strip(): s.value_of_css_property("background-color") for s in spans}
+    assert colours["wonderful"] != colours["awful"] and "rgba(0, 0, 0, 0)" not in colours["wonderful"]
+    assert "Base value" in text_of(driver, "sum")
+    save(driver, "page-positive.png")
+
+    box.clear()
+    box.send_keys("qzxvbn wqpzkx")
+    button.click()
+    wait.until(lambda d: d.find_element(By.ID, "uncertain").is_displayed())
+    save(driver, "page-uncertain.png")
+
+    # texts the API refuses (400 with the stream's reason): a message in words, the button back, no stale score
+    # (a lone surrogate cannot cross WebDriver's JSON: the page builds it, as a broken paste would)
+    lone_surrogate = '"ab" + String.fromCharCode(0xd800) + "cd"'
+    for text, says in [('" \\n\\t "', "There is nothing to score"), (lone_surrogate, "cannot read this text")]:
+        driver.execute_script(f"arguments[0].value = {text}", box)
+        button.click()
+        wait.until(lambda d, says=says: says in text_of(d, "error"))
+        assert button.is_enabled() and button.text == "Score"
+        assert not driver.find_element(By.ID, "result").is_displayed()
+    assert "not valid Unicode" in text_of(driver, "error")
+    save(driver, "page-refused.png")
+
+    # a film no review was scored for: said plainly, not as an error
+    driver.find_element(By.ID, "film").send_keys("tt0000001")
+    driver.find_element(By.ID, "film-submit").click()
+    wait.until(lambda d: text_of(d, "film-result"))
+    assert text_of(driver, "film-result") == "No reviews of film 'tt0000001' scored yet."
+
+
+@pytest.mark.browser
+def test_a_cold_serve_says_what_it_has(server, browser):
+    """On a fresh `sentiment serve` (no stream) the captions say so, never "last 0 min" or "the 0 most recent
+    scores"; the histogram shows the reference on read axes; the page loads nothing from elsewhere."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    open_page(driver, server)
+    captions = {c: text_of(driver, c) for c in CAPTIONS}
+    assert all("No stream here" in text for text in captions.values()), captions
+    assert not any(" 0 min" in text or "the 0 " in text for text in captions.values()), captions
+    assert text_of(driver, "state") == "no stream here (sentiment serve)"
+    assert not driver.find_element(By.ID, "not-ready").is_displayed()
+    assert shown(driver, "#rate .x-tick") == MINUTES_AGO and shown(driver, "#rate .empty") == ["no stream here"]
+    assert shown(driver, "#histogram .x-tick") == ["0", *(f"0.{i}" for i in range(1, 10)), "1"]
+    assert all(t.endswith("%") for t in shown(driver, "#histogram .y-tick"))
+    assert shown(driver, "#window-legend") == ["recent scores: none yet"]
+    resources = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert resources and all(r.startswith(server + "/") for r in resources), resources  # works offline
+    save(driver, "page-cold.png")
+
+
+def worker_state(server: str, samples: list, scores: list[float], reasons: list[str]) -> dict:
+    """What a worker's /api/live would answer: the real LiveState, with samples (seconds ago, reviews scored so
+    far, PSI, verdict) and the drift window's scores, on top of this server's answer (model, band, film lookups)."""
+    import time
+
+    import numpy as np
+
+    from stream.web import LiveState
+
+    rng = np.random.default_rng(7)
+    live = LiveState(
+        streaming=True,
+        window_scores=lambda: scores,
+        reference_scores=rng.beta(0.6, 0.6, 5000),
+        psi_threshold=0.07,
+    )
+    now = time.time()
+    live.samples.extend((now - ago, scored, psi, verdict) for ago, scored, psi, verdict in samples)
+    state = call(server, "GET", "/api/live")[1] | live.as_json()
+    return state | {"ready": not reasons, "reasons": reasons, "window_min_scores": 1000}
+
+
+def show_state(driver, state: dict) -> None:
+    """The page draws ``state`` as if /api/live had answered it (its other calls go to the server)."""
+    driver.execute_script(
+        """
+        window.liveState = arguments[0];
+        if (!window.serverFetch) {
+          window.serverFetch = window.fetch;
+          window.fetch = (path, options) => String(path).startsWith("/api/live")
+            ? Promise.resolve(new Response(JSON.stringify(window.liveState), {headers: {"Content-Type": "application/json"}}))
+            : window.serverFetch(path, options);
+        }
+        return refresh();
+        """,
+        state,
+    )
+
+
+def numbers(labels: list[str]) -> list[float]:
+    return [float(t.replace(",", "").rstrip("%")) for t in labels]
+
+
+@pytest.mark.browser
+def test_the_live_charts_read_right(server, browser):
+    """A worker's live state as a reader sees it: a starting worker that is not ready says why and what it is
+    collecting; a drifting one has y ticks with real values, the alert level labelled at its tick, time in minutes
+    ago and a legend that tells PSI from the verdict."""
+    from selenium.webdriver.common.by import By
+
+    nan = float("nan")
+    driver = browser
+    open_page(driver, server)
+
+    idle = [(10, 0, nan, nan), (5, 0, nan, nan), (0, 0, nan, nan)]  # ready, and no review yet
+    show_state(driver, worker_state(server, idle, [], []))
+    assert [text_of(driver, c) for c in CAPTIONS] == [
+        "No reviews scored yet.",
+        "No reviews scored yet: PSI and the verdict are measured from 1,000 scores on.",
+        "No reviews scored yet: the model's reference alone.",
+    ]
+    assert shown(driver, "#drift .empty") == ["no reviews scored yet"]
+
+    joining = ["not in its consumer group (joining or rebalancing)", "broker: cannot connect to 127.0.0.1:9092"]
+    starting = [(20 - 5 * i, 30 * i, nan, nan) for i in range(5)]  # 6 reviews/s: 4 rates over 15 s, 120 scored
+    show_state(driver, worker_state(server, starting, [0.8] * 120, joining))
+    assert text_of(driver, "state") == "worker NOT ready"
+    assert shown(driver, "#reasons li") == [
+        "Not in its consumer group (joining or rebalancing)",
+        "Broker: cannot connect to 127.0.0.1:9092",
+    ]
+    assert text_of(driver, "rate-note") == "Over the last 15 s; 120 reviews scored since the worker started."
+    assert text_of(driver, "drift-note").startswith("Collecting: 120 of 1,000 scores needed")
+    assert shown(driver, "#drift .empty") == ["collecting: 120 of 1,000 scores needed"]
+    assert "The 120 most recent scores" in text_of(driver, "hist-note")
+    rate_ticks = numbers(shown(driver, "#rate .y-tick"))
+    assert rate_ticks == sorted(rate_ticks) and rate_ticks[0] == 0 and rate_ticks[-1] >= 6
+    assert shown(driver, "#rate .y-unit") == ["reviews/s"]
+    save(driver, "page-worker-not-ready.png")
+
+    # ten minutes of a drifting stream: PSI from 0.02 to 0.1 (alert above 0.07), the verdict 0.3 then up to 1.4
+    drifting = [(600 - 5 * i, 200 * i, 0.02 + 0.08 * i / 120, 0.3 + max(0, i - 80) * 1.1 / 40) for i in range(121)]
+    show_state(driver, worker_state(server, drifting, [0.1] * 600 + [0.9] * 400, []))
+    assert text_of(driver, "state") == "worker ready"
+    assert not driver.find_element(By.ID, "not-ready").is_displayed()
+    assert shown(driver, "#rate .x-tick") == shown(driver, "#drift .x-tick") == MINUTES_AGO
+    assert 40 in numbers(shown(driver, "#rate .y-tick"))  # 200 reviews every 5 s
+    psi_ticks, verdict_ticks = (
+        shown(driver, "#drift .y-tick[fill='#c07000']"),
+        shown(driver, "#drift .y-tick[fill='#7a3db8']"),
+    )
+    assert "0.07" in psi_ticks and max(numbers(psi_ticks)) >= 0.1
+    assert "1" in verdict_ticks and max(numbers(verdict_ticks)) >= 1.4
+    assert shown(driver, "#drift .y-unit") == ["PSI", "verdict"]
+    assert shown(driver, "#drift .alert-label") == ["alert: PSI 0.07 · verdict 1"]
+    tick_height = {t.text: float(t.get_attribute("y")) for t in driver.find_elements(By.CSS_SELECTOR, "#drift .y-tick")}
+    alert_line = float(driver.find_element(By.CSS_SELECTOR, "#drift line.alert").get_attribute("y1"))
+    assert tick_height["0.07"] == tick_height["1"] == pytest.approx(alert_line + 4)  # the line is at its label
+    assert shown(driver, "#drift-legend li") == [
+        "PSI of the scores (left axis)",
+        "input drift verdict (right axis)",
+        "alert: PSI above 0.07, verdict at 1 or above",
+    ]
+    assert text_of(driver, "rate-note").startswith("Over the last 10 min; 24,000 reviews scored")
+    assert text_of(driver, "hist-note") == "The 1,000 most recent scores against the model's reference."
+    assert shown(driver, "#window-legend") == ["the 1,000 most recent scores"]
+    save(driver, "page-worker-drifting.png")
+
+
+@pytest.mark.browser
+def test_film_lookups_off_say_why(server_without_database, browser, tmp_path):
+    """`sentiment serve --no-database`: the page says film lookups are off and why, and so does the API; a database
+    that cannot be used at start says the same, with what was wrong."""
+    from selenium.webdriver.common.by import By
+
+    from core.settings import Settings
+    from stream.web.serve import film_database
+
+    driver = browser
+    open_page(driver, server_without_database)
+    off = "Film lookups are off: started without a database (sentiment serve --no-database)."
+    assert text_of(driver, "film-note") == off
+    assert not driver.find_element(By.ID, "film-submit").is_enabled()
+    save(driver, "page-no-database.png")
+    status, body, _ = call(server_without_database, "GET", "/api/movies/tt0000001")
+    assert status == 503 and body["error"] == off[0].lower() + off[1:-1]
+
+    engine, why = film_database(Settings(database_url=f"sqlite:///{tmp_path / 'missing.db'}"), with_database=True)
+    assert engine is None and why.startswith("started without a database") and "no database at" in why
 
 
 def test_ngrams_map_to_the_words_they_are_made_of(explainer):

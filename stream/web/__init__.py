@@ -63,6 +63,9 @@ class LiveState:
         share = lambda xs: (np.histogram(xs, edges)[0] / max(len(xs), 1)).round(4).tolist()  # noqa: E731
         return {
             "streaming": self.streaming,
+            "now": time.time(),  # the right end of the charts' time axis, by the server's clock
+            "history_seconds": HISTORY_SECONDS,
+            "scored": self.samples[-1][1] if self.samples else 0,  # reviews scored since the worker started
             "history": history,
             "psi_threshold": self.psi_threshold,
             "histogram": {"edges": edges.round(2).tolist(), "window": share(window), "reference": share(reference)},
@@ -114,8 +117,17 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict:
     return body
 
 
-def page_app(settings, scorer, *, engine: Engine | None, live: LiveState, health: Health | None = None):
-    """The application with the settings' limits and band, and the explainer built on first use."""
+def page_app(
+    settings,
+    scorer,
+    *,
+    engine: Engine | None,
+    live: LiveState,
+    health: Health | None = None,
+    films_off: str | None = None,
+):
+    """The application with the settings' limits and band, and the explainer built on first use; ``films_off`` says
+    why there is no ``engine`` (the page and the 503 of a film lookup say it)."""
     from model.explain import Explainer
 
     token = settings.web_token.get_secret_value() if settings.web_token else None
@@ -132,6 +144,8 @@ def page_app(settings, scorer, *, engine: Engine | None, live: LiveState, health
         engine=engine,
         health=health,
         live=live,
+        drift_min_scores=min(settings.drift_min_scores, settings.drift_window),
+        films_off=films_off,
     )
 
 
@@ -149,9 +163,12 @@ def build_web_app(
     token: str | None = None,
     max_concurrent: int = 1,
     cpu_share: float = 1.0,
+    drift_min_scores: int = 0,
+    films_off: str | None = None,
 ) -> web.Application:
     """The aiohttp application; ``explainer_factory`` builds the (slow to load) explainer on first use."""
     live = live or LiveState()
+    films_off = None if engine is not None else films_off or "started without a database"
     explainer: list = []
     # HTTP scoring takes turns: the stream's batches never queue behind more than this many requests' work
     turns = asyncio.Semaphore(max_concurrent)
@@ -226,7 +243,7 @@ def build_web_app(
         if problem := id_problem(movie_id):  # an id no review can carry is the client's mistake, not an outage
             raise ApiError.refused(problem.at("movie_id"))
         if engine is None:
-            raise ApiError(503, "no database here: start it with SENTIMENT_DATABASE_URL set")
+            raise ApiError(503, f"film lookups are off: {films_off}")
         try:
             row = await asyncio.to_thread(film_sentiment, engine, movie_id)
         except Exception as exc:  # noqa: BLE001 - the database being away is a 503, not a 500
@@ -240,7 +257,12 @@ def build_web_app(
 
     async def live_state(request: web.Request) -> web.Response:
         state = live.as_json()
-        state |= {"model_version": scorer.version, "uncertain_band": uncertain_band}
+        state |= {
+            "model_version": scorer.version,
+            "uncertain_band": uncertain_band,
+            "window_min_scores": drift_min_scores,  # PSI and the verdict are measured from this many scores on
+            "films_off": films_off,  # why film lookups are off, or null
+        }
         reasons = health.reasons() if health is not None else []
         state |= {"ready": not reasons if health is not None else None, "reasons": reasons}
         return web.json_response(state)
