@@ -197,23 +197,49 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def json_object(raw: bytes, name: str = "message") -> dict[str, Any] | Rejection:
     """``raw`` read as a JSON object, or why not: the one reading of JSON for the stream's messages and the API's
-    request bodies. UTF-8; no key twice in an object (which value would count is a parser's whim); nested no deeper
-    than the parser's recursion limit (a RecursionError is bad input here, not a server error)."""
+    request bodies. UTF-8; no key twice in an object (which value would count is a parser's whim); nested at most
+    ``MAX_JSON_DEPTH`` deep (a fixed rule: where Python's recursion limit bites depends on the caller's stack, so
+    the stream and the API would disagree near it)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"{name} is not UTF-8: {exc.reason} at byte {exc.start}")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
+        return Rejection("invalid_json", f"{name} is nested too deeply to read (more than {MAX_JSON_DEPTH} levels)")
     try:
         obj = json.loads(text, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
         return Rejection("invalid_json", f"{name} has a duplicate key {exc.key[:100]}")
-    except RecursionError:
-        return Rejection("invalid_json", f"{name} is nested too deeply to read")
     except ValueError as exc:
         return Rejection("invalid_json", f"{name} is not JSON: {str(exc)[:200]}")
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"{name} is JSON {type(obj).__name__}, not an object")
     return obj
+
+
+MAX_JSON_DEPTH = 64  # a review is two levels deep; an API body three
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, outside its strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def text_problem(text: str, max_text_chars: int) -> Rejection | None:

@@ -89,7 +89,7 @@ def assert_agree(decoded: Review | Rejection, status: int, answer: dict, where: 
         assert answer["reason"] == decoded.reason, (decoded, answer)
         assert answer["error"].endswith(decoded.detail.split(": ", 1)[1]) and answer["error"].startswith(where)
     else:
-        assert status == 200 or (status == 503 and "no database" in answer["error"]), (status, answer)
+        assert status == 200 or (status == 503 and "without a database" in answer["error"]), (status, answer)
 
 
 @EXAMPLES
@@ -155,11 +155,25 @@ def test_the_api_answers_in_the_streams_words(api):
     status, answer = api.score(b'{"texts": [" \\n "]}')
     assert (status, answer["reason"]) == (400, "empty_field")
     status, answer = api.score(b'{"texts": ' + b"[" * 1000 + b"]" * 1000 + b"}")
-    assert (status, answer) == (400, {"error": "the body is nested too deeply to read", "reason": "invalid_json"})
+    assert (status, answer) == (
+        400,
+        {"error": "the body is nested too deeply to read (more than 64 levels)", "reason": "invalid_json"},
+    )
     status, answer = api.call("GET", "/api/movies/%00")
     assert (status, answer["reason"]) == (400, "invalid_value") and "NUL character" in answer["error"]
     status, answer = api.call("GET", "/api/movies/" + "m" * (ID_MAX_CHARS + 1))
     assert (status, answer["reason"]) == (400, "invalid_value")
     # a URL cannot carry a lone surrogate: bytes that are not UTF-8 stay percent-encoded, an id the stream takes too
     status, answer = api.call("GET", "/api/movies/%ED%A0%80")
-    assert status == 503 and "no database" in answer["error"]
+    assert status == 503 and "without a database" in answer["error"]
+
+
+def test_brackets_inside_a_text_are_not_nesting():
+    """The depth rule counts arrays and objects, not the brackets a review's text may hold."""
+    text = "[" * 100 + '\\"{' * 100
+    decoded = decode_review(f'{{"review_id":"r","movie_id":"tt1","text":"{text}"}}'.encode(), **LIMITS)
+    assert isinstance(decoded, Review), decoded
+    too_deep = decode_review(
+        b'{"review_id":"r","movie_id":"tt1","text":"t","x":' + b"[" * 65 + b"]" * 65 + b"}", **LIMITS
+    )
+    assert isinstance(too_deep, Rejection) and "more than 64 levels" in too_deep.detail
