@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Most bytes of a rejected message copied to the dead-letter topic (headers give its full size).",
     )
+    undeliverable_file: Path = Field(
+        default_factory=lambda: default_data_home() / "undeliverable.jsonl",
+        description="Where a rejected message that cannot even be dead-lettered is recorded (one JSON line) before "
+        "it is skipped.",
+    )
     metrics_port: int = Field(
         9108, ge=0, le=65535, description="Port of the worker's /metrics, /healthz and /readyz (0: off)."
     )

@@ -27,7 +27,7 @@ from stream.delivery import Delivery
 from stream.health import health
 from stream.observer import BatchObserver
 from stream.probes import probe_readiness
-from stream.publish import ResultPublisher
+from stream.publish import ResultPublisher, Undeliverable
 from stream.sinks import SqlSink
 from stream.worker import ScorerWorker
 
@@ -69,7 +69,11 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
     results = ResultPublisher(
-        sentiments, dead_letters, lambda: app.producer._ensure_producer(), settings.dlq_max_payload_bytes
+        sentiments,
+        dead_letters,
+        lambda: app.producer._ensure_producer(),
+        settings.dlq_max_payload_bytes,
+        Undeliverable(settings.undeliverable_file),
     )
 
     async def probe() -> None:

@@ -14,6 +14,10 @@ REVIEWS_REJECTED = Counter(
 EVENTS_SENT = Counter(
     "sentiment_events_sent_total", "Events the broker acknowledged, by topic role.", ["topic"]
 )  # topic: sentiments | dead_letter
+UNDELIVERABLE = Counter(
+    "sentiment_undeliverable_total",
+    "Rejected messages the broker refused even as a dead letter: skipped, and recorded in SENTIMENT_UNDELIVERABLE_FILE.",
+)
 DB_ROWS_WRITTEN = Counter(
     "sentiment_db_rows_written_total", "New rows written to review_scores (replayed reviews are not counted)."
 )

@@ -10,9 +10,37 @@ make, so an event lands where it did before: a consumer that counts on "one film
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from stream.batch import BatchResult, dead_letter
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
+from core.messages import first_line
+from schemas import Rejection
+from stream import metrics
+from stream.batch import BatchResult, Incoming, dead_letter
+
+log = logging.getLogger("sentiment.worker")
+
+# What the broker refuses for the record itself: sending it again cannot help.
+UNSENDABLE = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+)
 
 Record = tuple[bytes | None, bytes, list[tuple[str, bytes]] | None]  # key, value, headers
 
@@ -51,8 +79,16 @@ class ResultPublisher:
     """Sends one batch's results: its ``sentiments`` events whole through ``BatchPublisher``, its rejected messages
     (few, and maybe large) one by one to the dead-letter topic through Faust. The topics are Faust topics."""
 
-    def __init__(self, sentiments, dead_letters, producer: Callable[[], object], max_dead_letter_bytes: int) -> None:
+    def __init__(
+        self,
+        sentiments,
+        dead_letters,
+        producer: Callable[[], object],
+        max_dead_letter_bytes: int,
+        undeliverable: Undeliverable,
+    ) -> None:
         self.max_dead_letter_bytes = max_dead_letter_bytes
+        self.undeliverable = undeliverable
         self.sentiments = sentiments
         self.topic = sentiments.get_topic_name()
         self.dead_letters = dead_letters
@@ -67,13 +103,55 @@ class ResultPublisher:
             records = [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments]
             await self.publisher.send(self.topic, records)
             result.sentiments_sent = True
-        deliveries = []
-        for message, why in result.rejected:
-            key, value, headers = dead_letter(message, why, self.max_dead_letter_bytes)
-            deliveries.append(await self.dead_letters.send(key=key, value=value, headers=headers, force=True))
-        await asyncio.gather(*deliveries)
+        await asyncio.gather(*(self._dead_letter(message, why) for message, why in result.rejected))
+
+    async def _dead_letter(self, message: Incoming, why: Rejection) -> None:
+        """Send one dead letter. One the broker refuses for what it is (too large, corrupt: no retry can help) is
+        recorded and skipped, so that its partition moves on; an outage raises, and the batch is tried again."""
+        key, value, headers = dead_letter(message, why, self.max_dead_letter_bytes)
+        try:
+            sent = await self.dead_letters.send(key=key, value=value, headers=headers, force=True)
+            await sent
+        except UNSENDABLE as exc:
+            self.undeliverable.record(message, why, exc)
 
     async def warm_up(self) -> None:
         """Learn the results topic's partitions before the first batch waits for them."""
         await self.sentiments.maybe_declare()
         await self.producer().partitions_for(self.topic)
+
+
+class Undeliverable:
+    """Where a message goes that cannot even be dead-lettered: one log line, the counter
+    ``sentiment_undeliverable_total``, and one JSON line in ``SENTIMENT_UNDELIVERABLE_FILE`` (topic, partition,
+    offset, size, reason, error), so that nothing is skipped without a trace."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def record(self, message: Incoming, why: Rejection, error: Exception) -> None:
+        line = {
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "size": len(message.value or b""),
+            "reason": why.reason,
+            "error": f"{type(error).__name__}: {first_line(error)}",
+        }
+        metrics.UNDELIVERABLE.inc()
+        log.warning(
+            "%s[%d]@%d (%s) could not be dead-lettered (%s): skipped, recorded in %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            why.reason,
+            line["error"],
+            self.path,
+        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        except OSError as exc:
+            log.warning("could not write %s (%s): the log line above is the record", self.path, exc)

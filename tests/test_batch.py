@@ -71,12 +71,12 @@ def test_a_dead_letter_carries_a_bounded_copy_and_says_how_large_the_original_wa
     assert (key, value, dict(headers)["dlq.truncated"]) == (None, b"{}", b"false")
 
 
-def test_a_failed_dead_letter_does_not_send_the_results_again():
+def test_a_failed_dead_letter_does_not_send_the_results_again(tmp_path):
     import asyncio
 
     from schemas import Rejection, Sentiment
     from stream.batch import BatchResult
-    from stream.publish import ResultPublisher
+    from stream.publish import ResultPublisher, Undeliverable
 
     sent: list[str] = []
 
@@ -93,14 +93,18 @@ def test_a_failed_dead_letter_does_not_send_the_results_again():
         async def send(self, **record):
             if self.fail_times:
                 self.fail_times -= 1
-                raise RuntimeError("MessageSizeTooLargeError")
+                raise RuntimeError("broker away")  # an outage: the batch is tried again
             sent.append(self.name)
             done = asyncio.get_running_loop().create_future()
             done.set_result(None)
             return done
 
     publisher = ResultPublisher(
-        Topic("sentiments"), Topic("reviews.dlq", fail_times=2), producer=None, max_dead_letter_bytes=10
+        Topic("sentiments"),
+        Topic("reviews.dlq", fail_times=2),
+        producer=None,
+        max_dead_letter_bytes=10,
+        undeliverable=Undeliverable(tmp_path / "undeliverable.jsonl"),
     )
 
     async def send_results(topic, records):
@@ -124,3 +128,40 @@ def test_a_failed_dead_letter_does_not_send_the_results_again():
             pass
     asyncio.run(publisher.send(result))
     assert sent.count("sentiments") == len(result.sentiments) and sent.count("reviews.dlq") == 1
+
+
+def test_a_dead_letter_the_broker_refuses_is_recorded_and_skipped(tmp_path):
+    """No retry can send what the broker refuses for its own sake: record it and let the partition move on."""
+    import asyncio
+    import json
+
+    from aiokafka.errors import MessageSizeTooLargeError
+    from prometheus_client import REGISTRY
+
+    from schemas import Rejection
+    from stream.batch import BatchResult
+    from stream.publish import ResultPublisher, Undeliverable
+
+    class Refusing:
+        def get_topic_name(self) -> str:
+            return "reviews.dlq"
+
+        async def send(self, **record):
+            raise MessageSizeTooLargeError("the message is 17000284 bytes")
+
+    record = tmp_path / "undeliverable.jsonl"
+    publisher = ResultPublisher(Refusing(), Refusing(), None, 100, Undeliverable(record))
+    before = REGISTRY.get_sample_value("sentiment_undeliverable_total") or 0.0
+    poison = Incoming(value=b"x" * 500, key=b"k", timestamp=None, topic="reviews", partition=2, offset=41)
+    result = BatchResult(rejected=[(poison, Rejection("too_large", "big"))], sentiments_sent=True)
+    asyncio.run(publisher.send(result))  # returns: the batch can be acked
+    line = json.loads(record.read_text())
+    assert (line["topic"], line["partition"], line["offset"], line["size"], line["reason"]) == (
+        "reviews",
+        2,
+        41,
+        500,
+        "too_large",
+    )
+    assert "MessageSizeTooLargeError" in line["error"]
+    assert REGISTRY.get_sample_value("sentiment_undeliverable_total") == before + 1
