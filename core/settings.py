@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     uncertain_band: float = Field(
         0.1, ge=0, lt=0.5, description="A score within this distance of 0.5 is flagged uncertain."
     )
+    min_known_share: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A review whose share of n-grams the model knows is below this is marked unreadable: published "
+        "and stored with readable false, kept out of its film's mean (0.3: see README, Events).",
+    )
     api_max_texts: int = Field(64, ge=1, le=10_000, description="Most texts one POST /api/score may carry.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
     drift_min_scores: int = Field(

@@ -81,6 +81,11 @@ class Inspection:
     known: np.ndarray  # of them, the ones in the vocabulary
     pooled: np.ndarray  # the pooled embedding the head scores, one row per text
 
+    def known_shares(self) -> np.ndarray:
+        """Of each text's n-grams, the share the model knows, rounded to 3 decimals (what events and tables
+        carry); 0 for a text with no n-gram at all, which the model knows nothing of."""
+        return np.round(self.known / np.maximum(self.ngrams, 1), 3)
+
 
 def _inspector(keras_model):
     """One compiled call: raw texts -> scores, n-gram counts, known n-gram counts and pooled vectors."""

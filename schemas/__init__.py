@@ -1,7 +1,8 @@
 """Versioned JSON Schemas of the events, and the Python records that follow them.
 
-``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v2.json`` is what
-the worker sends to ``sentiments`` (version 1, without ``uncertain``, is kept for consumers that pin it).
+``review.v1.json`` is what producers send to ``reviews``; ``sentiment.v3.json`` is what
+the worker sends to ``sentiments`` (versions 1, without ``uncertain``, and 2, without ``known_share`` and
+``readable``, are kept for consumers that pin them).
 :func:`decode_review` turns raw message bytes into a :class:`Review` or a :class:`Rejection` with a reason; it never
 raises. The HTTP API applies the same rules to what it is sent (:func:`json_object`, :func:`text_problem`,
 :func:`id_problem`), so that a text or an id the stream refuses is refused there too, with the same reason.
@@ -31,7 +32,7 @@ ID_MAX_CHARS = 200
 
 
 # The version of each event schema that is written now.
-CURRENT_VERSION = {"review": 1, "sentiment": 2}
+CURRENT_VERSION = {"review": 1, "sentiment": 3}
 
 
 @cache
@@ -65,7 +66,9 @@ class Sentiment:
     scored_at: str
     event_time: str
     uncertain: bool = False
-    schema_version: int = 2
+    known_share: float = 1.0  # of the review's n-grams, the share the model knows
+    readable: bool = True  # known_share is at least SENTIMENT_MIN_KNOWN_SHARE: the score is a judgement
+    schema_version: int = 3
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON, fields in schema order (msgspec: 0.5 us instead of json's 12)."""
@@ -118,6 +121,12 @@ def label_for(score: float) -> str:
 def is_uncertain(score: float, band: float) -> bool:
     """True when the score lies within ``band`` of 0.5: the model cannot tell (``SENTIMENT_UNCERTAIN_BAND``)."""
     return abs(score - 0.5) < band
+
+
+def is_readable(known_share: float, floor: float) -> bool:
+    """False when the model knows less than ``floor`` of a text's n-grams (``SENTIMENT_MIN_KNOWN_SHARE``): its score
+    is then mostly the model's base value, no judgement of the text, and it stays out of its film's mean."""
+    return known_share >= floor
 
 
 class _ValidReview(msgspec.Struct):

@@ -64,6 +64,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         max_text_chars=settings.max_text_chars,
         max_message_bytes=settings.max_message_bytes,
         uncertain_band=settings.uncertain_band,
+        min_known_share=settings.min_known_share,
     )
     sink = SqlSink(engine)
     observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))

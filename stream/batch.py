@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from model.scorer import Inspection, Scorer
-from schemas import Rejection, Review, Sentiment, decode_review, is_uncertain, label_for, utc_iso
+from schemas import Rejection, Review, Sentiment, decode_review, is_readable, is_uncertain, label_for, utc_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +73,17 @@ def _bad_timestamp(timestamp: float) -> Rejection:
 
 class BatchScorer:
     def __init__(
-        self, scorer: Scorer, *, max_text_chars: int, max_message_bytes: int, uncertain_band: float = 0.1
+        self,
+        scorer: Scorer,
+        *,
+        max_text_chars: int,
+        max_message_bytes: int,
+        uncertain_band: float = 0.1,
+        min_known_share: float = 0.3,
     ) -> None:
         self.scorer = scorer
         self.uncertain_band = uncertain_band
+        self.min_known_share = min_known_share
         self.max_text_chars = max_text_chars
         self.max_message_bytes = max_message_bytes
 
@@ -104,7 +111,8 @@ class BatchScorer:
             return result
         result.inputs = self.scorer.inspect([review.text for review, _ in valid])  # the scores and more, one call
         scored_at = utc_iso()
-        for (review, event_time), score in zip(valid, result.inputs.scores):
+        shares = result.inputs.known_shares().tolist()
+        for (review, event_time), score, share in zip(valid, result.inputs.scores, shares):
             score = float(score)
             result.sentiments.append(
                 Sentiment(
@@ -116,6 +124,8 @@ class BatchScorer:
                     scored_at=scored_at,
                     event_time=event_time or scored_at,
                     uncertain=is_uncertain(score, self.uncertain_band),
+                    known_share=share,
+                    readable=is_readable(share, self.min_known_share),
                 )
             )
         return result

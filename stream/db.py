@@ -1,7 +1,8 @@
 """The two tables users query, and the database engine.
 
 ``review_scores``: one row per review ever scored (the first score of a review id wins).
-``movie_sentiment``: per-film aggregates over the rows of ``review_scores``.
+``movie_sentiment``: per-film aggregates over the rows of ``review_scores``: the mean and the counts over its
+readable reviews, and how many were not readable (``unreadable_count``).
 The schema itself is created by the Alembic migrations in ``stream/migrations`` (``sentiment db upgrade``).
 """
 
@@ -43,6 +44,8 @@ review_scores = Table(
     Column("scored_at", DateTime(timezone=True), nullable=False),
     Column("event_time", DateTime(timezone=True), nullable=True),
     Column("uncertain", Boolean, nullable=False, server_default="false"),
+    Column("known_share", Float, nullable=True),  # NULL: scored before migration 0003, not measured
+    Column("readable", Boolean, nullable=False, server_default="true"),
 )
 
 movie_sentiment = Table(
@@ -53,8 +56,9 @@ movie_sentiment = Table(
     Column("positive_count", Integer, nullable=False),
     Column("uncertain_count", Integer, nullable=False, server_default="0"),
     Column("score_sum", Float, nullable=False),
-    Column("mean_score", Float, nullable=False),
-    Column("rating", Float, nullable=False),
+    Column("mean_score", Float, nullable=True),  # NULL while none of the film's reviews is readable
+    Column("rating", Float, nullable=True),
+    Column("unreadable_count", Integer, nullable=False, server_default="0"),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -8,6 +8,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REVIEWS_CONSUMED = Counter("sentiment_reviews_consumed_total", "Messages read from the reviews topic.")
 REVIEWS_SCORED = Counter("sentiment_reviews_scored_total", "Reviews scored by the model.")
+REVIEWS_UNREADABLE = Counter(
+    "sentiment_reviews_unreadable_total",
+    "Reviews scored whose share of known n-grams was below SENTIMENT_MIN_KNOWN_SHARE: published and stored with "
+    "readable false, kept out of their film's mean.",
+)
 REVIEWS_REJECTED = Counter(
     "sentiment_reviews_rejected_total", "Messages rejected to the dead-letter topic, by reason.", ["reason"]
 )

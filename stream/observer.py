@@ -140,6 +140,7 @@ class BatchObserver:
         now = time.time()
         scores = [s.score for s in result.sentiments]
         metrics.REVIEWS_SCORED.inc(len(scores))
+        metrics.REVIEWS_UNREADABLE.inc(sum(not s.readable for s in result.sentiments))
         self.scored += len(scores)
         self.rejected += len(result.rejected)
         metrics.EVENTS_SENT.labels(topic="sentiments").inc(len(scores))

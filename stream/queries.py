@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 MOVIES_SQL = """
 SELECT movie_id, review_count, positive_count, mean_score, rating, updated_at
 FROM movie_sentiment
-WHERE review_count >= :min_reviews
+WHERE review_count >= :min_reviews AND mean_score IS NOT NULL
 ORDER BY mean_score {direction}, review_count DESC, movie_id
 LIMIT :limit
 """

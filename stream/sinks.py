@@ -2,7 +2,9 @@
 
 ``write`` stores a batch in one transaction and is idempotent: a review id already in
 ``review_scores`` is skipped, and only newly stored reviews move the per-film aggregates,
-so replaying events after a crash changes nothing.
+so replaying events after a crash changes nothing. A review that is not readable (the model knows too few of its
+n-grams) is stored, and counted in its film's ``unreadable_count``, but stays out of the film's mean and its other
+counts.
 
 On PostgreSQL the batch goes in with ``COPY`` into a temporary table and one prepared statement that inserts
 the new reviews and upserts the aggregates of exactly those (one round trip for the data, one for the statement).
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 
 import psycopg
-from sqlalchemy import ColumnElement, DateTime, literal_column
+from sqlalchemy import ColumnElement, DateTime, func, literal_column
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
@@ -32,20 +34,27 @@ _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
 _COLUMNS = tuple(review_scores.c.keys())  # a Sentiment carries each under the same name
 _TIME_COLUMNS = {c.name for c in review_scores.c if isinstance(c.type, DateTime)}  # RFC 3339 text in a Sentiment
-_SUMMED = ("review_count", "positive_count", "uncertain_count", "score_sum")  # what a film's new reviews add
+# what a film's new reviews add: the first four over its readable reviews only
+_SUMMED = ("review_count", "positive_count", "uncertain_count", "score_sum", "unreadable_count")
 
 
-def film_columns(review_count, positive_count, uncertain_count, score_sum) -> dict:
-    """A film's ``movie_sentiment`` columns from its counts and score sum: the one place of the arithmetic
-    (mean_score, and rating on a 1 to 10 scale). The arguments are numbers (a batch's sums) or SQL expressions
-    (stored plus new), so that every write path computes the same."""
+def film_columns(review_count, positive_count, uncertain_count, score_sum, unreadable_count) -> dict:
+    """A film's ``movie_sentiment`` columns from its counts and score sum over its readable reviews, and its count
+    of unreadable ones: the one place of the arithmetic (mean_score, and rating on a 1 to 10 scale; both NULL while
+    no review of the film is readable). The arguments are numbers (a batch's sums) or SQL expressions (stored plus
+    new), so that every write path computes the same."""
+    if isinstance(review_count, int):
+        mean = score_sum / review_count if review_count else None
+    else:
+        mean = score_sum / func.nullif(review_count, 0)
     return {
         "review_count": review_count,
         "positive_count": positive_count,
         "uncertain_count": uncertain_count,
         "score_sum": score_sum,
-        "mean_score": score_sum / review_count,
-        "rating": 1 + 9 * score_sum / review_count,
+        "unreadable_count": unreadable_count,
+        "mean_score": mean,
+        "rating": None if mean is None else 1 + 9 * mean,
     }
 
 
@@ -78,10 +87,13 @@ WITH new AS (
     INSERT INTO review_scores ({columns})
     SELECT {columns} FROM incoming_scores
     {{skip_stored}}
-    RETURNING movie_id, score, label, uncertain
+    RETURNING movie_id, score, label, uncertain, readable
 ), sums AS (
-    SELECT movie_id, count(*) AS review_count, count(*) FILTER (WHERE label = '{positive}') AS positive_count,
-           count(*) FILTER (WHERE uncertain) AS uncertain_count, sum(score) AS score_sum
+    SELECT movie_id, count(*) FILTER (WHERE readable) AS review_count,
+           count(*) FILTER (WHERE readable AND label = '{positive}') AS positive_count,
+           count(*) FILTER (WHERE readable AND uncertain) AS uncertain_count,
+           coalesce(sum(score) FILTER (WHERE readable), 0) AS score_sum,
+           count(*) FILTER (WHERE NOT readable) AS unreadable_count
     FROM new GROUP BY movie_id
 ), upserted AS (
     INSERT INTO movie_sentiment AS m (movie_id, {film_columns}, updated_at)
@@ -157,7 +169,11 @@ class SqlSink:
             .values(rows)
             .on_conflict_do_nothing(index_elements=["review_id"])
             .returning(
-                review_scores.c.movie_id, review_scores.c.score, review_scores.c.label, review_scores.c.uncertain
+                review_scores.c.movie_id,
+                review_scores.c.score,
+                review_scores.c.label,
+                review_scores.c.uncertain,
+                review_scores.c.readable,
             )
         )
         with self.engine.begin() as conn:
@@ -206,17 +222,20 @@ class SqlSink:
         )
 
 
-def _aggregate(stored: Sequence[tuple[str, float, str, bool]]) -> list[dict]:
+def _aggregate(stored: Sequence[tuple[str, float, str, bool, bool]]) -> list[dict]:
     """Per-film sums of newly stored reviews, sorted by film so concurrent writers lock in one order."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0])  # in the order of _SUMMED
-    for movie_id, score, label, uncertain in stored:
+    sums: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0])  # in the order of _SUMMED
+    for movie_id, score, label, uncertain, readable in stored:
         acc = sums[movie_id]
+        if not readable:  # counted apart, out of the mean
+            acc[4] += 1
+            continue
         acc[0] += 1
         acc[1] += label == LABEL_POSITIVE
         acc[2] += bool(uncertain)
         acc[3] += score
     now = datetime.now(UTC)
     return [
-        {"movie_id": movie_id, **film_columns(int(count), int(positive), int(uncertain), total), "updated_at": now}
-        for movie_id, (count, positive, uncertain, total) in sorted(sums.items())
+        {"movie_id": movie_id, **film_columns(*(int(n) for n in counts), total, int(unreadable)), "updated_at": now}
+        for movie_id, (*counts, total, unreadable) in sorted(sums.items())
     ]

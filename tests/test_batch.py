@@ -2,6 +2,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 
 from schemas import validator
 from stream.batch import BatchScorer, Incoming, dead_letter_headers
@@ -35,6 +36,27 @@ def test_bad_messages_are_set_aside_and_the_rest_scored(scorer):
     headers = dict(dead_letter_headers(message, rejection))
     assert headers["dlq.reason"] == b"invalid_json"
     assert headers["dlq.offset"] == b"7" and headers["dlq.partition"] == b"2" and headers["dlq.topic"] == b"reviews"
+
+
+def test_a_review_the_model_cannot_read_is_published_marked_not_judged(scorer):
+    """A Chinese review shares no n-gram with the English model: its event keeps the model's score (nothing is made
+    up) but says readable false, known share 0, in schema version 3; an English review is readable."""
+    texts = [
+        "这部电影非常好看，演员的表演很出色。",
+        "An absolute masterpiece, I loved it.",
+        "Ce film était vraiment magnifique.",
+    ]
+    batch = BatchScorer(scorer, max_text_chars=1000, max_message_bytes=10_000, min_known_share=0.3)
+    result = batch.process([_msg({"review_id": f"r{i}", "movie_id": "tt1", "text": t}) for i, t in enumerate(texts)])
+    events = [json.loads(s.to_json()) for s in result.sentiments]
+    for event in events:
+        validator("sentiment").validate(event)
+        assert event["schema_version"] == 3
+    chinese, english, french = events
+    assert (chinese["readable"], chinese["known_share"]) == (False, 0.0)
+    assert chinese["score"] == pytest.approx(float(scorer.score([texts[0]])[0]), abs=1e-6)
+    assert english["readable"] is True and english["known_share"] > 0.8
+    assert french["readable"] is False and 0 < french["known_share"] < 0.3  # a few words it knows ("film")
 
 
 def test_scores_are_probabilities(scorer):

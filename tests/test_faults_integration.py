@@ -7,6 +7,7 @@ Each scenario checks the acceptance figure: every valid review appears on `senti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import signal
@@ -61,13 +62,16 @@ def check_acceptance(scenario: str, settings, reviews, worker) -> None:
         mismatched = conn.execute(
             text("""
             SELECT count(*) FROM movie_sentiment m FULL OUTER JOIN (
-                SELECT movie_id, count(*) AS n, sum(CASE WHEN label = 'positive' THEN 1 ELSE 0 END) AS pos,
-                       avg(score) AS mean
+                SELECT movie_id, count(*) FILTER (WHERE readable) AS n,
+                       count(*) FILTER (WHERE readable AND label = 'positive') AS pos,
+                       avg(score) FILTER (WHERE readable) AS mean, count(*) FILTER (WHERE NOT readable) AS unreadable
                 FROM review_scores GROUP BY movie_id) r ON r.movie_id = m.movie_id
             WHERE r.movie_id IS NULL OR m.movie_id IS NULL OR m.review_count <> r.n
-               OR m.positive_count <> r.pos OR abs(m.mean_score - r.mean) > 1e-9
+               OR m.positive_count <> r.pos OR m.unreadable_count <> r.unreadable
+               OR (m.mean_score IS NULL) <> (r.mean IS NULL) OR abs(m.mean_score - r.mean) > 1e-9
         """)
         ).scalar_one()
+        unreadable = conn.execute(text("SELECT sum(unreadable_count) FROM movie_sentiment")).scalar_one()
     engine.dispose()
     lost = len(expected - set(ids))
     print(
@@ -78,11 +82,18 @@ def check_acceptance(scenario: str, settings, reviews, worker) -> None:
     assert lost == 0
     assert len(rows) == len(set(rows)) == len(expected) and set(rows) == expected
     assert mismatched == 0, "per-film aggregates differ from a recomputation from review_scores"
+    assert unreadable == sum(r.text == UNREADABLE for r in reviews) > 0
     assert sorted(r.value for r in dead) == sorted(BAD)
 
 
 def sample(rows, n, seed):
-    return random.Random(seed).sample(rows, n)
+    """A seeded sample of reviews; every 50th one's text is Chinese, which the model cannot read: stored and
+    published like the others, kept out of its film's mean (what check_acceptance recomputes)."""
+    chosen = random.Random(seed).sample(rows, n)
+    return [dataclasses.replace(r, text=UNREADABLE) if i % 50 == 0 else r for i, r in enumerate(chosen)]
+
+
+UNREADABLE = "这部电影非常好看，演员的表演很出色，我强烈推荐给大家。"
 
 
 def test_kill_9_with_a_backlog_three_times(stream_settings, start_worker, imdb_test_rows):

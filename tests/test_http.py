@@ -9,8 +9,10 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 
+from model.scorer import Inspection
 from stream.health import Health
 from stream.http import Limits, MetricsServer
 from tests.conftest import wait_until
@@ -111,8 +113,9 @@ def test_readiness_says_why_not(metrics_server):
 class FakeScorer:
     version = "test"
 
-    def score(self, texts):
-        return [0.9 for _ in texts]
+    def inspect(self, texts):
+        n = len(texts)
+        return Inspection(np.full(n, 0.9, np.float32), np.ones(n, np.int32), np.ones(n, np.int32), np.zeros((n, 8)))
 
 
 @pytest.fixture()

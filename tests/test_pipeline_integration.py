@@ -14,6 +14,7 @@ from schemas import validator
 from sentiment.producing import produce_reviews
 from stream.db import make_engine
 from tests.conftest import collect_values
+from training.datasets import ReviewRow
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +24,18 @@ N_REVIEWS = 2000
 def _aggregates(engine) -> dict[str, tuple]:
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT movie_id, review_count, positive_count, mean_score, rating FROM movie_sentiment")
+            text(
+                "SELECT movie_id, review_count, positive_count, mean_score, rating, unreadable_count FROM movie_sentiment"
+            )
         ).all()
-    return {r.movie_id: (r.review_count, r.positive_count, r.mean_score, r.rating) for r in rows}
+    return {r.movie_id: (r.review_count, r.positive_count, r.mean_score, r.rating, r.unreadable_count) for r in rows}
 
 
 def test_reviews_in_scores_out_to_kafka_and_postgres(stream_settings, start_worker, imdb_test_rows, scorer):
-    reviews = random.Random(2).sample(imdb_test_rows, N_REVIEWS)
+    reviews = random.Random(2).sample(imdb_test_rows, N_REVIEWS - 1)
+    # a Chinese review of a film with English ones: published and stored, marked unreadable, out of the film's mean
+    chinese = ReviewRow("zh-1", reviews[0].movie_id, "这部电影非常好看，演员的表演很出色，我强烈推荐给大家。")
+    reviews.append(chinese)
     worker = start_worker()
     produce_reviews(stream_settings, reviews, progress=False)
 
@@ -45,6 +51,9 @@ def test_reviews_in_scores_out_to_kafka_and_postgres(stream_settings, start_work
     check = validator("sentiment")
     for event in events:
         check.validate(event)
+        assert event["schema_version"] == 3
+    assert [e["review_id"] for e in events if not e["readable"]] == ["zh-1"]
+    assert {e["known_share"] for e in events if e["review_id"] == "zh-1"} == {0.0}
     assert {r.key.decode() for r in records} == {e["movie_id"] for e in events}, "events are keyed by film"
     # one film, one partition: the one Kafka's default (murmur2) partitioner picks for its key, as Topic.send did
     partitions = sorted({r.partition for r in records})
@@ -67,14 +76,18 @@ def test_reviews_in_scores_out_to_kafka_and_postgres(stream_settings, start_work
     aggregates = _aggregates(engine)
     recomputed: dict[str, list] = {}
     for e in by_id.values():
-        acc = recomputed.setdefault(e["movie_id"], [0, 0, 0.0])
+        acc = recomputed.setdefault(e["movie_id"], [0, 0, 0.0, 0])
+        if not e["readable"]:
+            acc[3] += 1
+            continue
         acc[0] += 1
         acc[1] += e["label"] == "positive"
         acc[2] += e["score"]
     assert set(aggregates) == set(recomputed)
-    for movie_id, (count, positive, total) in recomputed.items():
-        got_count, got_positive, got_mean, got_rating = aggregates[movie_id]
-        assert (got_count, got_positive) == (count, positive), movie_id
+    assert recomputed[chinese.movie_id][0] >= 1 and aggregates[chinese.movie_id][4] == 1
+    for movie_id, (count, positive, total, unreadable) in recomputed.items():
+        got_count, got_positive, got_mean, got_rating, got_unreadable = aggregates[movie_id]
+        assert (got_count, got_positive, got_unreadable) == (count, positive, unreadable), movie_id
         assert got_mean == pytest.approx(total / count, abs=1e-9)
         assert got_rating == pytest.approx(1 + 9 * total / count, abs=1e-8)
         assert 1 <= got_rating <= 10

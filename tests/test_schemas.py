@@ -36,7 +36,7 @@ def test_record_fields_match_schema(record, schema):
         assert no_default == set(spec["required"])
 
 
-@pytest.mark.parametrize(("schema", "version"), [("review", 1), ("sentiment", 1), ("sentiment", 2)])
+@pytest.mark.parametrize(("schema", "version"), [("review", 1), ("sentiment", 1), ("sentiment", 2), ("sentiment", 3)])
 def test_id_limit_of_the_json_schemas_is_the_constant(schema, version):
     """The JSON files are the published contract; ``ID_MAX_CHARS`` is what the code checks and the tables hold."""
     properties = load_schema(schema, version)["properties"]
@@ -59,15 +59,26 @@ def test_sentiment_record_serializes_to_a_valid_event():
     validator("sentiment").validate(json.loads(event.to_json()))
 
 
-def test_version_2_only_adds_uncertain_to_version_1():
-    v1, v2 = load_schema("sentiment", 1), load_schema("sentiment", 2)
-    assert set(v2["properties"]) - set(v1["properties"]) == {"uncertain"}
-    for name, spec in v1["properties"].items():
+@pytest.mark.parametrize(("old", "new", "added"), [(1, 2, {"uncertain"}), (2, 3, {"known_share", "readable"})])
+def test_each_version_only_adds_fields(old, new, added):
+    before, after = load_schema("sentiment", old), load_schema("sentiment", new)
+    assert set(after["properties"]) - set(before["properties"]) == added
+    assert set(after["required"]) - set(before["required"]) == added
+    for name, spec in before["properties"].items():
         if name != "schema_version":
-            assert v2["properties"][name] == spec, name  # every old field keeps its meaning
-    event = json.loads(Sentiment("r1", "tt1", 0.52, "positive", "abc", utc_iso(), utc_iso(), uncertain=True).to_json())
-    assert event["schema_version"] == 2 and event["uncertain"] is True
+            assert after["properties"][name] == spec, name  # every old field keeps its meaning
+
+
+def test_an_unreadable_result_is_a_valid_version_3_event():
+    unreadable = Sentiment(
+        "r1", "tt1", 0.496, "negative", "abc", utc_iso(), utc_iso(), uncertain=True, known_share=0.0, readable=False
+    )
+    event = json.loads(unreadable.to_json())
+    assert event["schema_version"] == 3 and event["known_share"] == 0.0 and event["readable"] is False
     validator("sentiment").validate(event)
+    assert list(validator("sentiment", 2).iter_errors(event))  # a consumer pinned to version 2 sees it is newer
+    for bad in ({"known_share": 1.5}, {"readable": "no"}, {"schema_version": 2}):
+        assert list(validator("sentiment").iter_errors(event | bad)), bad
 
 
 def test_round_trip_of_a_review():

@@ -1,15 +1,24 @@
-"""The SQL sink is idempotent: the same batch twice gives the same rows (SQLite and PostgreSQL)."""
+"""The SQL sink is idempotent: the same batch twice gives the same rows (SQLite and PostgreSQL); a review the model
+cannot read is stored but stays out of its film's mean."""
+
+import json
 
 import pytest
 from sqlalchemy import text
 
 from schemas import Sentiment, utc_iso
+from stream.batch import BatchScorer, Incoming
 from stream.db import make_engine, upgrade
+from stream.queries import top_and_bottom_movies
 from stream.sinks import SqlSink
 
 
-def _s(review_id, movie_id, score):
-    return Sentiment(review_id, movie_id, score, "positive" if score >= 0.5 else "negative", "v1", utc_iso(), utc_iso())
+def _s(review_id, movie_id, score, readable=True):
+    label = "positive" if score >= 0.5 else "negative"
+    share = 0.8 if readable else 0.0
+    return Sentiment(
+        review_id, movie_id, score, label, "v1", utc_iso(), utc_iso(), known_share=share, readable=readable
+    )
 
 
 BATCH = [_s("a", "m1", 0.9), _s("b", "m1", 0.2), _s("c", "m2", 0.6), _s("a", "m1", 0.1)]
@@ -19,7 +28,10 @@ def _tables(engine):
     with engine.connect() as conn:
         scores = conn.execute(text("SELECT review_id, movie_id, score, label FROM review_scores ORDER BY 1")).all()
         films = conn.execute(
-            text("SELECT movie_id, review_count, positive_count, mean_score, rating FROM movie_sentiment ORDER BY 1")
+            text(
+                "SELECT movie_id, review_count, positive_count, mean_score, rating, unreadable_count "
+                "FROM movie_sentiment ORDER BY 1"
+            )
         ).all()
     return [tuple(r) for r in scores], [tuple(r) for r in films]
 
@@ -156,6 +168,8 @@ def test_replays_mixed_with_new_batches_give_the_rows_of_the_portable_path(fresh
         [_s("d", "m3", 0.6), _s("e", "m2", 0.8)],  # all new again
         [_s("f", "m3", 0.4), _s("e", "m2", 0.0), _s("f", "m3", 0.9)],  # a repeat in the batch and a stored id
         [_s("g", "m1", 0.5)],
+        [_s("h", "m1", 0.496, readable=False), _s("i", "m4", 0.496, readable=False)],  # out of the mean
+        [_s("h", "m1", 0.496, readable=False), _s("j", "m4", 0.7)],  # a replayed unreadable one beside a new one
     ]
     copy_engine = make_engine(fresh_database)
     sqlite_url = f"sqlite:///{tmp_path / 'db.sqlite'}"
@@ -164,10 +178,110 @@ def test_replays_mixed_with_new_batches_give_the_rows_of_the_portable_path(fresh
     copy_sink, plain_sink = SqlSink(copy_engine), SqlSink(plain_engine)
     assert copy_sink.use_copy and not plain_sink.use_copy
     new_counts = [(copy_sink.write(batch), plain_sink.write(batch)) for batch in sequence]
-    assert new_counts == [(2, 2), (1, 1), (0, 0), (2, 2), (1, 1), (1, 1)]
+    assert new_counts == [(2, 2), (1, 1), (0, 0), (2, 2), (1, 1), (1, 1), (2, 2), (1, 1)]
     (copy_scores, copy_films), (plain_scores, plain_films) = _tables(copy_engine), _tables(plain_engine)
     assert copy_scores == plain_scores
-    assert [f[:3] for f in copy_films] == [f[:3] for f in plain_films] == [("m1", 3, 3), ("m2", 2, 1), ("m3", 2, 1)]
+    counts = [(f[0], f[1], f[2], f[5]) for f in copy_films]
+    assert counts == [(f[0], f[1], f[2], f[5]) for f in plain_films]
+    assert counts == [("m1", 3, 3, 1), ("m2", 2, 1, 0), ("m3", 2, 1, 0), ("m4", 1, 1, 1)]
     assert [f[3] for f in copy_films] == pytest.approx([f[3] for f in plain_films])
+    assert copy_films[0][3] == pytest.approx((0.9 + 0.7 + 0.5) / 3)  # h, unreadable, is not in m1's mean
     copy_engine.dispose()
     plain_engine.dispose()
+
+
+ENGLISH = ["A wonderful film, beautifully acted and moving.", "Dull and far too long, I was bored."]
+CHINESE = "这部电影非常好看，演员的表演很出色，我强烈推荐给大家。"
+
+
+def _store_reviews(scorer, sink, reviews):
+    """Raw ``review`` events through the worker's batch step into the sink: the results, as the worker makes them."""
+    messages = [
+        Incoming(json.dumps({"review_id": r, "movie_id": m, "text": t}).encode(), topic="reviews", offset=i)
+        for i, (r, m, t) in enumerate(reviews)
+    ]
+    results = BatchScorer(scorer, max_text_chars=10_000, max_message_bytes=100_000).process(messages).sentiments
+    sink.write(results)
+    return {r.review_id: r for r in results}
+
+
+def _check_unreadable_kept_out_of_the_mean(url, scorer, use_copy=None):
+    upgrade(url)
+    engine = make_engine(url)
+    sink = SqlSink(engine, use_copy=use_copy)
+    reviews = [("en1", "tt1", ENGLISH[0]), ("en2", "tt1", ENGLISH[1]), ("zh1", "tt1", CHINESE), ("zh2", "tt2", CHINESE)]
+    results = _store_reviews(scorer, sink, reviews)
+    assert not results["zh1"].readable and results["zh1"].known_share == 0.0
+    assert results["en1"].readable and results["en2"].readable
+    _store_reviews(scorer, sink, reviews)  # a replay changes nothing
+    english_mean = (results["en1"].score + results["en2"].score) / 2
+    with engine.connect() as conn:
+        films = {
+            r.movie_id: r
+            for r in conn.execute(
+                text(
+                    "SELECT movie_id, review_count, positive_count, uncertain_count, unreadable_count, mean_score, "
+                    "rating FROM movie_sentiment"
+                )
+            )
+        }
+        stored = dict(conn.execute(text("SELECT review_id, readable FROM review_scores")).all())
+    assert stored == {"en1": True, "en2": True, "zh1": False, "zh2": False}  # published and stored, marked
+    film = films["tt1"]
+    assert (film.review_count, film.positive_count, film.uncertain_count, film.unreadable_count) == (2, 1, 0, 1)
+    assert film.mean_score == pytest.approx(english_mean) and film.rating == pytest.approx(1 + 9 * english_mean)
+    only_chinese = films["tt2"]  # no review the model could read: no mean, and no place among the top films
+    assert (only_chinese.review_count, only_chinese.unreadable_count, only_chinese.mean_score) == (0, 1, None)
+    top, bottom = top_and_bottom_movies(engine, min_reviews=0)
+    assert [f["movie_id"] for f in top] == [f["movie_id"] for f in bottom] == ["tt1"]
+    engine.dispose()
+
+
+@pytest.mark.integration
+def test_an_unreadable_review_is_kept_out_of_the_mean_on_sqlite(tmp_path, fast_scorer):
+    _check_unreadable_kept_out_of_the_mean(f"sqlite:///{tmp_path / 'db.sqlite'}", fast_scorer)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "insert"])
+def test_an_unreadable_review_is_kept_out_of_the_mean_on_postgres(fresh_database, fast_scorer, use_copy):
+    """A Chinese review of a film with two English ones: the film's mean is the English reviews' mean, and the
+    Chinese one is counted apart, on both PostgreSQL paths (COPY and merge, and the portable insert)."""
+    _check_unreadable_kept_out_of_the_mean(fresh_database, fast_scorer, use_copy)
+
+
+@pytest.mark.integration
+def test_migration_0003_keeps_the_films_scored_before_it(postgres_url):
+    """A database at migration 0002 upgrades in place: its rows read as readable with no known share measured,
+    its films keep their means and count no unreadable review; an unreadable review after it is counted apart."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    name = f"sentiment_migrate_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url, "0002")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO review_scores VALUES ('old', 'm1', 0.8, 'positive', 'v0', now(), now(), false);"
+                    "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.8, 0.8, 8.2, now(), 0)"
+                )
+            )
+        upgrade(url)
+        SqlSink(engine).write([_s("new", "m1", 0.496, readable=False)])
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT review_id, known_share, readable FROM review_scores ORDER BY 1")).all()
+            film = conn.execute(text("SELECT review_count, unreadable_count, mean_score FROM movie_sentiment")).one()
+        assert [tuple(r) for r in rows] == [("new", 0.0, False), ("old", None, True)]
+        assert tuple(film) == (1, 1, pytest.approx(0.8))
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

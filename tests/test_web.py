@@ -109,6 +109,9 @@ def server_without_database(tmp_path_factory):
     yield from start_serve(tmp_path_factory.mktemp("serve-bare"), serve_environment(), "--no-database")
 
 
+UNCERTAIN = "Was short, average film."  # P(positive) 0.503, two thirds of its n-grams known
+
+
 def call(url: str, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
     request = urllib.request.Request(url + path, data=body, method=method, headers={"Content-Type": content_type})
     try:
@@ -131,7 +134,10 @@ def test_scores_labels_uncertainty_and_explanations(server, scorer):
     assert [r["score"] for r in body["results"]] == pytest.approx(scorer.score(texts).tolist(), abs=1e-6)
     first, *_, unknown = body["results"]
     assert first["label"] == "positive" and first["uncertain"] is False
-    assert unknown["uncertain"] is True  # no known word: the base value, 0.496
+    assert first["readable"] is True and first["known_share"] > 0.3
+    # no known word: the base value, 0.496, which is no judgement of the text
+    assert unknown["uncertain"] is True and unknown["readable"] is False and unknown["known_share"] == 0.0
+    assert body["min_known_share"] == 0.3
     e = first["explanation"]
     assert (
         sum(w["attribution"] for w in e["words"])
@@ -253,7 +259,8 @@ def save(driver, name: str) -> None:
 @pytest.mark.browser
 def test_the_page_in_a_real_browser(server, browser):
     """Headless Chromium types a review, submits, and sees the button at work, then the label, the highlights and,
-    for a text the model cannot tell, the uncertain badge; a text the model cannot read gets a message in words."""
+    for a text the model cannot tell, the uncertain badge; for a text it knows no word of (Chinese), the message
+    that it does not know these words instead of a label; a text the API refuses gets a message in words."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -284,10 +291,29 @@ def test_the_page_in_a_real_browser(server, browser):
     save(driver, "page-positive.png")
 
     box.clear()
-    box.send_keys("qzxvbn wqpzkx")
+    box.send_keys(UNCERTAIN)
     button.click()
     wait.until(lambda d: d.find_element(By.ID, "uncertain").is_displayed())
+    assert not driver.find_element(By.ID, "unreadable").is_displayed()
     save(driver, "page-uncertain.png")
+
+    # a text the model knows no word of: said in words, no label, no badge
+    box.clear()
+    box.send_keys("这部电影非常好看，演员的表演很出色，我强烈推荐给大家。")
+    button.click()
+    wait.until(lambda d: d.find_element(By.ID, "unreadable").is_displayed())
+    assert text_of(driver, "unreadable") == "the model does not know these words"
+    assert not driver.find_element(By.ID, "label").is_displayed()
+    assert not driver.find_element(By.ID, "uncertain").is_displayed()
+    assert "knows 0% of this text's words" in text_of(driver, "known")
+    assert "kept out of its film's mean" in text_of(driver, "known")
+    save(driver, "page-unreadable.png")
+
+    box.clear()
+    box.send_keys(REVIEWS[0])  # and a readable one after it has its label back
+    button.click()
+    wait.until(lambda d: d.find_element(By.ID, "label").is_displayed())
+    assert text_of(driver, "label") == "positive" and not driver.find_element(By.ID, "unreadable").is_displayed()
 
     # texts the API refuses (400 with the stream's reason): a message in words, the button back, no stale score
     # (a lone surrogate cannot cross WebDriver's JSON: the page builds it, as a broken paste would)

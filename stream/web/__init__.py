@@ -1,6 +1,7 @@
 """The scoring page and its HTTP API, served by the worker (``SENTIMENT_WEB_PORT``) and by ``sentiment serve``.
 
-``GET /`` the page · ``POST /api/score`` scores, labels, uncertainty and, on request, word attributions ·
+``GET /`` the page · ``POST /api/score`` scores, labels, uncertainty, the share of known n-grams (a text below
+``SENTIMENT_MIN_KNOWN_SHARE`` is not readable) and, on request, word attributions ·
 ``GET /api/movies/{movie_id}`` a film's aggregate from SQL · ``GET /api/live`` the worker's recent throughput, drift
 and score histogram · ``GET /healthz``, ``GET /readyz`` · ``GET /openapi.json`` the API's description
 (``schemas/openapi.json``). Every error is JSON with an ``error`` field and a 4xx status; never a stack trace.
@@ -23,7 +24,16 @@ from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from core.messages import first_line
-from schemas import SCHEMA_DIR, Rejection, id_problem, is_uncertain, json_object, label_for, text_problem
+from schemas import (
+    SCHEMA_DIR,
+    Rejection,
+    id_problem,
+    is_readable,
+    is_uncertain,
+    json_object,
+    label_for,
+    text_problem,
+)
 from stream.health import Health
 from stream.http import Limits, add_probes, bearer_token, client_limits
 from stream.queries import film_sentiment
@@ -139,6 +149,7 @@ def page_app(
         scorer=scorer,
         explainer_factory=lambda: Explainer(scorer),
         uncertain_band=settings.uncertain_band,
+        min_known_share=settings.min_known_share,
         max_texts=settings.api_max_texts,
         max_text_chars=settings.max_text_chars,
         engine=engine,
@@ -155,6 +166,7 @@ def build_web_app(
     explainer_factory,
     uncertain_band: float,
     max_texts: int,
+    min_known_share: float = 0.3,
     max_text_chars: int,
     engine: Engine | None = None,
     health: Health | None = None,
@@ -217,10 +229,16 @@ def build_web_app(
 
     def answer(texts: list[str], explain: bool) -> bytes:
         """The whole answer, JSON-encoded, computed off the event loop (it runs the stream too)."""
-        scores = scorer.score(texts)
+        inputs = scorer.inspect(texts)
         results = [
-            {"score": float(s), "label": label_for(float(s)), "uncertain": is_uncertain(float(s), uncertain_band)}
-            for s in scores
+            {
+                "score": score,
+                "label": label_for(score),
+                "uncertain": is_uncertain(score, uncertain_band),
+                "known_share": share,
+                "readable": is_readable(share, min_known_share),
+            }
+            for score, share in zip(inputs.scores.tolist(), inputs.known_shares().tolist())
         ]
         if explain:
             if not explainer:
@@ -235,7 +253,12 @@ def build_web_app(
                     "ngrams": [{"ngram": g, "attribution": a} for g, a in e.ngrams],
                 }
         return json.dumps(
-            {"model_version": scorer.version, "uncertain_band": uncertain_band, "results": results}
+            {
+                "model_version": scorer.version,
+                "uncertain_band": uncertain_band,
+                "min_known_share": min_known_share,
+                "results": results,
+            }
         ).encode()
 
     async def movie(request: web.Request) -> web.Response:
