@@ -204,16 +204,18 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def json_object(raw: bytes, name: str = "message") -> dict[str, Any] | Rejection:
+def json_object(raw: bytes, name: str = "message", framing: int = 0) -> dict[str, Any] | Rejection:
     """``raw`` read as a JSON object, or why not: the one reading of JSON for the stream's messages and the API's
     request bodies. UTF-8; no key twice in an object (which value would count is a parser's whim); nested at most
     ``MAX_JSON_DEPTH`` deep (a fixed rule: where Python's recursion limit bites depends on the caller's stack, so
-    the stream and the API would disagree near it)."""
+    the stream and the API would disagree near it). ``framing`` is how many levels deeper than a review's fields
+    the document holds its texts (the API's ``texts`` list: 1), so that the same text is as deep on both paths."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("not_utf8", f"{name} is not UTF-8: {exc.reason} at byte {exc.start}")
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nesting(text) > MAX_JSON_DEPTH:
+    most = MAX_JSON_DEPTH + framing
+    if raw.count(b"[") + raw.count(b"{") > most and _nesting(text) > most:
         return Rejection("invalid_json", f"{name} is nested too deeply to read (more than {MAX_JSON_DEPTH} levels)")
     try:
         obj = json.loads(text, object_pairs_hook=_unique_keys)

@@ -121,7 +121,8 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict:
         raw = await request.read()  # the whole body; aiohttp refuses one over client_max_size
     except web.HTTPRequestEntityTooLarge as exc:
         raise ApiError(413, f"the body is over {max_bytes} bytes") from exc
-    body = json_object(raw, "the body")  # the stream's reading: no duplicate key, too deep is bad JSON
+    # the stream's reading: no duplicate key, too deep is bad JSON (a text is one level deeper here: in "texts")
+    body = json_object(raw, "the body", framing=1)
     if isinstance(body, Rejection):
         raise ApiError.refused(body)
     return body
