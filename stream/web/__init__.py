@@ -179,14 +179,19 @@ def build_web_app(
     drift_min_scores: int = 0,
     films_off: str | None = None,
 ) -> web.Application:
-    """The aiohttp application; ``explainer_factory`` builds the (slow to load) explainer on first use."""
-    live = live or LiveState()
-    films_off = None if engine is not None else films_off or "started without a database"
-    explainer: list = []
-    # HTTP scoring takes turns: the stream's batches never queue behind more than this many requests' work
-    turns = asyncio.Semaphore(max_concurrent)
-    max_bytes = max_texts * (max_text_chars * 4 + 64) + 1024
-
+    """The aiohttp application; ``explainer_factory`` builds the explainer on first use."""
+    api = ScoringApi(
+        scorer,
+        explainer_factory,
+        uncertain_band=uncertain_band,
+        min_known_share=min_known_share,
+        max_texts=max_texts,
+        max_text_chars=max_text_chars,
+        max_concurrent=max_concurrent,
+        cpu_share=cpu_share,
+    )
+    films = FilmLookup(engine, None if engine is not None else films_off or "started without a database")
+    state = LiveAnswer(live or LiveState(), scorer, health, uncertain_band, drift_min_scores, films.off)
     page_html = PAGE.read_text(encoding="utf-8")  # read once, not per request
     openapi_json = (SCHEMA_DIR / "openapi.json").read_text(encoding="utf-8")
 
@@ -196,80 +201,136 @@ def build_web_app(
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(text=openapi_json, content_type="application/json")
 
-    async def score(request: web.Request) -> web.Response:
-        body = await read_json_object(request, max_bytes)
+    app = web.Application(
+        middlewares=[json_errors, bearer_token(token), client_limits(limits or Limits(), api.max_bytes)],
+        client_max_size=api.max_bytes,
+    )
+    app.router.add_get("/", page)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/api/score", api.score)
+    app.router.add_get("/api/movies/{movie_id:[^/]+}", films.movie)  # aiohttp's default pattern refuses { and }
+    app.router.add_get("/api/live", state.answer)
+    add_probes(app, health)
+    return app
+
+
+class ScoringApi:
+    """``POST /api/score``: the same rules as the stream for every text, then scores (and on request explanations)
+    computed off the event loop, requests taking turns under a cost budget so that the stream keeps the machine."""
+
+    def __init__(
+        self,
+        scorer,
+        explainer_factory,
+        *,
+        uncertain_band: float,
+        min_known_share: float,
+        max_texts: int,
+        max_text_chars: int,
+        max_concurrent: int,
+        cpu_share: float,
+    ) -> None:
+        self.scorer = scorer
+        self.explainer_factory = explainer_factory
+        self.explainer = None
+        self.uncertain_band = uncertain_band
+        self.min_known_share = min_known_share
+        self.max_texts = max_texts
+        self.max_text_chars = max_text_chars
+        self.max_bytes = max_texts * (max_text_chars * 4 + 64) + 1024
+        self.cpu_share = cpu_share
+        # the stream's batches never queue behind more than this many requests' work
+        self.turns = asyncio.Semaphore(max_concurrent)
+
+    async def score(self, request: web.Request) -> web.Response:
+        texts, explain = self.texts_of(await read_json_object(request, self.max_bytes))
+        await self.turns.acquire()
+        started = time.perf_counter()
+        try:
+            body = await asyncio.to_thread(self.answer, texts, explain)
+        except BaseException:
+            self.turns.release()
+            raise
+        # The cost budget: HTTP work may take at most ``cpu_share`` of the wall clock, so the stream's batches (same
+        # process, same interpreter lock) keep the rest. This answer goes out now; the next request waits until
+        # this one's work has been paid for.
+        spent = time.perf_counter() - started
+        asyncio.get_running_loop().call_later(spent * (1 / self.cpu_share - 1), self.turns.release)
+        return web.Response(body=body, content_type="application/json")
+
+    def texts_of(self, body: dict) -> tuple[list[str], bool]:
+        """The request's texts and whether to explain them, or the 4xx that says what is wrong."""
         unknown = sorted(set(body) - {"texts", "explain"})
         if unknown:
             raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
         texts = body.get("texts")
         if not isinstance(texts, list) or not texts:
             raise ApiError(400, '"texts" must be a non-empty list of strings')
-        if len(texts) > max_texts:
-            raise ApiError(413, f"{len(texts)} texts; at most {max_texts} in one request")
+        if len(texts) > self.max_texts:
+            raise ApiError(413, f"{len(texts)} texts; at most {self.max_texts} in one request")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ApiError(400, f"texts[{i}] is {type(t).__name__}, not a string", "wrong_type")
-            if problem := text_problem(t, max_text_chars):  # what the stream would dead-letter is no score here
+            if problem := text_problem(t, self.max_text_chars):  # what the stream would dead-letter is no score here
                 raise ApiError.refused(problem.at(f"texts[{i}]"), 413 if problem.reason == "text_too_long" else 400)
         explain = body.get("explain", False)
         if not isinstance(explain, bool):
             raise ApiError(400, '"explain" must be true or false')
-        await turns.acquire()
-        started = time.perf_counter()
-        try:
-            body = await asyncio.to_thread(answer, texts, explain)
-        except BaseException:
-            turns.release()
-            raise
-        # The cost budget: HTTP work may take at most ``cpu_share`` of the wall clock, so the stream's batches (same
-        # process, same interpreter lock) keep the rest. This answer goes out now; the next request waits until
-        # this one's work has been paid for.
-        spent = time.perf_counter() - started
-        asyncio.get_running_loop().call_later(spent * (1 / cpu_share - 1), turns.release)
-        return web.Response(body=body, content_type="application/json")
+        return texts, explain
 
-    def answer(texts: list[str], explain: bool) -> bytes:
+    def answer(self, texts: list[str], explain: bool) -> bytes:
         """The whole answer, JSON-encoded, computed off the event loop (it runs the stream too)."""
-        inputs = scorer.inspect(texts)
+        inputs = self.scorer.inspect(texts)
         results = [
             {
                 "score": score,
                 "label": label_for(score),
-                "uncertain": is_uncertain(score, uncertain_band),
+                "uncertain": is_uncertain(score, self.uncertain_band),
                 "known_share": share,
-                "readable": is_readable(share, min_known_share),
+                "readable": is_readable(share, self.min_known_share),
             }
             for score, share in zip(inputs.scores.tolist(), inputs.known_shares().tolist())
         ]
         if explain:
-            if not explainer:
-                explainer.append(explainer_factory())
+            if self.explainer is None:
+                self.explainer = self.explainer_factory()
             for result, t in zip(results, texts):
-                e = explainer[0].explain(t)
-                result["explanation"] = {
-                    "method": "integrated gradients, all-zero embedding baseline",
-                    "base": e.base,
-                    "sum": e.total,
-                    "words": [{"word": w, "attribution": a} for w, a in zip(e.words, e.word_attributions)],
-                    "ngrams": [{"ngram": g, "attribution": a} for g, a in e.ngrams],
-                }
+                result["explanation"] = explanation_json(self.explainer.explain(t))
         return json.dumps(
             {
-                "model_version": scorer.version,
-                "uncertain_band": uncertain_band,
-                "min_known_share": min_known_share,
+                "model_version": self.scorer.version,
+                "uncertain_band": self.uncertain_band,
+                "min_known_share": self.min_known_share,
                 "results": results,
             }
         ).encode()
 
-    async def movie(request: web.Request) -> web.Response:
+
+def explanation_json(e) -> dict:
+    return {
+        "method": "integrated gradients, all-zero embedding baseline",
+        "base": e.base,
+        "sum": e.total,
+        "words": [{"word": w, "attribution": a} for w, a in zip(e.words, e.word_attributions)],
+        "ngrams": [{"ngram": g, "attribution": a} for g, a in e.ngrams],
+    }
+
+
+@dataclass
+class FilmLookup:
+    """``GET /api/movies/{movie_id}``: a film's row of ``movie_sentiment``; ``off`` says why there is no engine."""
+
+    engine: Engine | None
+    off: str | None
+
+    async def movie(self, request: web.Request) -> web.Response:
         movie_id = request.match_info["movie_id"]
         if problem := id_problem(movie_id):  # an id no review can carry is the client's mistake, not an outage
             raise ApiError.refused(problem.at("movie_id"))
-        if engine is None:
-            raise ApiError(503, f"film lookups are off: {films_off}")
+        if self.engine is None:
+            raise ApiError(503, f"film lookups are off: {self.off}")
         try:
-            row = await asyncio.to_thread(film_sentiment, engine, movie_id)
+            row = await asyncio.to_thread(film_sentiment, self.engine, movie_id)
         except Exception as exc:  # noqa: BLE001 - the database being away is a 503, not a 500
             raise ApiError(503, f"the database did not answer: {first_line(exc)}") from exc
         if row is None:
@@ -279,26 +340,26 @@ def build_web_app(
         )
         return web.json_response(row)
 
-    async def live_state(request: web.Request) -> web.Response:
-        state = live.as_json()
-        state |= {
-            "model_version": scorer.version,
-            "uncertain_band": uncertain_band,
-            "window_min_scores": drift_min_scores,  # PSI and the verdict are measured from this many scores on
-            "films_off": films_off,  # why film lookups are off, or null
-        }
-        reasons = health.reasons() if health is not None else []
-        state |= {"ready": not reasons if health is not None else None, "reasons": reasons}
-        return web.json_response(state)
 
-    app = web.Application(
-        middlewares=[json_errors, bearer_token(token), client_limits(limits or Limits(), max_bytes)],
-        client_max_size=max_bytes,
-    )
-    app.router.add_get("/", page)
-    app.router.add_get("/openapi.json", openapi)
-    app.router.add_post("/api/score", score)
-    app.router.add_get("/api/movies/{movie_id:[^/]+}", movie)  # aiohttp's default pattern refuses { and }
-    app.router.add_get("/api/live", live_state)
-    add_probes(app, health)
-    return app
+@dataclass
+class LiveAnswer:
+    """``GET /api/live``: the charts' samples, the model, and whether the worker is ready and if not, why."""
+
+    live: LiveState
+    scorer: object
+    health: Health | None
+    uncertain_band: float
+    drift_min_scores: int
+    films_off: str | None
+
+    async def answer(self, request: web.Request) -> web.Response:
+        state = self.live.as_json()
+        state |= {
+            "model_version": self.scorer.version,
+            "uncertain_band": self.uncertain_band,
+            "window_min_scores": self.drift_min_scores,  # PSI and the verdict are measured from this many scores on
+            "films_off": self.films_off,  # why film lookups are off, or null
+        }
+        reasons = self.health.reasons() if self.health is not None else []
+        state |= {"ready": not reasons if self.health is not None else None, "reasons": reasons}
+        return web.json_response(state)
