@@ -61,6 +61,33 @@ class _Busy(asyncio.Protocol):
         transport.close()
 
 
+class _Counted(asyncio.Protocol):
+    """aiohttp's handler for one connection, which tells the :class:`Listener` when the connection is gone."""
+
+    def __init__(self, handler: asyncio.Protocol, listener: Listener) -> None:
+        self.handler = handler
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.open -= 1
+        self.handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.handler.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self.handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.handler.resume_writing()
+
+
 class Listener:
     """An aiohttp application listening on ``host:port`` under :class:`Limits` (on the running loop)."""
 
@@ -78,7 +105,7 @@ class Listener:
             lingering_time=0,
         )
         self.server: asyncio.AbstractServer | None = None
-        self.accepting = 0  # connections accepted whose handler has not started yet
+        self.open = 0  # connections accepted and not yet closed
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the port (useful with port 0)."""
@@ -88,17 +115,13 @@ class Listener:
 
         loop = asyncio.get_running_loop()
 
-        def settled() -> None:
-            self.accepting -= 1
-
         def protocol() -> asyncio.Protocol:
-            # A burst of connections is accepted in one pass of the loop, before any of them is counted in
-            # ``handlers.connections``: count those in between too, until the pass after their handler starts.
-            if len(handlers.connections) + self.accepting >= self.limits.max_connections:
+            # counted from the accept to the close, not by aiohttp (which counts a connection only once its
+            # handler has started: a burst accepted at once, or on a starved loop, slipped past the cap)
+            if self.open >= self.limits.max_connections:
                 return _Busy()
-            self.accepting += 1
-            loop.call_soon(loop.call_soon, settled)
-            return handlers()
+            self.open += 1
+            return _Counted(handlers(), self)
 
         self.server = await loop.create_server(protocol, host, port, reuse_address=True)
         return self.server.sockets[0].getsockname()[1]
