@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentiment.worker")
 
-DEAD_LETTER_MAX_BYTES = 16 * 1024 * 1024
+LARGEST_REQUEST_BYTES = 16 * 1024 * 1024  # a fetch, and a produce request: a dead letter is far below it
 PUBLISH_BATCH_BYTES = 512 * 1024  # a whole micro-batch of results for one partition fits one producer batch
 PROBE_INTERVAL = 5.0  # seconds between readiness probes of the database and the broker
 
@@ -167,9 +167,9 @@ def faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         # a dead letter carries at most SENTIMENT_DLQ_MAX_PAYLOAD_BYTES of its message, so whatever arrives (Kafka
         # hands over at least one message per fetch, however large) can be dead-lettered without a larger request
-        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
+        producer_max_request_size=LARGEST_REQUEST_BYTES,
         producer_max_batch_size=PUBLISH_BATCH_BYTES,
-        consumer_max_fetch_size=DEAD_LETTER_MAX_BYTES,
+        consumer_max_fetch_size=LARGEST_REQUEST_BYTES,
         topic_partitions=settings.topic_partitions,
         web_enabled=False,
         store="memory://",

@@ -99,7 +99,7 @@ class ResultPublisher:
         """Send every event of the batch and wait until the broker has them all. Called again after a failure, it
         sends only what the broker does not have yet: the sentiments are never sent twice for a dead letter's sake."""
         if not result.sentiments_sent:
-            await self.sentiments.maybe_declare()  # creates the topic as Topic.send did (once: Faust remembers)
+            await self.sentiments.maybe_declare()  # creates the topic as Topic.send did (once: DeclaredOnceTopic)
             records = [(s.movie_id.encode(), s.to_json(), None) for s in result.sentiments]
             await self.publisher.send(self.topic, records)
             result.sentiments_sent = True

@@ -36,6 +36,7 @@ SLOW_FIXTURES = {
     "fast_scorer",
     "broker",
     "postgres_url",
+    "empty_database",
     "fresh_database",
     "stream_settings",
     "start_worker",
@@ -121,23 +122,32 @@ def postgres_url(workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture()
-def fresh_database(postgres_url: str) -> Iterator[str]:
-    """A new, migrated PostgreSQL database of this test's own on the session's server."""
+def empty_database(postgres_url: str) -> Iterator[str]:
+    """A new PostgreSQL database of this test's own on the session's server, with no table yet; dropped after."""
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from stream.db import make_engine, upgrade
+    from stream.db import make_engine
 
     name = f"sentiment_test_{uuid.uuid4().hex[:10]}"
     admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def fresh_database(empty_database: str) -> str:
+    """A new, migrated PostgreSQL database of this test's own on the session's server."""
+    from stream.db import upgrade
+
+    upgrade(empty_database)
+    return empty_database
 
 
 class WorkerProcess:
@@ -257,3 +267,30 @@ def collect_values(settings: Settings, topic: str, stop, timeout: float, worker:
         return values
     finally:
         consumer.close()
+
+
+def probe(port: int, path: str) -> tuple[int, dict]:
+    """GET a JSON endpoint of a worker on 127.0.0.1: (status, body), or (0, {}) when nothing answers."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def stored_count(url: str) -> int:
+    """How many reviews the database at ``url`` holds."""
+    from stream.db import make_engine
+    from stream.queries import scored_count
+
+    engine = make_engine(url)
+    try:
+        return scored_count(engine)
+    finally:
+        engine.dispose()

@@ -10,6 +10,7 @@ from kafka import KafkaProducer
 from sqlalchemy import text
 
 from stream.db import make_engine
+from stream.queries import scored_count
 from tests.conftest import collect_values, wait_until
 
 pytestmark = pytest.mark.integration
@@ -95,7 +96,7 @@ def test_bad_and_strange_input(stream_settings, start_worker):
     assert {json.loads(r.value)["review_id"] for r in events} == ids
 
     engine = make_engine(stream_settings.database_url)
-    assert wait_until(lambda: _count(engine) == len(ids), 30)
+    assert wait_until(lambda: scored_count(engine) == len(ids), 30)
     with engine.connect() as conn:
         stored = dict(conn.execute(text("SELECT review_id, movie_id FROM review_scores")).all())
         dup_score, dup_label = conn.execute(
@@ -110,8 +111,3 @@ def test_bad_and_strange_input(stream_settings, start_worker):
     log = worker.log.read_text(errors="replace")
     for secret in ("onerror=alert", "这部电影", "most boring film", "id is a number", "no film"):
         assert secret not in log, f"review text in the worker log: {secret!r}"
-
-
-def _count(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()

@@ -20,20 +20,11 @@ from sqlalchemy import text
 from sentiment.local import LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
 from stream.db import make_engine, upgrade
-from tests.conftest import collect_values, wait_until
+from tests.conftest import collect_values, stored_count, wait_until
 
 pytestmark = pytest.mark.integration
 
 BAD = [b"\xc3\x28 broken utf-8", b'{"review_id": "x"}', b"null"]
-
-
-def stored_count(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def send_bad(settings) -> None:

@@ -16,8 +16,8 @@ import pytest
 
 from sentiment.local import free_port
 from sentiment.producing import produce_reviews
-from tests.conftest import wait_until
-from tests.test_operator_integration import probe, stored_ids
+from tests.conftest import probe, wait_until
+from tests.test_operator_integration import stored_ids
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,6 @@ import json
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from sqlalchemy import text
@@ -19,22 +17,12 @@ from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
 from stream.db import make_engine, upgrade
 from stream.topics import create_topics
-from tests.conftest import wait_until
+from tests.conftest import probe, wait_until
 from tests.test_commands import run
 
 pytestmark = pytest.mark.integration
 
 FAST_PROGRESS = {"SENTIMENT_PROGRESS_INTERVAL": "1"}
-
-
-def probe(port: int, path: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return 0, {}
 
 
 def stored_ids(url: str) -> list[str]:

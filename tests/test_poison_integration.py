@@ -9,10 +9,10 @@ import random
 
 import pytest
 from kafka import KafkaProducer
-from sqlalchemy import text
 
 from sentiment.producing import produce_reviews
 from stream.db import make_engine
+from stream.queries import scored_count
 from tests.conftest import collect_values, wait_until
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,8 @@ def test_a_17_mb_message_among_2000_reviews(stream_settings, start_worker, imdb_
     dead = collect_values(stream_settings, stream_settings.topic_dlq, lambda rs: len(rs) >= 1, 60, worker)
     engine = make_engine(stream_settings.database_url)
     try:
-        assert wait_until(lambda: _count(engine) >= len(expected), 60, on_poll=worker.assert_alive), worker.tail()
-        stored = _count(engine)
+        assert wait_until(lambda: scored_count(engine) >= len(expected), 60, on_poll=worker.assert_alive), worker.tail()
+        stored = scored_count(engine)
     finally:
         engine.dispose()
 
@@ -59,8 +59,3 @@ def test_a_17_mb_message_among_2000_reviews(stream_settings, start_worker, imdb_
     assert len(dead) == 1 and headers["dlq.offset"] == str(sent.offset) and headers["dlq.truncated"] == "true"
     assert int(headers["dlq.size"]) == len(poison) and len(dead[0].value) <= stream_settings.dlq_max_payload_bytes
     assert "publish failed" not in worker.tail(400)
-
-
-def _count(engine) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()

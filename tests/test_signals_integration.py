@@ -3,42 +3,19 @@ while nothing can be delivered, and a log that stays readable while the broker i
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from sqlalchemy import text
 
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
-from stream.db import make_engine, upgrade
+from stream.db import upgrade
 from stream.topics import create_topics
-from tests.conftest import wait_until
+from tests.conftest import probe, stored_count, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def readyz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-    except OSError:
-        return 0, {}
-
-
-def stored_count(url: str) -> int:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def test_the_lag_and_readiness_tell_the_truth_while_the_database_is_away(
@@ -50,7 +27,7 @@ def test_the_lag_and_readiness_tell_the_truth_while_the_database_is_away(
         settings = stream_settings.model_copy(update={"database_url": pg.url, "metrics_port": free_port()})
         port = settings.metrics_port
         worker = start_worker(settings, {"SENTIMENT_STALL_SECONDS": "8"})
-        assert wait_until(lambda: readyz(port)[0] == 200, 60, on_poll=worker.assert_alive), worker.tail()
+        assert wait_until(lambda: probe(port, "/readyz")[0] == 200, 60, on_poll=worker.assert_alive), worker.tail()
         pg.stop()
         reviews = random.Random(9).sample(imdb_test_rows, 2000)
         produce_reviews(settings, reviews, progress=False)
@@ -64,11 +41,11 @@ def test_the_lag_and_readiness_tell_the_truth_while_the_database_is_away(
         took_lag = time.monotonic() - started
 
         def not_advancing() -> bool:
-            return any(r.startswith("not advancing:") for r in readyz(port)[1].get("reasons", []))
+            return any(r.startswith("not advancing:") for r in probe(port, "/readyz")[1].get("reasons", []))
 
-        assert wait_until(not_advancing, 30, on_poll=worker.assert_alive), (readyz(port), worker.tail())
+        assert wait_until(not_advancing, 30, on_poll=worker.assert_alive), (probe(port, "/readyz"), worker.tail())
         took_stall = time.monotonic() - started
-        reasons = readyz(port)[1]["reasons"]
+        reasons = probe(port, "/readyz")[1]["reasons"]
         print(f"\nlag {lag():,.0f} after {took_lag:.1f} s; not ready after {took_stall:.1f} s: {reasons}")
         assert re.search(r"not advancing: [\d,]+ reviews waiting, no progress for \d+ s", " ".join(reasons))
         assert read_metric(port, "sentiment_ready") == 0.0
@@ -76,7 +53,10 @@ def test_the_lag_and_readiness_tell_the_truth_while_the_database_is_away(
 
         pg.restart()
         assert wait_until(lambda: stored_count(pg.url) == len(reviews), 120, on_poll=worker.assert_alive), worker.tail()
-        assert wait_until(lambda: readyz(port)[0] == 200 and lag() == 0, 30), (readyz(port), worker.tail())
+        assert wait_until(lambda: probe(port, "/readyz")[0] == 200 and lag() == 0, 30), (
+            probe(port, "/readyz"),
+            worker.tail(),
+        )
         assert read_metric(port, "sentiment_seconds_since_progress") == 0
         assert "not advancing: 2,000 reviews waiting" in worker.log.read_text()
     finally:
@@ -92,7 +72,7 @@ def test_the_broker_away_then_sigterm_leaves_a_short_log_without_tracebacks(
         create_topics(own.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq], 4)
         worker = start_worker(settings)
         port = settings.metrics_port
-        assert wait_until(lambda: readyz(port)[0] == 200, 60, on_poll=worker.assert_alive), worker.tail()
+        assert wait_until(lambda: probe(port, "/readyz")[0] == 200, 60, on_poll=worker.assert_alive), worker.tail()
         reviews = random.Random(5).sample(imdb_test_rows, 1000)
         produce_reviews(settings, reviews, progress=False)
         assert wait_until(lambda: read_metric(port, "sentiment_reviews_scored_total") == len(reviews), 60), (

@@ -108,38 +108,25 @@ def test_uncertain_reviews_are_flagged_and_counted_on_postgres(fresh_database, u
 
 
 @pytest.mark.integration
-def test_migration_0002_keeps_the_rows_scored_before_it(postgres_url):
+def test_migration_0002_keeps_the_rows_scored_before_it(empty_database):
     """A database scored under schema version 1 upgrades in place: old rows read as not uncertain, counts 0."""
-    import uuid
-
-    from sqlalchemy.engine import make_url
-
-    name = f"sentiment_migrate_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url, "0001")
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO review_scores VALUES ('old', 'm1', 0.52, 'positive', 'v0', now(), now());"
-                    "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.52, 0.52, 5.68, now())"
-                )
+    url = empty_database
+    upgrade(url, "0001")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO review_scores VALUES ('old', 'm1', 0.52, 'positive', 'v0', now(), now());"
+                "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.52, 0.52, 5.68, now())"
             )
-        upgrade(url)
-        SqlSink(engine).write([Sentiment("new", "m1", 0.5, "positive", "v1", utc_iso(), utc_iso(), uncertain=True)])
-        with engine.connect() as conn:
-            flags = conn.execute(text("SELECT review_id, uncertain FROM review_scores ORDER BY 1")).all()
-            film = conn.execute(text("SELECT review_count, uncertain_count FROM movie_sentiment")).one()
-        assert [tuple(r) for r in flags] == [("new", True), ("old", False)] and tuple(film) == (2, 1)
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        )
+    upgrade(url)
+    SqlSink(engine).write([Sentiment("new", "m1", 0.5, "positive", "v1", utc_iso(), utc_iso(), uncertain=True)])
+    with engine.connect() as conn:
+        flags = conn.execute(text("SELECT review_id, uncertain FROM review_scores ORDER BY 1")).all()
+        film = conn.execute(text("SELECT review_count, uncertain_count FROM movie_sentiment")).one()
+    assert [tuple(r) for r in flags] == [("new", True), ("old", False)] and tuple(film) == (2, 1)
+    engine.dispose()
 
 
 @pytest.mark.integration
@@ -251,37 +238,24 @@ def test_an_unreadable_review_is_kept_out_of_the_mean_on_postgres(fresh_database
 
 
 @pytest.mark.integration
-def test_migration_0003_keeps_the_films_scored_before_it(postgres_url):
+def test_migration_0003_keeps_the_films_scored_before_it(empty_database):
     """A database at migration 0002 upgrades in place: its rows read as readable with no known share measured,
     its films keep their means and count no unreadable review; an unreadable review after it is counted apart."""
-    import uuid
-
-    from sqlalchemy.engine import make_url
-
-    name = f"sentiment_migrate_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url, "0002")
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO review_scores VALUES ('old', 'm1', 0.8, 'positive', 'v0', now(), now(), false);"
-                    "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.8, 0.8, 8.2, now(), 0)"
-                )
+    url = empty_database
+    upgrade(url, "0002")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO review_scores VALUES ('old', 'm1', 0.8, 'positive', 'v0', now(), now(), false);"
+                "INSERT INTO movie_sentiment VALUES ('m1', 1, 1, 0.8, 0.8, 8.2, now(), 0)"
             )
-        upgrade(url)
-        SqlSink(engine).write([_s("new", "m1", 0.496, readable=False)])
-        with engine.connect() as conn:
-            rows = conn.execute(text("SELECT review_id, known_share, readable FROM review_scores ORDER BY 1")).all()
-            film = conn.execute(text("SELECT review_count, unreadable_count, mean_score FROM movie_sentiment")).one()
-        assert [tuple(r) for r in rows] == [("new", 0.0, False), ("old", None, True)]
-        assert tuple(film) == (1, 1, pytest.approx(0.8))
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        )
+    upgrade(url)
+    SqlSink(engine).write([_s("new", "m1", 0.496, readable=False)])
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT review_id, known_share, readable FROM review_scores ORDER BY 1")).all()
+        film = conn.execute(text("SELECT review_count, unreadable_count, mean_score FROM movie_sentiment")).one()
+    assert [tuple(r) for r in rows] == [("new", 0.0, False), ("old", None, True)]
+    assert tuple(film) == (1, 1, pytest.approx(0.8))
+    engine.dispose()

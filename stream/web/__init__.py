@@ -112,15 +112,10 @@ async def json_errors(request: web.Request, handler):
         return web.json_response({"error": "internal error; see the server log"}, status=500)
 
 
-async def read_json_object(request: web.Request, max_bytes: int) -> dict:
+async def read_json_object(request: web.Request) -> dict:
     if request.content_type != "application/json":
         raise ApiError(415, f"send JSON with Content-Type: application/json, not {request.content_type or 'none'}")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, f"the body is {request.content_length} bytes; at most {max_bytes}")
-    try:
-        raw = await request.read()  # the whole body; aiohttp refuses one over client_max_size
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise ApiError(413, f"the body is over {max_bytes} bytes") from exc
+    raw = await request.read()  # already read, within its size and time limits, by stream.http.client_limits
     # the stream's reading: no duplicate key, too deep is bad JSON (a text is one level deeper here: in "texts")
     body = json_object(raw, "the body", framing=1)
     if isinstance(body, Rejection):
@@ -243,7 +238,7 @@ class ScoringApi:
         self.turns = asyncio.Semaphore(max_concurrent)
 
     async def score(self, request: web.Request) -> web.Response:
-        texts, explain = self.texts_of(await read_json_object(request, self.max_bytes))
+        texts, explain = self.texts_of(await read_json_object(request))
         await self.turns.acquire()
         started = time.perf_counter()
         try:
