@@ -46,19 +46,53 @@ _PUNCTUATION = (
 )
 
 
-@keras.saving.register_keras_serializable(package="sentiment", name="clean_text")
-def clean_text(texts: tf.Tensor) -> tf.Tensor:
-    """Lowercase, repair cp1252 punctuation, strip HTML, expand negations, handle punctuation."""
+# The punctuation of ``clean_tokens``: every character that is not a letter, a digit or a space becomes a token of its
+# own ("great!!" -> "great ! !", ":-)" -> ": - )"); apostrophes still go first. The compiled scorer asks TensorFlow
+# which characters this matches.
+TOKEN_CHARACTERS = r"[^\p{L}\p{N}\s]"
+
+_PUNCTUATION_TOKENS = (
+    (r"'", ""),
+    (f"({TOKEN_CHARACTERS})", r" \1 "),
+    (r"\s+", " "),
+)
+
+
+def _clean(texts: tf.Tensor, punctuation) -> tf.Tensor:
     texts = tf.strings.lower(texts, encoding="utf-8")
     for pattern, replacement in (*_CP1252_REPAIRS, *_HTML):
         texts = tf.strings.regex_replace(texts, pattern, replacement)
     texts = tf.strings.regex_replace(texts, "[\u2018\u2019\u00b4`]", "'")
-    for pattern, replacement in (*_NEGATIONS, *_PUNCTUATION):
+    for pattern, replacement in (*_NEGATIONS, *punctuation):
         texts = tf.strings.regex_replace(texts, pattern, replacement)
     return tf.strings.strip(texts)
 
 
-def clean(texts: list[str]) -> list[str]:
+@keras.saving.register_keras_serializable(package="sentiment", name="clean_text")
+def clean_text(texts: tf.Tensor) -> tf.Tensor:
+    """Lowercase, repair cp1252 punctuation, strip HTML, expand negations; keep ! and ?, drop other punctuation."""
+    return _clean(texts, _PUNCTUATION)
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="clean_tokens")
+def clean_tokens(texts: tf.Tensor) -> tf.Tensor:
+    """As :func:`clean_text`, but every punctuation character is a token of its own (emoticons, "!!", "..." and
+    quotes carry sentiment an n-gram can learn)."""
+    return _clean(texts, _PUNCTUATION_TOKENS)
+
+
+# config name (training.config) -> standardize function, and the compiled scorer's name for its punctuation rule
+CLEANINGS = {"full": clean_text, "tokens": clean_tokens}
+
+
+def clean(texts: list[str], cleaning: str = "full") -> list[str]:
     """Python convenience: the cleaned form of each text, as the model sees it."""
-    out = clean_text(tf.constant(texts, dtype=tf.string)).numpy()
+    out = CLEANINGS[cleaning](tf.constant(texts, dtype=tf.string)).numpy()
     return [t.decode("utf-8") for t in out]
+
+
+def words(texts: list[str], cleaning: str = "full") -> list[list[str]]:
+    """Python convenience: the words of each text as the model's vectorizer splits them (``tf.strings.split`` of
+    the cleaned text: on ASCII whitespace, \v included, which ``\s`` does not match)."""
+    split = tf.strings.split(CLEANINGS[cleaning](tf.constant(texts, dtype=tf.string)))
+    return [[w.decode("utf-8") for w in row] for row in split.to_list()]

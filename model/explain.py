@@ -1,15 +1,19 @@
 """Why the model said so: Integrated Gradients for the pooled-embedding model, exact by construction.
 
-The model scores ``f(p)``, where ``p`` is the mean of the embedding vectors ``e_i`` of the review's known n-grams.
-Integrated Gradients from the all-zero embedding baseline along the straight path ``a * p`` gives n-gram ``i``
+The model scores ``f(p, s)``, where ``p`` is the mean of the embedding vectors ``e_i`` of the review's known n-grams
+and ``s`` the naive-Bayes branch's logit, the sum of one weight ``v_f`` per distinct known n-gram (0 for a model
+without that branch). Integrated Gradients from the baseline of no known n-gram along the straight path
+``a * (p, s)`` gives the n-gram at position ``i``
 
-    attribution_i = (e_i / n) . g,    g = integral over a in [0, 1] of grad f(a * p) da
+    attribution_i = (e_i / n) . g + t_i * h,    (g, h) = integral over a in [0, 1] of grad f(a * p, a * s) da
 
-so every n-gram shares one path integral ``g``, and the attributions add up to ``p . g = f(p) - f(0)`` (the
-completeness property): the score minus the base value, the score of a review with no known n-gram. ``g`` is
-computed with composite Gauss-Legendre quadrature, refined until the attributions add up to ``f(p) - f(0)`` within
-``TOLERANCE`` (a saturated sigmoid needs more points). Unknown n-grams
-have no vector and get 0. A word's attribution is its unigram's plus an equal share of every bigram and trigram
+with ``t_i`` its n-gram's weight ``v_f`` shared among the positions where it occurs (it counts once). Every n-gram
+shares one path integral, and the attributions add up to ``p . g + s * h = f(p, s) - f(0, 0)`` (the completeness
+property): the score minus the base value, the score of a review with no known n-gram. The naive-Bayes branch is
+linear in its weights, so its part of an n-gram's attribution is its own weight times the shared slope ``h``. The
+integral is computed with composite Gauss-Legendre quadrature, refined until the attributions add up to
+``f(p, s) - f(0, 0)`` within ``TOLERANCE`` (a saturated sigmoid needs more points). Unknown n-grams have no vector
+and no weight, and get 0. A word's attribution is its unigram's plus an equal share of every bigram and trigram
 it is part of, so the words' attributions add up to the same total.
 
 This answers "how much did each n-gram move the score away from the base value", not "what would the score be
@@ -66,15 +70,31 @@ class Explainer:
     def __init__(self, scorer: Scorer) -> None:
         self.fast: FastModel = scorer.fast if scorer.fast is not None else _checked_tables(scorer)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
-        self.base = float(self.fast.head(np.zeros((1, self.fast.embedding.shape[1]), dtype=np.float32))[0])
+        zero = np.zeros((1, self.fast.embedding.shape[1]), dtype=np.float32)
+        self.base = float(self.fast.head(zero, np.zeros(1, dtype=np.float32))[0])
 
-    def _path_gradient(self, pooled: np.ndarray, pieces: int) -> np.ndarray:
-        """The integral of grad f(a * pooled) over a in [0, 1], by Gauss-Legendre on ``pieces`` equal pieces."""
-        starts = np.arange(pieces) / pieces
-        alphas = (starts[:, None] + (self.nodes[None, :] + 1) / (2 * pieces)).reshape(-1)
-        weights = np.tile(self.weights / (2 * pieces), pieces)
+    def _path_gradient(self, pooled: np.ndarray, nb_logit: float, pieces: int) -> tuple[np.ndarray, float]:
+        """The integral of grad f(a * pooled, a * nb_logit) over a in [0, 1], by Gauss-Legendre on ``pieces`` equal
+        pieces of each stretch between the first layer's kinks (where one of its relu units turns on or off along
+        the path: the gradient jumps there, and a quadrature across a jump converges slowly)."""
+        ends = np.concatenate([[0.0], self._kinks(pooled), [1.0]])
+        starts = np.concatenate([ends[i] + (ends[i + 1] - ends[i]) * np.arange(pieces) / pieces for i in range(len(ends) - 1)])
+        widths = np.repeat(np.diff(ends) / pieces, pieces)
+        alphas = (starts[:, None] + (self.nodes[None, :] + 1) / 2 * widths[:, None]).reshape(-1)
+        weights = (self.weights[None, :] / 2 * widths[:, None]).reshape(-1)
         path = (alphas[:, None] * pooled[None, :]).astype(np.float32)
-        return (self.fast.head_gradient(path).astype(np.float64) * weights[:, None]).sum(axis=0)
+        grad, nb_grad = self.fast.head_gradient(path, (alphas * nb_logit).astype(np.float32))
+        return (grad.astype(np.float64) * weights[:, None]).sum(axis=0), float(nb_grad.astype(np.float64) @ weights)
+
+    def _kinks(self, pooled: np.ndarray) -> np.ndarray:
+        """Where on the path the first dense layer's relu units change sides: a * (pooled . W) + b = 0."""
+        kernel, bias, activation = self.fast.dense[0]
+        if activation != "relu":
+            return np.empty(0)
+        slope = pooled @ kernel.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alphas = -bias.astype(np.float64) / slope
+        return np.unique(alphas[np.isfinite(alphas) & (alphas > 0) & (alphas < 1)])
 
     def explain(self, text: str) -> Explanation:
         words, ids = self.fast.vectorize(text)
@@ -82,14 +102,16 @@ class Explainer:
         vectors = self.fast.vectors(ids).astype(np.float64)
         n_known = int(known.sum())
         pooled = (vectors * known[:, None]).sum(axis=0) / max(n_known, 1)
-        score = float(self.fast.head(pooled[None, :].astype(np.float32))[0])
+        nb_terms = self.fast.naive_bayes_terms(ids)
+        nb_logit = float(nb_terms.sum())
+        score = float(self.fast.head(pooled[None, :].astype(np.float32), np.float32([nb_logit]))[0])
         pieces = 1
         while True:
-            gradient = self._path_gradient(pooled, pieces)
-            if abs(pooled @ gradient - (score - self.base)) < TOLERANCE or pieces >= MAX_PIECES:
+            gradient, nb_slope = self._path_gradient(pooled, nb_logit, pieces)
+            if abs(pooled @ gradient + nb_logit * nb_slope - (score - self.base)) < TOLERANCE or pieces >= MAX_PIECES:
                 break
             pieces *= 4
-        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1), 0.0)
+        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1) + nb_terms * nb_slope, 0.0)
 
         word_attr = np.zeros(len(words))
         ngrams = []

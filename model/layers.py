@@ -55,3 +55,33 @@ class MaskedAverage(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="DistinctSum")
+class DistinctSum(keras.layers.Layer):
+    """The sum of one weight per n-gram over the distinct known n-grams of a review: the naive-Bayes branch.
+
+    Each n-gram counts once however often it occurs (binarized features, as NB-SVM has them), so a review's logit
+    does not grow with repetition, and neither padding nor [UNK] adds anything. The weights are fitted outside Keras
+    (``training.naive_bayes``) and set whole; the layer is not trained by gradient descent.
+    """
+
+    def __init__(self, vocabulary_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.weight = self.add_weight(
+            shape=(vocabulary_size,), initializer="zeros", trainable=False, name="ngram_weights"
+        )
+
+    def call(self, token_ids):
+        ids = ops.sort(token_ids, axis=-1)
+        first = ops.concatenate([ops.ones_like(ids[:, :1], dtype="bool"), ids[:, 1:] != ids[:, :-1]], axis=-1)
+        counted = ops.logical_and(first, ids > UNKNOWN_ID)
+        terms = ops.take(self.weight, ids) * ops.cast(counted, self.weight.dtype)
+        return ops.sum(terms, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size}

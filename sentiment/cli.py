@@ -201,6 +201,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import run
 
     cfg = load_config(args.config)
+    if args.seed is not None:
+        cfg = cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
     data = args.data
     if args.download:
         from training.pipeline import download
@@ -402,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="fetch the original aclImdb_v1.tar.gz first")
     p.add_argument("--download-dir", default="data", help="where --download puts the tarball (default data/)")
     p.add_argument("--promote", action="store_true", help="also make the new model the committed default")
+    p.add_argument("--seed", type=int, help="train with this seed instead of the config's (another draw of the model)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="small hyperparameter search on the validation split; writes a table")

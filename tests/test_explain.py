@@ -25,32 +25,55 @@ class TensorFlowIntegratedGradients:
         from model.keras_model import import_keras, import_tensorflow, model_parts
         from model.layers import ForgetUnknown
 
+        from model.layers import DistinctSum
+
         self.tf, keras = import_tensorflow(), import_keras()
         self.vectorizer, core, pooling = model_parts(scorer.keras_model)
         assert any(isinstance(layer, ForgetUnknown) for layer in core.layers), "the compiled path forgets [UNK]"
         self.embedding = next(layer for layer in core.layers if isinstance(layer, keras.layers.Embedding))
-        self.head = core.layers[core.layers.index(pooling) + 1 :]
+        after = core.layers[core.layers.index(pooling) + 1 :]
+        self.head = [layer for layer in after if isinstance(layer, keras.layers.Dense | keras.layers.Dropout)]
+        self.output = [layer for layer in after if isinstance(layer, keras.layers.Activation)]
+        self.naive_bayes = next((layer for layer in core.layers if isinstance(layer, DistinctSum)), None)
+        self.cleaning = self.vectorizer.get_config()["standardize"]
         self.vocabulary = np.asarray(self.vectorizer.get_vocabulary(), dtype=object)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
 
     def ids(self, text: str) -> np.ndarray:
         return self.vectorizer(self.tf.constant([text]))[0].numpy()
 
-    def _f(self, pooled):
+    def _f(self, pooled, nb_logit):
         for layer in self.head:
             pooled = layer(pooled, training=False)
+        if self.output:
+            pooled = self.output[0](pooled + self.tf.reshape(nb_logit, [-1, 1]))
         return self.tf.reshape(pooled, [-1])
 
-    def _path_gradient(self, pooled: np.ndarray, pieces: int) -> np.ndarray:
+    def _kinks(self, pooled: np.ndarray) -> np.ndarray:
+        """Where the first dense layer's relu units turn on or off along the path (the quadrature's breakpoints)."""
+        kernel, bias = (w.numpy().astype(np.float64) for w in self.head[[type(h).__name__ for h in self.head].index("Dense")].weights)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alphas = -bias / (pooled @ kernel)
+        return np.unique(alphas[np.isfinite(alphas) & (alphas > 0) & (alphas < 1)])
+
+    def _path_gradient(self, pooled: np.ndarray, nb_logit: float, pieces: int) -> tuple[np.ndarray, float]:
         tf = self.tf
-        starts = np.arange(pieces) / pieces
-        alphas = (starts[:, None] + (self.nodes[None, :] + 1) / (2 * pieces)).reshape(-1)
-        weights = np.tile(self.weights / (2 * pieces), pieces)
+        ends = np.concatenate([[0.0], self._kinks(pooled), [1.0]])
+        alphas, weights = [], []
+        for a, b in zip(ends[:-1], ends[1:]):
+            for k in range(pieces):
+                lo, width = a + (b - a) * k / pieces, (b - a) / pieces
+                alphas.append(lo + (self.nodes + 1) / 2 * width)
+                weights.append(self.weights / 2 * width)
+        alphas, weights = np.concatenate(alphas), np.concatenate(weights)
         path = tf.constant(alphas[:, None] * pooled[None, :], dtype=tf.float32)
+        nb_path = tf.constant(alphas * nb_logit, dtype=tf.float32)
         with tf.GradientTape() as tape:
-            tape.watch(path)
-            values = self._f(path)
-        return (tape.gradient(values, path).numpy().astype(np.float64) * weights[:, None]).sum(axis=0)
+            tape.watch([path, nb_path])
+            values = self._f(path, nb_path)
+        grad, nb_grad = tape.gradient(values, [path, nb_path])
+        nb_grad = np.zeros(len(alphas)) if nb_grad is None else nb_grad.numpy().astype(np.float64)
+        return (grad.numpy().astype(np.float64) * weights[:, None]).sum(axis=0), float(nb_grad @ weights)
 
     def explain(self, text: str) -> Explanation:
         tf = self.tf
@@ -59,18 +82,25 @@ class TensorFlowIntegratedGradients:
         vectors = self.embedding(tf.constant(ids[None, :]))[0].numpy().astype(np.float64)
         n_known = int(known.sum())
         pooled = (vectors * known[:, None]).sum(axis=0) / max(n_known, 1)
-        score = float(self._f(tf.constant(pooled[None, :], dtype=tf.float32))[0])
-        base = float(self._f(tf.zeros((1, len(pooled))))[0])
+        nb_terms = np.zeros(len(ids))
+        if self.naive_bayes is not None:  # each distinct n-gram's weight, shared among its positions
+            weight = self.naive_bayes.weight.numpy().astype(np.float64)
+            counts = dict(zip(*np.unique(ids[known], return_counts=True)))
+            nb_terms[known] = [weight[i] / counts[i] for i in ids[known]]
+            nb_logit = float(self.naive_bayes(tf.constant(ids[None, :]))[0, 0])
+            assert abs(nb_logit - nb_terms.sum()) < 1e-5
+        nb_logit = float(nb_terms.sum())
+        score = float(self._f(tf.constant(pooled[None, :], dtype=tf.float32), tf.constant([nb_logit]))[0])
+        base = float(self._f(tf.zeros((1, len(pooled))), tf.zeros(1))[0])
         pieces = 1
         while True:
-            gradient = self._path_gradient(pooled, pieces)
-            if abs(pooled @ gradient - (score - base)) < 1e-5 or pieces >= 1024:
+            gradient, nb_slope = self._path_gradient(pooled, nb_logit, pieces)
+            if abs(pooled @ gradient + nb_logit * nb_slope - (score - base)) < 1e-5 or pieces >= 1024:
                 break
             pieces *= 4
-        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1), 0.0)
-        from model.cleaning import clean_text
-
-        words = [w.decode("utf-8", "replace") for w in tf.strings.split(clean_text(tf.constant([text])))[0].numpy()]
+        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1) + nb_terms * nb_slope, 0.0)
+        cleaned = self.cleaning(tf.constant([text]))
+        words = [w.decode("utf-8", "replace") for w in tf.strings.split(cleaned)[0].numpy()]
         word_attr = np.zeros(len(words))
         ngrams = []
         position = 0
@@ -130,7 +160,7 @@ def test_the_score_is_the_compiled_scorers(explainer, fast_scorer, texts):
 def test_a_text_the_stream_refuses_is_explained_but_named(explainer):
     text = "great \ud800 film"
     assert unreadable(text) == "holds a lone surrogate (\\ud800 at character 6)"
-    e = explainer.explain(text)  # a lone surrogate is punctuation, as when the compiled path scores it
+    e = explainer.explain(text)  # a lone surrogate is dropped, as when the compiled path scores it
     assert e.words == ["great", "film"] and e.total == pytest.approx(e.score - e.base, abs=TOLERANCE)
     assert [unreadable(t) for t in check_texts()] == [None] * len(check_texts())
 

@@ -14,7 +14,8 @@ class TrainConfig:
     # data
     validation_fraction: float = 0.1
     split_seed: int = 1337
-    # vectorization; cleaning: "full" (model.cleaning.clean_text) or "basic" (lowercase, strip punctuation)
+    # vectorization; cleaning: "full" (model.cleaning.clean_text), "tokens" (clean_tokens: punctuation characters
+    # as tokens of their own) or "basic" (lowercase, strip punctuation)
     cleaning: str = "full"
     max_tokens: int = 20_000
     ngrams: int = 1
@@ -25,6 +26,16 @@ class TrainConfig:
     embedding_dim: int = 32
     hidden_units: int = 32
     dropout: float = 0.0
+    # the naive-Bayes branch (training.naive_bayes): a weight per distinct known n-gram, summed into the logit beside
+    # the pooled branch's; fitted by full-batch Adam with an L2 penalty for a fixed number of steps
+    nb_branch: bool = False
+    nb_l2: float = 3e-4
+    nb_learning_rate: float = 3e-3
+    nb_steps: int = 250
+    nb_smoothing: float = 1.0
+    # weigh the branches and calibrate (Platt scaling with one branch) by logistic regression on the validation
+    # split's logits of the held-out fit; the exported model carries the result in its weights
+    calibrate: bool = False
     # fitting
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -91,6 +102,6 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
     return config
 
 
-CLEANING_CHOICES = ("full", "basic")
+CLEANING_CHOICES = ("full", "tokens", "basic")
 QUANTIZE_CHOICES = ("none", "int8")
 MONITOR_CHOICES = ("val_loss", "val_accuracy")

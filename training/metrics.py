@@ -35,6 +35,21 @@ def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int
     return float(error)
 
 
+def uncertain_band(labels: np.ndarray, scores: np.ndarray, band: float = 0.1) -> dict:
+    """The share of reviews the product flags uncertain (score within ``band`` of 0.5, ``SENTIMENT_UNCERTAIN_BAND``'s
+    default) and the accuracy inside and outside that band: what the flag is worth."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    inside = np.abs(scores - 0.5) < band
+    right = (scores >= 0.5).astype(int) == labels
+    return {
+        "band": band,
+        "share": float(inside.mean()) if len(scores) else float("nan"),
+        "accuracy_inside": float(right[inside].mean()) if inside.any() else float("nan"),
+        "accuracy_outside": float(right[~inside].mean()) if (~inside).any() else float("nan"),
+    }
+
+
 def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
     labels = np.asarray(labels).astype(int)
     predicted = (np.asarray(scores) >= threshold).astype(int)
@@ -52,5 +67,6 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "roc_auc": roc_auc(labels, scores),
         "calibration_error": expected_calibration_error(labels, scores),
+        "uncertain": uncertain_band(labels, scores),
         "confusion_matrix": {"true_negative": tn, "false_positive": fp, "false_negative": fn, "true_positive": tp},
     }

@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.tensorflow_logs import quiet_tensorflow
@@ -24,12 +24,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from model.cleaning import clean_text  # noqa: E402
-from model.layers import ForgetUnknown, MaskedAverage  # noqa: E402
+from model.cleaning import CLEANINGS  # noqa: E402
+from model.layers import DistinctSum, ForgetUnknown, MaskedAverage  # noqa: E402
 from model.scorer import MODEL_FILE, input_reference, load_scorer, model_version  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
+from training.naive_bayes import Features, NaiveBayesBranch, fit_calibration  # noqa: E402
+from training.naive_bayes import fit as fit_naive_bayes  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]
 ACL_IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -92,10 +94,10 @@ def split(rows: list[ReviewRow], cfg: TrainConfig) -> tuple[Split, Split]:
 
 
 def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVectorization, keras.Model]:
-    """A vectorizer adapted to the training texts, and the model core that scores token ids."""
+    """A vectorizer adapted to the training texts, and the pooled branch that scores token ids."""
     vectorizer = keras.layers.TextVectorization(
         max_tokens=cfg.max_tokens,
-        standardize=clean_text if cfg.cleaning == "full" else "lower_and_strip_punctuation",
+        standardize=CLEANINGS.get(cfg.cleaning, "lower_and_strip_punctuation"),
         ngrams=cfg.ngrams if cfg.ngrams > 1 else None,
         output_mode="int",
         output_sequence_length=cfg.sequence_length,
@@ -104,26 +106,32 @@ def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVe
     return vectorizer, core_model(cfg, vectorizer.vocabulary_size())
 
 
-def core_model(cfg: TrainConfig, vocabulary_size: int) -> keras.Model:
-    """Token ids -> Embedding -> average pooling -> Dense -> P(positive)."""
-    token_ids = keras.Input(shape=(cfg.sequence_length,), dtype="int64", name="token_ids")
+def core_model(cfg: TrainConfig, vocabulary_size: int, naive_bayes: bool = False) -> keras.Model:
+    """Token ids -> Embedding -> average pooling -> Dense -> Dense(1): the pooled branch's logit; with
+    ``naive_bayes``, plus the naive-Bayes branch's (:class:`DistinctSum`); then the sigmoid: P(positive)."""
+    token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = ForgetUnknown()(token_ids) if cfg.mask_unknown else token_ids
     x = keras.layers.Embedding(vocabulary_size, cfg.embedding_dim, mask_zero=True, name="embedding")(x)
     x = MaskedAverage()(x)
     if cfg.dropout:
         x = keras.layers.Dropout(cfg.dropout)(x)
-    x = keras.layers.Dense(cfg.hidden_units, activation="relu")(x)
-    probability = keras.layers.Dense(1, activation="sigmoid", name="p_positive")(x)
+    x = keras.layers.Dense(cfg.hidden_units, activation="relu", name="hidden")(x)
+    logit = keras.layers.Dense(1, name="pooled_logit")(x)
+    if naive_bayes:
+        logit = keras.layers.Add(name="logit")([logit, DistinctSum(vocabulary_size, name="naive_bayes")(token_ids)])
+    probability = keras.layers.Activation("sigmoid", name="p_positive")(logit)
     return keras.Model(token_ids, probability, name="pooled_embedding")
 
 
 def _token_dataset(vectorizer, texts: list[str], labels: np.ndarray, batch: int, shuffle_seed: int | None):
+    """Token ids and labels, each review's ids without their padding (batches are padded to their longest review:
+    the same average, and a fraction of the memory and time of padding all to the sequence length)."""
     ds = tf.data.Dataset.from_tensor_slices((texts, labels))
     ds = ds.batch(1024).map(lambda t, y: (vectorizer(t), y), num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    ds = ds.cache()
+    ds = ds.map(lambda ids, y: (tf.boolean_mask(ids, ids != 0), y)).cache()
     if shuffle_seed is not None:
         ds = ds.shuffle(len(texts), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
+    return ds.padded_batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def _optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
@@ -151,10 +159,64 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
     }
 
 
-def end_to_end(cfg: TrainConfig, vectorizer, core: keras.Model) -> keras.Model:
-    """Raw strings in, P(positive) out: the cleaning and vectorizing travel inside the model."""
-    serving_core = core_model(cfg, vectorizer.vocabulary_size())  # uncompiled: no optimizer state saved
-    serving_core.set_weights(core.get_weights())
+@dataclass
+class Branches:
+    """What one fit produced: the pooled branch (a Keras core), the naive-Bayes branch (when the config has it), the
+    vectorizer they share, and the calibration that weighs them: ``[w_pooled, (w_nb,) c]``."""
+
+    vectorizer: keras.layers.TextVectorization
+    pooled: keras.Model
+    naive_bayes: NaiveBayesBranch | None = None
+    calibration: np.ndarray | None = None
+
+    def features(self, texts: list[str]) -> Features:
+        return Features.of(lambda t: self.vectorizer(tf.constant(t)), texts, self.vectorizer.vocabulary_size())
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        """One column per branch: the pooled branch's logit, the naive-Bayes branch's (uncalibrated)."""
+        pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
+        call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
+        columns = [np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
+                                   for i in range(0, len(texts), 1024)])]  # fmt: skip
+        if self.naive_bayes is not None:
+            columns.append(self.naive_bayes.logits(self.features(texts)))
+        return np.column_stack(columns)
+
+
+def fit_naive_bayes_branch(
+    cfg: TrainConfig, branches: Branches, train: Split, val: Split | None = None, verbose: int = 1
+) -> dict:
+    started = time.perf_counter()
+    validation = (branches.features(val[0]), val[1]) if val is not None else None
+    branches.naive_bayes = fit_naive_bayes(
+        branches.features(train[0]), train[1], l2=cfg.nb_l2, learning_rate=cfg.nb_learning_rate,
+        steps=cfg.nb_steps, smoothing=cfg.nb_smoothing, validation=validation,
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    if verbose:
+        last = branches.naive_bayes.history
+        shown = f", validation accuracy {last['val_accuracy'][-1]:.4f}" if "val_accuracy" in last else ""
+        print(f"naive-Bayes branch: {cfg.nb_steps} steps in {seconds:.0f} s, loss {last['loss'][-1]:.4f}{shown}")
+    return {"nb_history": branches.naive_bayes.history, "nb_seconds": seconds}
+
+
+def end_to_end(cfg: TrainConfig, branches: Branches) -> keras.Model:
+    """Raw strings in, P(positive) out: the cleaning and vectorizing travel inside the model, the calibration in the
+    weights (the pooled branch's last layer scaled and shifted, the naive-Bayes weights scaled)."""
+    vectorizer = branches.vectorizer
+    naive_bayes = branches.naive_bayes
+    serving_core = core_model(cfg, vectorizer.vocabulary_size(), naive_bayes is not None)  # no optimizer state
+    for layer in branches.pooled.layers:
+        if layer.weights:
+            serving_core.get_layer(layer.name).set_weights(layer.get_weights())
+    weights = np.ones(2) if branches.calibration is None else branches.calibration[:-1]
+    shift = 0.0 if branches.calibration is None else float(branches.calibration[-1])
+    last = serving_core.get_layer("pooled_logit")
+    kernel, bias = last.get_weights()
+    if naive_bayes is not None:
+        shift += weights[1] * naive_bayes.bias
+        serving_core.get_layer("naive_bayes").set_weights([(weights[1] * naive_bayes.weights).astype(np.float32)])
+    last.set_weights([kernel * weights[0], bias * weights[0] + shift])
     if cfg.quantize == "int8":
         serving_core.get_layer("embedding").quantize("int8")
     texts = keras.Input(shape=(), dtype="string", name="text")
@@ -169,20 +231,31 @@ def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarr
 
 def train_and_validate(
     cfg: TrainConfig, train: Split, val: Split, verbose: int = 1
-) -> tuple[keras.Model, dict, np.ndarray]:
-    """Build and fit; returns the end-to-end model, the fit record and the validation scores."""
+) -> tuple[keras.Model, dict, np.ndarray, np.ndarray | None]:
+    """Build and fit; returns the end-to-end model, the fit record, the validation scores and the calibration."""
     started = time.perf_counter()
     vectorizer, core = build(cfg, train[0])
     fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
-    model = end_to_end(cfg, vectorizer, core)
+    branches = Branches(vectorizer, core)
+    if cfg.nb_branch:
+        fitted.update(fit_naive_bayes_branch(cfg, branches, train, val, verbose))
+    if cfg.calibrate:
+        logits = branches.logits(val[0])
+        fitted["validation_uncalibrated"] = evaluate(1 / (1 + np.exp(-logits.sum(axis=1))), val[1])
+        branches.calibration = fit_calibration(logits, val[1])
+        fitted["calibration"] = [float(v) for v in branches.calibration]
+    model = end_to_end(cfg, branches)
     fitted["training_seconds"] = time.perf_counter() - started  # vocabulary, fitting and export model
-    fitted["parameters"] = int(core.count_params())
+    fitted["parameters"] = int(model.count_params())
     fitted["vocabulary_size"] = int(vectorizer.vocabulary_size())
-    return model, fitted, predict(model, val[0])
+    return model, fitted, predict(model, val[0]), branches.calibration
 
 
-def refit(cfg: TrainConfig, train: Split, val: Split, epochs: int, verbose: int = 1) -> tuple[keras.Model, dict]:
-    """Vocabulary and model again, from all the labelled training rows, for a fixed number of epochs."""
+def refit(
+    cfg: TrainConfig, train: Split, val: Split, epochs: int, calibration: np.ndarray | None, verbose: int = 1
+) -> tuple[keras.Model, dict]:
+    """Vocabulary and model again, from all the labelled training rows, for a fixed number of epochs (and the
+    naive-Bayes branch's steps); the calibration is the held-out fit's."""
     started = time.perf_counter()
     texts = train[0] + val[0]
     labels = np.concatenate([train[1], val[1]])
@@ -194,15 +267,20 @@ def refit(cfg: TrainConfig, train: Split, val: Split, epochs: int, verbose: int 
     history = core.fit(
         _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed), epochs=epochs, verbose=verbose
     )
-    record = {
+    branches = Branches(vectorizer, core, calibration=calibration)
+    record = {}
+    if cfg.nb_branch:
+        record = {f"refit_{k}": v for k, v in fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose).items()}
+    model = end_to_end(cfg, branches)
+    record |= {
         "refit_examples": len(texts),
         "refit_epochs": epochs,
         "refit_history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "refit_seconds": time.perf_counter() - started,
-        "parameters": int(core.count_params()),
+        "parameters": int(model.count_params()),
         "vocabulary_size": int(vectorizer.vocabulary_size()),
     }
-    return end_to_end(cfg, vectorizer, core), record
+    return model, record
 
 
 def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
@@ -256,7 +334,7 @@ def export(
         json.dumps({"source": metrics["drift_reference"], "scores": [round(float(s), 5) for s in reference_scores]})
         + "\n"
     )
-    plot_curves(metrics["history"], staging / "training_curves.png")
+    plot_curves(metrics["history"], staging / "training_curves.png", metrics.get("nb_history"))
     plot_confusion(metrics["test"]["confusion_matrix"], staging / "confusion_matrix.png")
     (staging / "model_card.md").write_text(model_card(cfg, metrics))
     final = out_dir / f"{cfg.name}-{version}"
@@ -281,13 +359,23 @@ def save_model(model: keras.Model, path: Path) -> None:
     raw.unlink()
 
 
-def plot_curves(history: dict, path: Path) -> None:
+def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = plt.subplots(1, 3 if nb_history else 2, figsize=(13.5 if nb_history else 9, 3.5))
+    loss_ax, acc_ax = axes[:2]
+    if nb_history:
+        nb_ax = axes[2]
+        nb_ax.plot(nb_history["step"], nb_history["loss"], "o-", label="train loss")
+        if nb_history.get("val_accuracy"):
+            nb_ax.plot(nb_history["step"], nb_history["val_accuracy"], "o-", label="validation accuracy")
+        nb_ax.set_xlabel("full-batch Adam step")
+        nb_ax.set_title("naive-Bayes branch")
+        nb_ax.grid(alpha=0.3)
+        nb_ax.legend()
     epochs = range(1, len(history["loss"]) + 1)
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         ax.plot(epochs, history[key], "o-", label="train")
@@ -325,18 +413,31 @@ def plot_confusion(cm: dict, path: Path) -> None:
 def model_card(cfg: TrainConfig, metrics: dict) -> str:
     test, val = metrics["test"], metrics["validation"]
     grams = "unigrams" if cfg.ngrams == 1 else f"1- to {cfg.ngrams}-grams"
-    cleaning = (
-        "lowercase, cp1252 punctuation repaired, HTML removed, negations expanded, `!` and `?` kept, "
-        "other punctuation dropped"
-        if cfg.cleaning == "full"
-        else "lowercase, punctuation stripped"
-    )
+    cleaning = {
+        "full": "lowercase, cp1252 punctuation repaired, HTML removed, negations expanded, `!` and `?` kept, "
+        "other punctuation dropped",
+        "tokens": "lowercase, cp1252 punctuation repaired, HTML removed, negations expanded, every punctuation "
+        "character a token of its own",
+    }.get(cfg.cleaning, "lowercase, punctuation stripped")
     pooling = "average pooling over the n-grams in the vocabulary" if cfg.mask_unknown else "average pooling"
     embedding = (
         f"Embedding({cfg.embedding_dim}, stored as int8 with a scale per row)"
         if cfg.quantize == "int8"
         else f"Embedding({cfg.embedding_dim})"
     )
+    head = f"Dense({cfg.hidden_units}, relu) -> Dense(1)"
+    if cfg.nb_branch:
+        head += (
+            ", plus the naive-Bayes branch: one weight per n-gram, summed over the review's distinct known n-grams "
+            f"(NB log-count ratios times weights fitted by {cfg.nb_steps} steps of full-batch Adam, L2 {cfg.nb_l2})"
+        )
+    head += " -> sigmoid"
+    if "calibration" in metrics:
+        weights = ", ".join(f"{w:.3f}" for w in metrics["calibration"])
+        head += (
+            f". The branches are weighed and calibrated by logistic regression on the validation split's logits "
+            f"({weights}), folded into the exported weights: the probability means what it says"
+        )
     refit_line = (
         f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews for those "
         f"{metrics['refit_epochs']} epochs: that is the exported model. The validation row is the held-out fit's; "
@@ -351,8 +452,8 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
 review is positive out (label `positive` when the probability is at least 0.5).
 
 **Architecture.** TextVectorization inside the model ({cleaning}; {grams}, {metrics["vocabulary_size"]:,} tokens,
-{cfg.sequence_length} per review) -> {embedding} -> {pooling} -> Dense({cfg.hidden_units}, relu)
--> Dense(1, sigmoid). {metrics["parameters"]:,} parameters; the artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
+{cfg.sequence_length} per review) -> {embedding} -> {pooling} -> {head}. {metrics["parameters"]:,} parameters; the
+artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
 
 **Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics["train_examples"]:,} reviews of
 `imdb_train`; early-stopped (best epoch {metrics["best_epoch"]}) on a validation split of {val["examples"]:,} reviews cut from
@@ -363,6 +464,10 @@ for the figures below, never for a choice.
 |---|---:|---:|---:|---:|---:|---:|
 | validation | {val["accuracy"]:.4f} | {val["precision"]:.4f} | {val["recall"]:.4f} | {val["f1"]:.4f} | {val["roc_auc"]:.4f} | {val["calibration_error"]:.4f} |
 | test ({test["examples"]:,}) | {test["accuracy"]:.4f} | {test["precision"]:.4f} | {test["recall"]:.4f} | {test["f1"]:.4f} | {test["roc_auc"]:.4f} | {test["calibration_error"]:.4f} |
+
+Calibration error: expected calibration error over 10 equal-width bins of P(positive). Flagged uncertain (score within
+{test["uncertain"]["band"]} of 0.5) on `imdb_test`: {test["uncertain"]["share"]:.1%} of reviews, accuracy
+{test["uncertain"]["accuracy_inside"]:.1%} inside that band and {test["uncertain"]["accuracy_outside"]:.1%} outside.
 
 Training took {metrics["training_seconds"]:.0f} s on CPU (vocabulary, fitting, export model).
 Curves: `training_curves.png`; test confusion matrix: `confusion_matrix.png`.
@@ -384,10 +489,10 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}", flush=True)
-    model, fitted, val_scores = train_and_validate(cfg, train, val)
+    model, fitted, val_scores, calibration = train_and_validate(cfg, train, val)
     if cfg.refit_on_all:
         print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews for {fitted['best_epoch']} epochs")
-        model, refitted = refit(cfg, train, val, fitted["best_epoch"])
+        model, refitted = refit(cfg, train, val, fitted["best_epoch"], calibration)
         fitted = {**fitted, **refitted, "training_seconds": fitted["training_seconds"] + refitted["refit_seconds"]}
     test_scores = predict(model, [r.text for r in test_rows])
     metrics = {

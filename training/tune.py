@@ -34,7 +34,7 @@ def tune(base: TrainConfig, search: dict[str, list], data=None, out: Path | str 
     results = []
     for name, cfg in trials(base, search):
         started = time.perf_counter()
-        _, fitted, scores = train_and_validate(cfg, train, val, verbose=0)
+        _, fitted, scores, _ = train_and_validate(cfg, train, val, verbose=0)
         metrics = classification_metrics(val[1], scores)
         results.append(
             {

@@ -59,8 +59,11 @@ def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
 def from_keras(keras_model) -> FastModel:
     """Read the exported model's vocabulary, weights and cleaning; measure TensorFlow's character tables."""
     keras = import_keras()
+    from model.layers import DistinctSum
+
     vectorizer, core, _ = model_parts(keras_model)
     config = vectorizer.get_config()
+    cleaning = _cleaning_of(config["standardize"])
     ngrams = config["ngrams"]
     ngrams = max(ngrams) if isinstance(ngrams, tuple | list) else (ngrams or 1)
     if isinstance(config["ngrams"], tuple | list) and tuple(config["ngrams"]) != tuple(range(1, ngrams + 1)):
@@ -75,21 +78,37 @@ def from_keras(keras_model) -> FastModel:
         if isinstance(layer, keras.layers.Dense):
             kernel, bias = (np.asarray(w.numpy(), dtype=np.float32) for w in layer.weights)
             dense.append((kernel, bias, layer.get_config()["activation"]))
+    naive_bayes = next((layer for layer in core.layers if isinstance(layer, DistinctSum)), None)
+    activations = [layer for layer in core.layers if isinstance(layer, keras.layers.Activation)]
+    if len(activations) > 1 or (activations and activations[0] is not core.layers[-1]):
+        raise ValueError("the fast path handles one activation layer, the model's last")
     return FastModel(
-        chars=measure_chars(),
+        chars=measure_chars(cleaning),
         vocabulary=vectorizer.get_vocabulary(),
         embedding=embedding,
         scales=scales,
         dense=dense,
         ngrams=ngrams,
         sequence_length=config["output_sequence_length"],
+        naive_bayes=None if naive_bayes is None else np.asarray(naive_bayes.weight.numpy(), dtype=np.float32),
+        output=activations[0].get_config()["activation"] if activations else "linear",
     )
 
 
-def measure_chars() -> CharTables:
+def _cleaning_of(standardize) -> str:
+    """The name of the model's cleaning function (its vectorizer's ``standardize``), if the fast path knows it."""
+    name = getattr(standardize, "__name__", standardize)
+    if name not in ("clean_text", "clean_tokens"):
+        raise ValueError(f"the fast path knows the cleanings clean_text and clean_tokens; this model has {standardize}")
+    return name
+
+
+def measure_chars(cleaning: str = "clean_text") -> CharTables:
     """Ask the installed TensorFlow what it does to every code point (about a second)."""
     tf = import_tensorflow()
-    from model.cleaning import DROPPED_CHARACTERS as pattern
+    from model.cleaning import DROPPED_CHARACTERS, TOKEN_CHARACTERS
+
+    pattern = TOKEN_CHARACTERS if cleaning == "clean_tokens" else DROPPED_CHARACTERS
 
     kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
     lower_kept, other = [], []
@@ -108,7 +127,15 @@ def measure_chars() -> CharTables:
     if other:
         raise ValueError(f"tf.strings.lower maps {len(other)} characters differently from Python, e.g. {other[:3]}")
     lower_kept = "".join(lower_kept)
-    spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept)]), r"\s").numpy()
-    if sorted(np.flatnonzero(kept)[spaces]) != [9, 10, 12, 13, 32]:
+    if cleaning == "clean_tokens":
+        # punctuation becomes a word of its own, unless TextVectorization's split (tf.strings.split) takes it for a
+        # space, which \s does not (\v, say): 2 marks those
+        punctuation = np.flatnonzero(kept == 0)
+        punctuation = punctuation[(punctuation > 0) & ((punctuation < 0xD800) | (punctuation > 0xDFFF))]
+        parts = tf.strings.split(tf.constant([f"a{chr(c)}b" for c in punctuation])).row_lengths().numpy()
+        kept[punctuation[parts == 2]] = 2
+        kept[0xD800:0xE000] = 2  # a lone surrogate (not text; the stream refuses it) is dropped, not a word
+    spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept == 1)]), r"\s").numpy()
+    if sorted(np.flatnonzero(kept == 1)[spaces]) != [9, 10, 12, 13, 32]:
         raise ValueError("TensorFlow's \\s is not [\\t\\n\\f\\r ] here: the fast path does not know this TensorFlow")
-    return CharTables(lower_kept=lower_kept, kept=kept)
+    return CharTables(lower_kept=lower_kept, kept=kept, split_all=cleaning == "clean_tokens")

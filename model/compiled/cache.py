@@ -46,6 +46,9 @@ def save(fast: FastModel, path: Path) -> None:
         "g_table": fast.g_table,
         "embedding": fast.embedding,
         "scales": fast.scales,
+        "naive_bayes": fast.naive_bayes,
+        "output": np.array(fast.output),
+        "split_all": np.array(fast.chars.split_all),
         "shape": np.array([fast.ngrams, fast.sequence_length, fast.unknown_word, fast.base, fast.w_mask, fast.g_shift,
                            fast.g_mask, len(fast.dense)]),
     }  # fmt: skip
@@ -61,12 +64,13 @@ def load(path: Path) -> FastModel:
     with np.load(path) as f:
         ngrams, sequence_length, unknown, base, w_mask, g_shift, g_mask, layers = (int(v) for v in f["shape"])
         fast = FastModel.__new__(FastModel)
-        fast.chars = CharTables(lower_kept=str(f["lower_kept"]), kept=f["kept"])
+        fast.chars = CharTables(lower_kept=str(f["lower_kept"]), kept=f["kept"], split_all=bool(f["split_all"]))
         fast.ngrams, fast.sequence_length, fast.unknown_word, fast.base = ngrams, sequence_length, unknown, base
         fast.w_mask, fast.g_shift, fast.g_mask = w_mask, g_shift, g_mask
         fast.threads = default_threads()
-        for name in ("w_table", "w_offsets", "w_points", "g_table", "embedding", "scales"):
+        for name in ("w_table", "w_offsets", "w_points", "g_table", "embedding", "scales", "naive_bayes"):
             setattr(fast, name, f[name])
+        fast.output = str(f["output"])
         fast.dense = [
             (f[f"dense{i}_kernel"], f[f"dense{i}_bias"], str(f[f"dense{i}_activation"])) for i in range(layers)
         ]

@@ -249,8 +249,10 @@ def _negations(src, n, dst):
 
 
 @njit(cache=True)
-def _words(src, n, kept, starts, ends, out):
-    """Drop apostrophes, make ! and ? words of their own, drop other punctuation, split on whitespace.
+def _words(src, n, kept, split_all, starts, ends, out):
+    """Drop apostrophes, make punctuation words of their own (``split_all``: every character that ``kept`` does not
+    keep, as ``clean_tokens``; else ! and ?, the rest dropped, as ``clean_text``), split on whitespace (``\s``, and
+    where ``kept`` is 2: a character the vectorizer's split treats as a space).
 
     The words are written one after another into ``out`` (``starts``/``ends`` index it); returns how many."""
     count = 0
@@ -260,7 +262,7 @@ def _words(src, n, kept, starts, ends, out):
         c = src[i]
         if c == 39:
             continue
-        if c == 33 or c == 63:
+        if (c == 33 or c == 63) if not split_all else (kept[c] == 0 and not _is_ws(c)):
             if in_word:
                 ends[count] = m
                 count += 1
@@ -270,7 +272,7 @@ def _words(src, n, kept, starts, ends, out):
             m += 1
             ends[count] = m
             count += 1
-        elif kept[c] and not _is_ws(c):
+        elif kept[c] == 1 and not _is_ws(c):
             if not in_word:
                 starts[count] = m
                 in_word = True
@@ -287,7 +289,7 @@ def _words(src, n, kept, starts, ends, out):
 
 
 @njit(cache=True)
-def _clean(text, kept):
+def _clean(text, kept, split_all):
     """One lowercased text's words, from its UTF-8 bytes: (code points, word starts, word ends, word count)."""
     n = len(text)
     size = 5 * n + 8  # the longest growth: one character (at least one byte) to " ... "
@@ -313,7 +315,7 @@ def _clean(text, kept):
         a, b = b, a
     starts = np.empty(n + 1, dtype=np.int64)
     ends = np.empty(n + 1, dtype=np.int64)
-    count = _words(a, n, kept, starts, ends, b)
+    count = _words(a, n, kept, split_all, starts, ends, b)
     return b, starts, ends, count
 
 
@@ -440,16 +442,20 @@ def score_batch(
     scales,
     width,
     cap,
+    split_all,
+    nb,
 ):
-    """Each text's sum of its known n-grams' embedding rows (each divided by its row's scale), its n-gram count and
-    its known n-gram count. The texts are spread over numba's threads (prange), each text scored by one thread."""
+    """Each text's sum of its known n-grams' embedding rows (each divided by its row's scale), its n-gram count, its
+    known n-gram count, and its sum of ``nb`` over its distinct known n-grams (0 when ``nb`` is empty: no naive-Bayes
+    branch). The texts are spread over numba's threads (prange), each text scored by one thread."""
     texts = len(offsets) - 1
     dim = embedding.shape[1]
     sums = np.zeros((texts, dim), dtype=np.float64)
     ngrams = np.zeros(texts, dtype=np.int32)
     known = np.zeros(texts, dtype=np.int32)
+    nb_sums = np.zeros(texts, dtype=np.float64)
     for t in prange(texts):
-        buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept)
+        buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept, split_all)
         ids = _ngram_ids(
             buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
             width, cap,
@@ -468,16 +474,32 @@ def score_batch(
         sums[t] = acc
         known[t] = hits
         ngrams[t] = len(ids)
-    return sums, ngrams, known
+        if len(nb) and hits:
+            nb_sums[t] = _distinct_sum(ids, nb)
+    return sums, ngrams, known, nb_sums
+
+
+@njit(cache=True)
+def _distinct_sum(ids, weights):
+    """The sum of ``weights`` over the distinct known ids (each id once, however often it occurs)."""
+    ordered = np.sort(ids)
+    total = 0.0
+    previous = -1
+    for r in range(len(ordered)):
+        row = ordered[r]
+        if row >= 2 and row != previous:
+            total += weights[row]
+        previous = row
+    return total
 
 
 @njit(cache=True, nogil=True)
 def vectorize_one(
-    points, kept, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap
+    points, kept, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap, split_all
 ):
     """One lowercased text, from its UTF-8 bytes: its words (code points, starts, ends) and its n-grams' vocabulary
     indices (:func:`_ngram_ids`)."""
-    buf, starts, ends, count = _clean(points, kept)
+    buf, starts, ends, count = _clean(points, kept, split_all)
     ids = _ngram_ids(
         buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
         width, cap,

@@ -22,7 +22,8 @@ class CharTables:
     """What ``tf.strings.lower`` and the punctuation pass do to each character, measured from TensorFlow."""
 
     lower_kept: str  # characters Python lowercases and TensorFlow leaves alone (a newer Unicode in Python)
-    kept: np.ndarray  # uint8 per code point: 1 where the punctuation pass keeps it (letters, digits, \s, !?)
+    kept: np.ndarray  # uint8 per code point: 1 where the punctuation pass keeps it in a word (letters, digits, \s, ...)
+    split_all: bool = False  # every other character a word of its own (clean_tokens), else only ! and ? (clean_text)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Scored:
     ngrams: np.ndarray  # int32, n-grams of each text (capped at the sequence length)
     known: np.ndarray  # int32, of them the ones in the vocabulary
     pooled: np.ndarray  # float32 (texts, embedding_dim)
+    naive_bayes: np.ndarray  # float32, the naive-Bayes branch's logit (0 without one)
 
 
 # numba runs parallel loops on OpenMP or TBB where their libraries are installed, else on its own "workqueue", which
@@ -61,6 +63,8 @@ class FastModel:
         dense: list[tuple[np.ndarray, np.ndarray, str]],
         ngrams: int,
         sequence_length: int,
+        naive_bayes: np.ndarray | None = None,
+        output: str = "linear",
     ) -> None:
         if ngrams not in (1, 2, 3):
             raise ValueError(f"the fast path handles 1- to 3-grams; this model has {ngrams}")
@@ -68,6 +72,10 @@ class FastModel:
         self.ngrams = ngrams
         self.sequence_length = sequence_length
         self.dense = dense
+        # the naive-Bayes branch's weight per vocabulary index (empty: none), added to the head's last layer before
+        # ``output``, the activation after the sum ("linear" when the last dense layer has the sigmoid)
+        self.naive_bayes = np.zeros(0, np.float32) if naive_bayes is None else np.asarray(naive_bayes, np.float32)
+        self.output = output
         # int8 rows and their scales as Keras keeps them (a fourth of the memory: more of it stays in the CPU's
         # cache), or float32 rows with scales of 1 (dividing by 1 changes nothing)
         self.embedding = np.ascontiguousarray(embedding)
@@ -113,13 +121,15 @@ class FastModel:
         points, offsets = self._points(texts)
         with _KERNEL:
             numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))  # this thread's setting
-            sums, ngrams, known = score_batch(
+            sums, ngrams, known, nb_sums = score_batch(
                 points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
                 self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
-                self.embedding, self.scales, self.ngrams, self.sequence_length,
+                self.embedding, self.scales, self.ngrams, self.sequence_length, self.chars.split_all,
+                self.naive_bayes,
             )  # fmt: skip
         pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
-        return Scored(scores=self.head(pooled), ngrams=ngrams, known=known, pooled=pooled)
+        naive_bayes = nb_sums.astype(np.float32)
+        return Scored(self.head(pooled, naive_bayes), ngrams, known, pooled, naive_bayes)
 
     def vectorize(self, text: str) -> tuple[list[str], np.ndarray]:
         """One text's words as the model sees them (``clean_text``, split on spaces), and the vocabulary index of each
@@ -129,7 +139,7 @@ class FastModel:
         buf, starts, ends, ids = vectorize_one(
             points[offsets[0] : offsets[1]], self.chars.kept, self.w_table, self.w_offsets, self.w_points,
             self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask, self.ngrams,
-            self.sequence_length,
+            self.sequence_length, self.chars.split_all,
         )  # fmt: skip
         return [buf[a:b].tobytes().decode("utf-32-le") for a, b in zip(starts, ends)], ids
 
@@ -160,21 +170,51 @@ class FastModel:
         parts = re.split(f"([{re.escape(self.chars.lower_kept)}])", text)
         return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
 
-    def head(self, pooled: np.ndarray) -> np.ndarray:
-        """The score of each row of ``pooled`` (float32)."""
-        return self._layers(pooled)[-1][1].reshape(-1).astype(np.float32)
+    @property
+    def has_naive_bayes(self) -> bool:
+        return len(self.naive_bayes) > 0
 
-    def head_gradient(self, pooled: np.ndarray) -> np.ndarray:
-        """The gradient of the score with respect to each row of ``pooled`` (float32), by backpropagation through
-        the dense layers, operation for operation as TensorFlow's gradients of Dense, relu and sigmoid compute it."""
+    def naive_bayes_terms(self, ids: np.ndarray) -> np.ndarray:
+        """Each position's share of the naive-Bayes logit: its n-gram's weight divided among the positions where the
+        n-gram occurs (it counts once), 0 for an unknown one. Adds up to the branch's logit."""
+        terms = np.zeros(len(ids), dtype=np.float64)
+        if not self.has_naive_bayes:
+            return terms
+        known = ids >= 2
+        unique, counts = np.unique(ids[known], return_counts=True)
+        share = dict(zip(unique.tolist(), (self.naive_bayes[unique].astype(np.float64) / counts).tolist()))
+        terms[known] = [share[i] for i in ids[known].tolist()]
+        return terms
+
+    def head(self, pooled: np.ndarray, naive_bayes: np.ndarray | None = None) -> np.ndarray:
+        """The score of each row of ``pooled`` (float32), with the naive-Bayes branch's logit of each row added."""
+        return self._forward(pooled, naive_bayes)[1].reshape(-1).astype(np.float32)
+
+    def head_gradient(self, pooled: np.ndarray, naive_bayes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient of the score with respect to each row of ``pooled`` and to the naive-Bayes logit (float32), by
+        backpropagation through the dense layers, operation for operation as TensorFlow's gradients of Dense, relu and
+        sigmoid compute it."""
+        layers, (_, out) = self._layers(pooled), self._forward(pooled, naive_bayes)
         grad = np.ones((len(pooled), 1), dtype=np.float32)
-        for (kernel, _, activation), (before, after) in zip(reversed(self.dense), reversed(self._layers(pooled))):
+        if self.output == "sigmoid":
+            grad = grad * out * (1 - out)
+        nb_grad = grad.reshape(-1).copy()
+        for (kernel, _, activation), (before, after) in zip(reversed(self.dense), reversed(layers)):
             if activation == "relu":
                 grad = grad * (before > 0)
             elif activation == "sigmoid":
                 grad = grad * after * (1 - after)
             grad = grad @ kernel.T
-        return grad
+        return grad, nb_grad
+
+    def _forward(self, pooled: np.ndarray, naive_bayes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The last dense layer's output plus the naive-Bayes logit, and the score (``output`` applied)."""
+        logit = self._layers(pooled)[-1][1]
+        if naive_bayes is not None and self.has_naive_bayes:
+            logit = logit + np.asarray(naive_bayes, np.float32).reshape(-1, 1)
+        if self.output == "sigmoid":
+            return logit, 1.0 / (1.0 + np.exp(-logit))
+        return logit, logit
 
     def _layers(self, pooled: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each dense layer's output before and after its activation."""
