@@ -83,7 +83,7 @@ def best_rate(call, batches: list[list[str]], repeat: int = 3) -> float:
     return sum(map(len, batches)) / best
 
 
-def scoring(table: Table, texts: list[str]) -> None:
+def scoring(table: Table, texts: list[str], compare: Path | None = None) -> None:
     from model.scorer import load_scorer
 
     scorer = load_scorer(DEFAULT_MODEL, scoring="compiled", cache_dir=scratch_dir("sentiment-bench-cache-"))
@@ -108,6 +108,19 @@ def scoring(table: Table, texts: list[str]) -> None:
         batch = texts[i : i + 1024]
         worst = max(worst, float(np.abs(scorer.inspect(batch).scores - scorer.inspect_tensorflow(batch).scores).max()))
     table.add("scoring", f"largest |score difference| on {len(texts):,} reviews", worst, "", "<= 1e-5")
+    if compare is not None:
+        other = load_scorer(compare, scoring="compiled", cache_dir=scratch_dir("sentiment-bench-cache-"))
+        assert other.scoring == "compiled", f"the compiled path did not build for {compare}"
+        rates: dict[str, list[float]] = {"default": [], "other": []}
+        for _ in range(3):  # alternated, so that the machine's drift weighs on both alike
+            rates["default"].append(best_rate(scorer.inspect, batches, repeat=1))
+            rates["other"].append(best_rate(other.inspect, batches, repeat=1))
+        ours, theirs = max(rates["default"]), max(rates["other"])
+        table.add("scoring", f"compiled, batch 256, {other.version} (--compare)", theirs, "reviews/s")
+        table.add(
+            "scoring", f"compiled, batch 256, default {scorer.version}", ours, "reviews/s", ">= 0.9x",
+            f"{ours / theirs:.2f}x --compare",
+        )  # fmt: skip
 
 
 def codec(table: Table, rows) -> None:
@@ -338,6 +351,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/performance.json"))
     parser.add_argument("--profile", action="store_true", help="py-spy the one-process worker run")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--compare", type=Path, help="another model folder: its compiled scoring speed beside the default's")
     args = parser.parse_args()
     only = set(args.only.split(","))
     if unknown := only - set(SECTIONS):
@@ -353,7 +367,7 @@ def main() -> None:
     print(f"{'section':<9} {'figure':<44} {'value':>12} {'unit':<10} {'goal':<12} note")
     extra: dict = {}
     if "scoring" in only:
-        scoring(table, [r.text for r in test_rows])
+        scoring(table, [r.text for r in test_rows], args.compare)
     if "codec" in only:
         codec(table, rows)
     needs_services = only & {"sql", "worker", "latency"}

@@ -200,19 +200,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.pipeline import run
 
-    cfg = load_config(args.config)
+    configs = [load_config(path) for path in args.config]
+    if args.promote and len(configs) > 1:
+        raise UserError("--promote takes one --config: which of the runs should be the default?")
     if args.seed is not None:
-        cfg = cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
+        configs = [cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}") for cfg in configs]
     data = args.data
     if args.download:
         from training.pipeline import download
 
         data = download(Path(args.download_dir))
-    folder = run(cfg, data=data, out_dir=args.out)
+    folders = [run(cfg, data=data, out_dir=args.out) for cfg in configs]
+    if len(folders) > 1:
+        from training.compare import compare
+        from training.pipeline import load
+
+        test_texts = [row.text for row in load(data)[1][:5120]]
+        table = compare(folders, test_texts)
+        (Path(args.out) / "comparison.md").write_text(table)
+        print(f"\n{table}\n(also in {Path(args.out) / 'comparison.md'})")
     if args.promote:
         from training.pipeline import promote
 
-        promote(folder, DEFAULT_MODEL)
+        promote(folders[0], DEFAULT_MODEL)
     return 0
 
 
@@ -398,7 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_db)
 
     p = sub.add_parser("train", help="train a model from a config file")
-    p.add_argument("--config", type=Path, required=True, help="TOML file with every hyperparameter")
+    p.add_argument(
+        "--config", type=Path, required=True, action="append",
+        help="TOML file with every hyperparameter; give several to train each and compare them in one table",
+    )  # fmt: skip
     p.add_argument("--data", type=Path, help="folder of imdb_*.csv.gz, an aclImdb folder, or aclImdb_v1.tar.gz")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
     p.add_argument("--download", action="store_true", help="fetch the original aclImdb_v1.tar.gz first")

@@ -169,3 +169,49 @@ def test_unknown_words_do_not_move_the_score(tiny_refit_run):
     assert plain == pytest.approx(padded, abs=1e-6)
     # nothing known: a finite score, the same as for an empty text (never NaN)
     assert np.isfinite(unknown_only) and unknown_only == pytest.approx(empty, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_nb_run(tiny_data, tmp_path_factory):
+    """The default model's design in small: punctuation tokens, the naive-Bayes branch, calibration, refit, int8."""
+    cfg = TINY.with_overrides(
+        name="tiny-nb", cleaning="tokens", ngrams=3, sequence_length=3000, max_epochs=2, patience=1,
+        mask_unknown=True, quantize="int8", refit_on_all=True, nb_branch=True, calibrate=True, nb_steps=50,
+    )  # fmt: skip
+    return run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
+
+
+def test_the_naive_bayes_branch_is_fitted_calibrated_and_reported(tiny_nb_run):
+    metrics = json.loads((tiny_nb_run / "metrics.json").read_text())
+    w_pooled, w_nb, shift = metrics["calibration"]  # fitted on the validation split's logits
+    assert w_nb > 0 and np.isfinite([w_pooled, shift]).all()
+    assert metrics["nb_history"]["step"][-1] == 50 and len(metrics["nb_history"]["val_accuracy"]) == 2
+    assert metrics["refit_nb_history"]["step"][-1] == 50  # fitted again on all 400 rows, as the pooled branch
+    uncertain = metrics["test"]["uncertain"]
+    assert 0 <= uncertain["share"] <= 1 and uncertain["band"] == 0.1
+    card = (tiny_nb_run / "model_card.md").read_text()
+    assert "naive-Bayes branch" in card and "calibrated" in card and "Flagged uncertain" in card
+
+
+def test_the_naive_bayes_model_is_computed_exactly_by_the_compiled_path_and_explained(tiny_nb_run, tmp_path):
+    from model.explain import Explainer
+    from model.samples import hostile_texts
+
+    scorer = load_scorer(tiny_nb_run, scoring="compiled", cache_dir=tmp_path)
+    assert scorer.scoring == "compiled" and scorer.fast.has_naive_bayes and scorer.fast.chars.split_all
+    texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "great great great", *hostile_texts()]
+    ours, theirs = scorer.inspect(texts), scorer.inspect_tensorflow(texts)
+    np.testing.assert_array_equal(ours.ngrams, theirs.ngrams)
+    np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-5, rtol=0)
+    explainer = Explainer(scorer)
+    for text in texts[:3]:
+        e = explainer.explain(text)
+        assert e.total == pytest.approx(e.score - e.base, abs=1e-5)
+    assert "!" in explainer.explain(texts[0]).words  # punctuation is a token
+    # a repeated n-gram counts once in the naive-Bayes branch: its weight is shared among its occurrences
+    _, ids = scorer.fast.vectorize("great great great")
+    assert ids[0] == ids[1] == ids[2] >= 2  # "great" is known
+    terms = scorer.fast.naive_bayes_terms(ids)
+    weights = scorer.fast.naive_bayes.astype(np.float64)
+    assert terms[:3] == pytest.approx([weights[ids[0]] / 3] * 3)
+    assert terms.sum() == pytest.approx(weights[np.unique(ids[ids >= 2])].sum())
