@@ -203,8 +203,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs = [load_config(path) for path in args.config]
     if args.promote and len(configs) > 1:
         raise UserError("--promote takes one --config: which of the runs should be the default?")
-    if args.seed is not None:
-        configs = [cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}") for cfg in configs]
+    if args.seed is not None:  # another draw: its runs are named apart from the config's own seed's
+        configs = [
+            cfg if cfg.seed == args.seed else cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
+            for cfg in configs
+        ]
     data = args.data
     if args.download:
         from training.pipeline import download

@@ -21,8 +21,8 @@ TOLERANCE = 1e-5
 def assert_same(fast_scorer, texts: list[str]) -> None:
     ours, theirs = fast_scorer.inspect(texts), fast_scorer.inspect_tensorflow(texts)
     cleaning = "tokens" if fast_scorer.fast.chars.split_all else "full"
-    for text, ours, theirs in zip(texts, (fast_scorer.fast.words(t) for t in texts), words(texts, cleaning)):
-        assert ours == theirs, f"cleaning differs on {text[:80]!r}"
+    for text, compiled, vectorized in zip(texts, (fast_scorer.fast.words(t) for t in texts), words(texts, cleaning)):
+        assert compiled == vectorized, f"cleaning differs on {text[:80]!r}"
     np.testing.assert_array_equal(ours.ngrams, theirs.ngrams)
     np.testing.assert_array_equal(ours.known, theirs.known)
     np.testing.assert_allclose(ours.pooled, theirs.pooled, atol=TOLERANCE, rtol=0)

@@ -381,7 +381,7 @@ def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> No
         ax.plot(epochs, history[key], "o-", label="train")
         ax.plot(epochs, history[f"val_{key}"], "o-", label="validation")
         ax.set_xlabel("epoch")
-        ax.set_title(key)
+        ax.set_title(f"pooled branch: {key}" if nb_history else key)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -433,10 +433,12 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
         )
     head += " -> sigmoid"
     if "calibration" in metrics:
-        weights = ", ".join(f"{w:.3f}" for w in metrics["calibration"])
+        names = ["pooled", "naive-Bayes"][: len(metrics["calibration"]) - 1] + ["shift"]
+        weights = ", ".join(f"{name} {w:.3f}" for name, w in zip(names, metrics["calibration"]))
         head += (
             f". The branches are weighed and calibrated by logistic regression on the validation split's logits "
-            f"({weights}), folded into the exported weights: the probability means what it says"
+            f"({weights}), folded into the exported weights, so that the probability means what it says (the "
+            "validation row below is therefore in-sample for those three numbers)"
         )
     refit_line = (
         f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews for those "
@@ -473,7 +475,8 @@ Training took {metrics["training_seconds"]:.0f} s on CPU (vocabulary, fitting, e
 Curves: `training_curves.png`; test confusion matrix: `confusion_matrix.png`.
 
 **Limits.** Trained on movie reviews: accuracy drops on other domains (product reviews, tweets), and the score
-distribution shifts; watch the drift metrics. English only: other scripts are scored, but meaninglessly. Sarcasm and
+distribution shifts; watch the drift metrics. English only: a review in another language or script shares few
+n-grams with the vocabulary, and the worker marks it `readable: false` instead of trusting its score. Sarcasm and
 mixed reviews are often misread. Do not use it to make decisions about people.
 
 **Config.**
