@@ -136,11 +136,11 @@ class Settings(BaseSettings):
         0.1, ge=0, lt=0.5, description="A score within this distance of 0.5 is flagged uncertain."
     )
     min_known_share: float = Field(
-        0.3,
+        0.4,
         ge=0,
         le=1,
         description="A review whose share of n-grams the model knows is below this is marked unreadable: published "
-        "and stored with readable false, kept out of its film's mean (0.3: see README, Events).",
+        "and stored with readable false, kept out of its film's mean (0.4: see README, Events).",
     )
     api_max_texts: int = Field(64, ge=1, le=10_000, description="Most texts one POST /api/score may carry.")
     drift_window: int = Field(1000, ge=10, description="Most recent scores compared with the reference for drift.")
@@ -151,10 +151,10 @@ class Settings(BaseSettings):
         0.07, gt=0, description="PSI above which score drift is alerted (0.07: see README, Drift)."
     )
     drift_oov_scale: float = Field(
-        0.018, gt=0, description="Rise in the share of unknown n-grams that puts the drift verdict at 1 (its alert)."
+        0.015, gt=0, description="Rise in the share of unknown n-grams that puts the drift verdict at 1 (its alert)."
     )
     drift_length_scale: float = Field(
-        0.18, gt=0, description="Change in mean log review length (n-grams) that puts the drift verdict at 1."
+        0.19, gt=0, description="Change in mean log review length (n-grams) that puts the drift verdict at 1."
     )
     connect_timeout: float = Field(
         5.0, gt=0, le=120, description="Seconds to wait for the broker or the database before giving up."

@@ -106,7 +106,8 @@ def test_inspection_scores_are_the_models_scores(scorer):
     texts = ["A fine film.", "", "qzxv wqpz", "Awful. " * 3000, "映画 🎬 \x00\x07"]
     seen = scorer.inspect(texts)
     np.testing.assert_allclose(seen.scores, scorer.score(texts), atol=1e-6)
-    assert seen.ngrams[1] == 0 and seen.known[2] == 0 and seen.ngrams[3] == 2500  # capped at the sequence length
+    cap = scorer.keras_model.get_layer(index=1).get_config()["output_sequence_length"]
+    assert seen.ngrams[1] == 0 and seen.known[2] == 0 and seen.ngrams[3] == cap  # capped at the sequence length
     assert (seen.known <= seen.ngrams).all() and seen.pooled.shape == (5, 8)
 
 

@@ -142,7 +142,7 @@ def test_score_drift_and_the_input_verdict_appear_once_the_window_is_ready():
     assert metric("sentiment_drift_ready") == 1 and metric("sentiment_drift_window_scores") == 5
     assert metric("sentiment_score_psi") > 0.07  # all positive against a uniform reference
     assert metric("sentiment_positive_ratio") == 1.0
-    # half the n-grams unknown against 10% in the reference: 0.4 over the default scale 0.018
+    # half the n-grams unknown against 10% in the reference: 0.4 over the default scale
     assert observer.verdict == metric("sentiment_drift_verdict")
     assert observer.verdict == pytest.approx(0.4 / Settings().drift_oov_scale)
     assert metric("sentiment_input_oov_shift") == pytest.approx(0.4)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings
 from sentiment.local import free_port
 from tests.conftest import ROOT, wait_until
 
@@ -134,10 +135,10 @@ def test_scores_labels_uncertainty_and_explanations(server, scorer):
     assert [r["score"] for r in body["results"]] == pytest.approx(scorer.score(texts).tolist(), abs=1e-6)
     first, *_, unknown = body["results"]
     assert first["label"] == "positive" and first["uncertain"] is False
-    assert first["readable"] is True and first["known_share"] > 0.3
-    # no known word: the base value, 0.496, which is no judgement of the text
+    assert first["readable"] is True and first["known_share"] > Settings().min_known_share
+    # no known word: the base value, which is no judgement of the text
     assert unknown["uncertain"] is True and unknown["readable"] is False and unknown["known_share"] == 0.0
-    assert body["min_known_share"] == 0.3
+    assert body["min_known_share"] == Settings().min_known_share
     e = first["explanation"]
     assert (
         sum(w["attribution"] for w in e["words"])
