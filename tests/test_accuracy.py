@@ -187,3 +187,133 @@ def test_p_values_read_as_people_write_them():
         "p = 0.50",
         "p = 1.00",
     ]
+
+
+# --- in the worker's parts: the batch carries each review's rating, the observer exports the gauges --------------
+
+
+class FakeScorer:
+    """Scores a text by its first word, "good" 0.9 and anything else 0.2."""
+
+    version = "fake-v1"
+
+    def inspect(self, texts):
+        from model.scorer import Inspection
+
+        scores = np.array([0.9 if t.startswith("good") else 0.2 for t in texts], dtype=np.float32)
+        n = len(texts)
+        return Inspection(scores, np.full(n, 10), np.full(n, 10), np.zeros((n, 1)))
+
+
+def test_a_batch_carries_each_scored_reviews_rating_in_order():
+    import json
+
+    from stream.batch import BatchScorer, Incoming
+
+    events = [
+        {"review_id": "a", "movie_id": "tt1", "text": "good", "rating": 9},
+        b"not json",
+        {"review_id": "b", "movie_id": "tt1", "text": "bad"},
+        {"review_id": "c", "movie_id": "tt1", "text": "good", "rating": 2},
+    ]
+    messages = [Incoming(e if isinstance(e, bytes) else json.dumps(e).encode(), offset=i) for i, e in enumerate(events)]
+    result = BatchScorer(FakeScorer(), max_text_chars=100, max_message_bytes=1000).process(messages)
+    assert [s.review_id for s in result.sentiments] == ["a", "b", "c"]
+    assert result.ratings == [9, None, 2]
+    assert result.shadow_scores is None and result.shadow_version is None
+    assert "rating" not in json.loads(result.sentiments[0].to_json())  # the event keeps its schema
+
+
+def batch_of(ratings: list[int | None], scores: list[float], version: str = "v-live", **shadow):
+    from schemas import Sentiment
+    from stream.batch import BatchResult, Incoming
+
+    sentiments = [
+        Sentiment(f"r{i}", "tt1", s, "positive" if s >= 0.5 else "negative", version, "t", "t")
+        for i, s in enumerate(scores)
+    ]
+    messages = [Incoming(value=b"{}", topic="reviews", offset=i) for i in range(len(scores))]
+    return BatchResult(sentiments=sentiments, ratings=ratings, **shadow), messages
+
+
+def metric(name: str, **labels) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def observer(min_reviews: int = 100, floor: float | None = 0.87):
+    from core.settings import Settings
+    from stream.drift import DriftMonitor
+    from stream.health import Health
+    from stream.observer import BatchObserver
+
+    settings = Settings(accuracy_window=400, accuracy_min_reviews=min_reviews)
+    return BatchObserver(
+        model_version="v-live",
+        scoring="compiled",
+        drift=DriftMonitor(np.linspace(0, 1, 101), window=100),
+        inputs_drift=None,
+        settings=settings,
+        health=Health(),
+        consumer=lambda: None,
+        accuracy=LiveAccuracy(400, min_reviews, floor),
+    )
+
+
+def test_the_observer_exports_nothing_below_the_minimum_then_accuracy_by_version_and_role():
+    watcher = observer()
+    assert metric("sentiment_accuracy_floor") == 0.87 and metric("sentiment_accuracy_min_reviews") == 100
+    watcher.delivered(*batch_of([9] * 50 + [None] * 50, [0.9] * 100))
+    assert metric("sentiment_accuracy", version="v-live", role="live") is None  # cold: no series at all
+    assert metric("sentiment_calibration_error", version="v-live", role="live") is None
+    assert metric("sentiment_accuracy_window_reviews", version="v-live", role="live") == 50
+    watcher.delivered(*batch_of([9] * 40 + [1] * 10, [0.9] * 50))
+    assert metric("sentiment_accuracy", version="v-live", role="live") == pytest.approx(0.9)
+    assert metric("sentiment_calibration_error", version="v-live", role="live") == pytest.approx(0.0)
+    state = watcher.live.as_json()["accuracy"]
+    assert state["versions"][0] | {"calibration_error": 0} == {
+        "role": "live",
+        "version": "v-live",
+        "reviews": 100,
+        "accuracy": pytest.approx(0.9),
+        "calibration_error": 0,
+    }
+    watcher.sample_live()
+    assert watcher.live.as_json()["accuracy_history"][-1]["accuracy"] == {"live v-live": pytest.approx(0.9)}
+
+    # the live model swapped: the old version's series go, the new one starts cold
+    watcher.delivered(*batch_of([9] * 10, [0.1] * 10, version="v-next"))
+    assert metric("sentiment_accuracy", version="v-live", role="live") is None
+    assert metric("sentiment_accuracy_window_reviews", version="v-live", role="live") is None
+    assert metric("sentiment_accuracy", version="v-next", role="live") is None
+    assert metric("sentiment_accuracy_window_reviews", version="v-next", role="live") == 10
+
+
+def test_the_shadow_hook_a_batch_with_shadow_scores_is_compared_and_exported():
+    watcher = observer(min_reviews=100)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        ratings = rng.choice([1, 2, 9, 10, 5, None], 300).tolist()
+        truth = np.array([r is not None and r >= 7 for r in ratings])
+        live = np.where(rng.uniform(size=300) < 0.92, np.where(truth, 0.9, 0.1), np.where(truth, 0.1, 0.9))
+        shadow = np.where(rng.uniform(size=300) < 0.05, 1 - live, live)  # the live answers, 5% of them turned
+        watcher.delivered(*batch_of(ratings, live.tolist(), shadow_scores=shadow, shadow_version="v-weak"))
+    pair = {"live_version": "v-live", "shadow_version": "v-weak"}
+    assert metric("sentiment_accuracy", version="v-weak", role="shadow") < metric(
+        "sentiment_accuracy", version="v-live", role="live"
+    )
+    assert metric("sentiment_shadow_paired_reviews", **pair) > 1500
+    assert metric("sentiment_shadow_mcnemar_p_value", **pair) < 0.01
+    low, estimate, high = (
+        metric("sentiment_shadow_accuracy_difference", **pair, bound=b) for b in ("low", "estimate", "high")
+    )
+    assert low < estimate < high < 0
+    live_acc, shadow_acc = (metric("sentiment_shadow_paired_accuracy", **pair, role=r) for r in ("live", "shadow"))
+    assert shadow_acc - live_acc == pytest.approx(estimate)
+    comparison = watcher.live.as_json()["accuracy"]["comparison"]
+    assert comparison["text"].startswith("shadow ") and comparison["p_value"] < 0.01
+
+    watcher.delivered(*batch_of([9], [0.9]))  # the shadow is gone: so are its series
+    assert metric("sentiment_shadow_mcnemar_p_value", **pair) is None
+    assert metric("sentiment_accuracy", version="v-weak", role="shadow") is None
