@@ -4,6 +4,7 @@ of 5-6 change nothing; every stored row carries its reviewer's rating."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from sentiment.local import free_port
 from sentiment.producing import produce_reviews
 from stream.db import make_engine
-from tests.conftest import probe, stored_count, wait_until
+from tests.conftest import ROOT, probe, stored_count, wait_until
 from training.metrics import classification_metrics
 
 pytestmark = pytest.mark.integration
@@ -86,9 +87,27 @@ def test_live_accuracy_matches_the_offline_accuracy_of_the_same_reviews(
     try:
         with engine.connect() as conn:
             stored = dict(conn.execute(text("SELECT review_id, reviewer_rating FROM review_scores")).all())
+            by_version = conn.execute(text(readme_sql("-- accuracy by model version"))).all()
+            by_day = conn.execute(text(readme_sql("-- accuracy by day"))).all()
+            by_film = conn.execute(text(readme_sql("-- the films the model gets most wrong"))).all()
     finally:
         engine.dispose()
     assert stored == {r.review_id: r.rating for r in reviews}
+    # the README's SQL gives the same figure from the table
+    assert [(r.model_version, r.rated_reviews, float(r.accuracy)) for r in by_version] == [
+        (version, len(rated), pytest.approx(accuracy, abs=1e-4))
+    ]
+    assert sum(r.rated_reviews for r in by_day) == len(rated)
+    per_film = collections.Counter(r.movie_id for r in rated)
+    assert len(by_film) == min(10, sum(n >= 10 for n in per_film.values()))
+    assert all(r.rated_reviews == per_film[r.movie_id] for r in by_film)
+
+
+def readme_sql(comment: str) -> str:
+    """The statement of the README that follows ``comment``, up to its semicolon."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(comment)
+    return readme[start : readme.index(";", start)]
 
 
 def exported_floor(port: int) -> float:
