@@ -128,9 +128,15 @@ class BatchObserver:
             inputs_drift = InputDriftMonitor(
                 reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
             )
-        floor = accuracy_floor(artifact.metrics(), settings.accuracy_margin)
+        floor = settings.accuracy_floor
         if floor is None:
-            log.warning("model %s has no validation accuracy in metrics.json: no live accuracy floor", scorer.version)
+            floor = accuracy_floor(artifact.metrics(), settings.accuracy_margin)
+        if floor is None:
+            log.warning(
+                "model %s has no validation accuracy in metrics.json: no live accuracy floor (set "
+                "SENTIMENT_ACCURACY_FLOOR)",
+                scorer.version,
+            )
         return cls(
             model_version=scorer.version,
             scoring=scorer.scoring,

@@ -317,3 +317,20 @@ def test_the_shadow_hook_a_batch_with_shadow_scores_is_compared_and_exported():
     watcher.delivered(*batch_of([9], [0.9]))  # the shadow is gone: so are its series
     assert metric("sentiment_shadow_mcnemar_p_value", **pair) is None
     assert metric("sentiment_accuracy", version="v-weak", role="shadow") is None
+
+
+def test_the_floor_is_read_from_the_started_models_metrics_at_run_time_unless_pinned():
+    import json
+
+    from core.settings import DEFAULT_MODEL, Settings
+    from model.scorer import ModelArtifact
+    from stream.health import Health
+    from stream.observer import BatchObserver
+
+    validation = json.loads((DEFAULT_MODEL / "metrics.json").read_text())["validation"]["accuracy"]
+    artifact, scorer = ModelArtifact.at(DEFAULT_MODEL), FakeScorer()
+    scorer.scoring = "compiled"
+    BatchObserver.for_model(artifact, scorer, Settings(accuracy_margin=0.02), Health(), lambda: None)
+    assert metric("sentiment_accuracy_floor") == pytest.approx(validation - 0.02)
+    BatchObserver.for_model(artifact, scorer, Settings(accuracy_floor=0.8), Health(), lambda: None)
+    assert metric("sentiment_accuracy_floor") == 0.8
