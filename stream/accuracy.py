@@ -222,12 +222,12 @@ class LiveAccuracy:
         shadow_version: str | None = None,
     ) -> None:
         """One batch: each review's rating (None: not rated) and the live scorer's score; with a shadow, its
-        scores of the very same reviews, in the same order. A batch without a shadow ends the comparison."""
+        scores of the very same reviews, in the same order. A batch without shadow scores leaves the shadow's
+        figures as they are (a shadow that skipped a batch keeps its evidence): :meth:`end_shadow` ends them."""
         if self.live is None or self.live.version != live_version:
             self.live = RatedWindow(live_version, self.window)
-        if shadow_scores is None or shadow_version is None:
-            self.shadow = self.comparison = None
-        else:
+        shadowed = shadow_scores is not None and shadow_version is not None
+        if shadowed:
             if self.shadow is None or self.shadow.version != shadow_version:
                 self.shadow = RatedWindow(shadow_version, self.window)
             comparison = self.comparison
@@ -240,10 +240,14 @@ class LiveAccuracy:
         if not len(positions):
             return
         self.live.add(labels, scores)
-        if self.shadow is not None:
-            shadowed = np.asarray(shadow_scores, dtype=np.float64)[positions]
-            self.shadow.add(labels, shadowed)
-            self.comparison.add(labels, scores, shadowed)
+        if shadowed:
+            theirs = np.asarray(shadow_scores, dtype=np.float64)[positions]
+            self.shadow.add(labels, theirs)
+            self.comparison.add(labels, scores, theirs)
+
+    def end_shadow(self) -> None:
+        """The shadow is gone: forget its window and the comparison."""
+        self.shadow = self.comparison = None
 
     def versions(self) -> list[VersionAccuracy]:
         """The live version's figures and the shadow's, if any (NaN below the minimum count)."""

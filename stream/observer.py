@@ -216,15 +216,22 @@ class BatchObserver:
             metrics.DRIFT_VERDICT.set(self.verdict)
 
     def _watch_accuracy(self, result: BatchResult, scores: list[float]) -> None:
-        """Feed the rated reviews to the live accuracy (and a shadow's scores of them, when the batch has some), then
-        export what it knows: a version's figures from its minimum count on, a comparison likewise; the series of
-        versions no longer in use are removed."""
-        tracker = self.accuracy
-        tracker.add(
+        """Feed the rated reviews to the live accuracy (and a shadow's scores of them, when the batch has some:
+        ``BatchResult.shadow_scores`` and ``shadow_version``), then export what it knows: a version's figures from
+        its minimum count on, a comparison likewise; the series of versions no longer in use are removed."""
+        self.accuracy.add(
             result.ratings, scores, result.sentiments[0].model_version, result.shadow_scores, result.shadow_version
         )
+        self._export_accuracy()
+
+    def shadow_ended(self) -> None:
+        """The shadow scorer was removed: its accuracy and the comparison are forgotten, their series removed."""
+        self.accuracy.end_shadow()
+        self._export_accuracy()
+
+    def _export_accuracy(self) -> None:
         shown, measured = set(), set()
-        for v in tracker.versions():
+        for v in self.accuracy.versions():
             key = (v.version, v.role)
             shown.add(key)
             metrics.ACCURACY_REVIEWS.labels(*key).set(v.reviews)

@@ -162,14 +162,17 @@ def test_the_paired_interval_covers_the_true_difference_about_95_times_in_100():
     assert 0.91 <= covered / 400 <= 0.98
 
 
-def test_a_new_shadow_version_or_a_batch_without_one_starts_the_comparison_afresh():
+def test_a_new_shadow_version_starts_the_comparison_afresh_and_a_batch_without_shadow_scores_keeps_it():
     tracker = LiveAccuracy(window=500, min_reviews=10)
     ratings, scores = reviews(100)
+    decisive = len(rated(ratings, scores)[0])
     tracker.add(ratings, scores, "v1", scores, "s1")
     assert tracker.compared().shadow_version == "s1"
     tracker.add(ratings, scores, "v1", scores, "s2")
-    assert tracker.comparison.reviews == len(rated(ratings, scores)[0])
-    tracker.add(ratings, scores, "v1")
+    assert tracker.comparison.reviews == decisive
+    tracker.add(ratings, scores, "v1")  # a batch the shadow did not score: the evidence stays
+    assert tracker.comparison.reviews == decisive and tracker.versions()[0].reviews == 3 * decisive
+    tracker.end_shadow()
     assert tracker.comparison is None and [v.role for v in tracker.versions()] == ["live"]
     assert tracker.as_json()["comparison"] is None
 
@@ -314,7 +317,9 @@ def test_the_shadow_hook_a_batch_with_shadow_scores_is_compared_and_exported():
     comparison = watcher.live.as_json()["accuracy"]["comparison"]
     assert comparison["text"].startswith("shadow ") and comparison["p_value"] < 0.01
 
-    watcher.delivered(*batch_of([9], [0.9]))  # the shadow is gone: so are its series
+    watcher.delivered(*batch_of([9], [0.9]))  # a batch the shadow did not score changes nothing of it
+    assert metric("sentiment_shadow_mcnemar_p_value", **pair) < 0.01
+    watcher.shadow_ended()  # the shadow is gone: so are its series
     assert metric("sentiment_shadow_mcnemar_p_value", **pair) is None
     assert metric("sentiment_accuracy", version="v-weak", role="shadow") is None
 
