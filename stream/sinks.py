@@ -162,6 +162,8 @@ class SqlSink:
     def write(self, results: Sequence[Sentiment], ratings: Sequence[int | None] | None = None) -> int:
         """Store a batch, each result with its review's rating (``ratings``, in the same order; None or empty: none
         rated); returns how many reviews were new (the rest were already stored)."""
+        if ratings and len(ratings) != len(results):  # zip would drop results silently
+            raise ValueError(f"{len(ratings)} ratings for {len(results)} results")
         first_by_id: dict[str, tuple[Sentiment, int | None]] = {}
         for result, rating in zip(results, ratings or [None] * len(results)):
             first_by_id.setdefault(result.review_id, (result, rating))  # the first score of a review id wins
