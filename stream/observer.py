@@ -322,16 +322,22 @@ class BatchObserver:
         return found
 
     def progress_line(self) -> str:
-        """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, ready."""
+        """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, live
+        accuracy once measured, ready."""
         lag = self.lag()
         now = time.monotonic()
         then, scored, rejected = self.at_last_line
         self.at_last_line = (now, self.scored, self.rejected)
         rate = (self.scored - scored) / max(now - then, 1e-9)
         lag_text = "unknown" if lag != lag else f"{lag:,.0f}"
+        accuracy = "".join(
+            f"{v.role} accuracy {100 * v.accuracy:.1f}% on {v.reviews:,} rated reviews, "
+            for v in self.accuracy.versions()
+            if v.accuracy == v.accuracy
+        )
         return (
             f"progress: {rate:,.1f} reviews/s, scored {self.scored - scored:,} and rejected {self.rejected - rejected:,} "
-            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, "
+            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, {accuracy}"
             f"{'ready' if self.health.ready else 'NOT ready: ' + '; '.join(self.health.reasons())}"
         )
 

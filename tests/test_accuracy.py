@@ -282,6 +282,7 @@ def test_the_observer_exports_nothing_below_the_minimum_then_accuracy_by_version
         "accuracy": pytest.approx(0.9),
         "calibration_error": 0,
     }
+    assert ", lag unknown, live accuracy 90.0% on 100 rated reviews, NOT ready: " in watcher.progress_line()
     watcher.sample_live()
     assert watcher.live.as_json()["accuracy_history"][-1]["accuracy"] == {"live v-live": pytest.approx(0.9)}
 
