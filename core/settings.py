@@ -156,6 +156,31 @@ class Settings(BaseSettings):
     drift_length_scale: float = Field(
         0.19, gt=0, description="Change in mean log review length (n-grams) that puts the drift verdict at 1."
     )
+    accuracy_window: int = Field(
+        2000,
+        ge=10,
+        description="Most recent rated reviews (rating 7-10 positive, 1-4 negative) live accuracy and "
+        "calibration error are measured on, per model version.",
+    )
+    accuracy_min_reviews: int = Field(
+        200,
+        ge=1,
+        description="Rated reviews a version's window needs before its accuracy is exported (at most the window).",
+    )
+    accuracy_margin: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Live accuracy is alerted on below the model's validation accuracy (its metrics.json) minus this "
+        "(exported as sentiment_accuracy_floor).",
+    )
+    accuracy_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The live accuracy floor itself, whatever model the worker starts with (unset: the model's "
+        "validation accuracy minus SENTIMENT_ACCURACY_MARGIN).",
+    )
     connect_timeout: float = Field(
         5.0, gt=0, le=120, description="Seconds to wait for the broker or the database before giving up."
     )
@@ -179,7 +204,7 @@ class Settings(BaseSettings):
         None, description="Folder with imdb_*.csv.gz for the demo, the tests and training (default: ../shared/data)."
     )
 
-    @field_validator("data_dir", "web_token", mode="before")
+    @field_validator("data_dir", "web_token", "accuracy_floor", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -88,6 +88,22 @@ def drift_line(port: int) -> str:
     )
 
 
+def accuracy_line(port: int) -> str:
+    """Live accuracy on the rated reviews as the worker exports it, or why it does not yet."""
+    reviews = metric_or_nan(port, "sentiment_accuracy_window_reviews")
+    accuracy = metric_or_nan(port, "sentiment_accuracy")
+    if accuracy != accuracy:
+        if not reviews or reviews != reviews:
+            return "live accuracy: no rated reviews (a rating of 1-4 or 7-10)"
+        needed = metric_or_nan(port, "sentiment_accuracy_min_reviews")
+        return f"live accuracy: not measured yet ({reviews:,.0f} of the {needed:,.0f} rated reviews it needs)"
+    return (
+        f"live accuracy {100 * accuracy:.1f}% on the last {reviews:,.0f} rated reviews (alert floor "
+        f"{100 * metric_or_nan(port, 'sentiment_accuracy_floor'):.1f}%), calibration error "
+        f"{metric_or_nan(port, 'sentiment_calibration_error'):.3f}"
+    )
+
+
 def wait_for_metric(port: int, name: str, at_least: float, worker, timeout: float = 60) -> float:
     """Wait until the worker's metric reaches ``at_least``: its metrics are updated after the batch is stored."""
     deadline = time.monotonic() + timeout
@@ -214,11 +230,12 @@ def run_demo(file: Path | None = None, count: int = 3000, keep: bool = False, sh
         finished = time.perf_counter()
         # the worker updates its metrics right after storing a batch: wait for them, not for a race
         wait_for_metric(metrics_port, "sentiment_reviews_scored_total", report.sent, worker)
-        live_drift = drift_line(metrics_port)
+        live_drift, live_accuracy = drift_line(metrics_port), accuracy_line(metrics_port)
         print_summary(engine, valid, stored, started, produced, finished)
         if report.skipped:
             print(f"  {report.summary()}")
         print(f"  {live_drift} (read from the worker's /metrics while it ran)")
+        print(f"  {live_accuracy}")
         if shift:
             stream_shift(settings, metrics_port, engine, stored, worker, workdir / "worker.log")
         print(

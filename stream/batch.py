@@ -30,6 +30,11 @@ class BatchResult:
     sentiments: list[Sentiment] = field(default_factory=list)
     rejected: list[tuple[Incoming, Rejection]] = field(default_factory=list)
     inputs: Inspection | None = None  # what the scored reviews looked like to the model, for input drift
+    ratings: list[int | None] = field(default_factory=list)  # each result's review's rating (1-10), None: unrated
+    # a shadow scorer's scores of the same reviews, one per result in the same order, and its version (None: no
+    # shadow); the observer compares it with the live scores on the rated ones (stream/accuracy.py)
+    shadow_scores: Sequence[float] | None = None
+    shadow_version: str | None = None
     sentiments_sent: bool = False  # set once the broker has the sentiments: a retry sends only what is left
 
 
@@ -109,6 +114,7 @@ class BatchScorer:
             valid.append((decoded, event_time))
         if not valid:
             return result
+        result.ratings = [review.rating for review, _ in valid]
         result.inputs = self.scorer.inspect([review.text for review, _ in valid])  # the scores and more, one call
         scored_at = utc_iso()
         shares = result.inputs.known_shares().tolist()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     create_engine,
@@ -46,6 +47,9 @@ review_scores = Table(
     Column("uncertain", Boolean, nullable=False, server_default="false"),
     Column("known_share", Float, nullable=True),  # NULL: scored before migration 0003, not measured
     Column("readable", Boolean, nullable=False, server_default="true"),
+    # the review's own star rating, 1-10 (NULL: it had none, or it was scored before migration 0004); not the film's
+    # movie_sentiment.rating
+    Column("reviewer_rating", SmallInteger, nullable=True),
 )
 
 movie_sentiment = Table(

@@ -22,8 +22,8 @@ from stream.retry import retry_with_backoff
 
 
 class Sink(Protocol):
-    def write(self, sentiments: Sequence[Sentiment]) -> int:
-        """Store the results in one transaction; return how many rows were new."""
+    def write(self, sentiments: Sequence[Sentiment], ratings: Sequence[int | None] | None = None) -> int:
+        """Store the results, each with its review's rating, in one transaction; return how many rows were new."""
         ...
 
 
@@ -89,7 +89,7 @@ class Delivery:
 
     def _store(self, result: BatchResult) -> int:
         started = time.perf_counter()
-        new_rows = self.sink.write(result.sentiments)
+        new_rows = self.sink.write(result.sentiments, result.ratings)
         metrics.DB_WRITE_SECONDS.observe(time.perf_counter() - started)
         self.health.update(database_error=None)
         return new_rows

@@ -77,6 +77,53 @@ DRIFT_VERDICT = Gauge(
     "Input drift: the larger of the unknown n-gram and length shifts over their scales; 1 is the alert threshold.",
 )
 PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
+ACCURACY = Gauge(
+    "sentiment_accuracy",
+    "Share of the most recent rated reviews (rating 7-10 positive, 1-4 negative) whose label the model got right, "
+    "by version and role (live, shadow); no series below SENTIMENT_ACCURACY_MIN_REVIEWS.",
+    ["version", "role"],
+)
+CALIBRATION_ERROR = Gauge(
+    "sentiment_calibration_error",
+    "Expected calibration error (10 equal-width bins of P(positive)) over the same rated reviews as "
+    "sentiment_accuracy; no series below SENTIMENT_ACCURACY_MIN_REVIEWS.",
+    ["version", "role"],
+)
+ACCURACY_REVIEWS = Gauge(
+    "sentiment_accuracy_window_reviews",
+    "Rated reviews in the live accuracy window of a version and role (also while below the minimum).",
+    ["version", "role"],
+)
+ACCURACY_MIN_REVIEWS = Gauge(
+    "sentiment_accuracy_min_reviews", "Rated reviews a version needs before sentiment_accuracy is exported."
+)
+ACCURACY_FLOOR = Gauge(
+    "sentiment_accuracy_floor",
+    "Live accuracy below which it is alerted: the started model's validation accuracy minus SENTIMENT_ACCURACY_MARGIN "
+    "(NaN when its metrics.json does not say).",
+)
+SHADOW_PAIRED_REVIEWS = Gauge(
+    "sentiment_shadow_paired_reviews",
+    "Rated reviews both the live and the shadow version scored, since this pair started.",
+    ["live_version", "shadow_version"],
+)
+SHADOW_PAIRED_ACCURACY = Gauge(
+    "sentiment_shadow_paired_accuracy",
+    "Accuracy of each of the pair on the rated reviews both scored, by role; from SENTIMENT_ACCURACY_MIN_REVIEWS on.",
+    ["live_version", "shadow_version", "role"],
+)
+SHADOW_DIFFERENCE = Gauge(
+    "sentiment_shadow_accuracy_difference",
+    "Shadow accuracy minus live accuracy on the rated reviews both scored, with its 95% interval (bound: estimate, "
+    "low, high); from SENTIMENT_ACCURACY_MIN_REVIEWS on.",
+    ["live_version", "shadow_version", "bound"],
+)
+SHADOW_P_VALUE = Gauge(
+    "sentiment_shadow_mcnemar_p_value",
+    "McNemar's test of shadow against live on the rated reviews both scored (small: they differ); from "
+    "SENTIMENT_ACCURACY_MIN_REVIEWS on.",
+    ["live_version", "shadow_version"],
+)
 MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
 SCORING_INFO = Gauge(
     "sentiment_scoring_info",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from core.settings import Settings
 from stream import metrics
+from stream.accuracy import LiveAccuracy, accuracy_floor
 from stream.batch import BatchResult, Incoming
 from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from stream.health import Health
@@ -57,10 +58,16 @@ class BatchObserver:
         health: Health,
         consumer: Callable[[], Consumer],
         clock: Callable[[], float] = time.monotonic,
+        accuracy: LiveAccuracy | None = None,
     ) -> None:
         """``inputs_drift`` is None when the model has no reference inputs; ``consumer`` returns the consumer whose
-        assignment, high watermarks and committed offsets give the lag; ``clock`` tells the time since progress."""
+        assignment, high watermarks and committed offsets give the lag; ``clock`` tells the time since progress;
+        ``accuracy`` keeps the live accuracy on rated reviews (by default without a floor)."""
         self.drift = drift
+        self.accuracy = accuracy or LiveAccuracy(settings.accuracy_window, settings.accuracy_min_reviews)
+        self.accuracy_series: set[tuple[str, str]] = set()  # (version, role) of the window sizes exported
+        self.accuracy_measured: set[tuple[str, str]] = set()  # ... and of the accuracies exported
+        self.pair_series: tuple[str, str] | None = None  # (live, shadow) versions of the comparison exported
         self.inputs_drift = inputs_drift
         self.settings = settings
         self.health = health
@@ -78,6 +85,7 @@ class BatchObserver:
             window_scores=lambda: list(drift.window),
             reference_scores=drift.reference,
             psi_threshold=settings.psi_threshold,
+            accuracy=self.accuracy.as_json,
         )
         for gauge in (
             metrics.INPUT_OOV_SHIFT,
@@ -93,6 +101,8 @@ class BatchObserver:
         metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
         metrics.SCORE_PSI.set(NAN)
         metrics.SCORE_KS.set(NAN)
+        metrics.ACCURACY_MIN_REVIEWS.set(self.accuracy.min_reviews)
+        metrics.ACCURACY_FLOOR.set(NAN if self.accuracy.floor is None else self.accuracy.floor)
 
     @classmethod
     def for_model(
@@ -118,6 +128,15 @@ class BatchObserver:
             inputs_drift = InputDriftMonitor(
                 reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
             )
+        floor = settings.accuracy_floor
+        if floor is None:
+            floor = accuracy_floor(artifact.metrics(), settings.accuracy_margin)
+        if floor is None:
+            log.warning(
+                "model %s has no validation accuracy in metrics.json: no live accuracy floor (set "
+                "SENTIMENT_ACCURACY_FLOOR)",
+                scorer.version,
+            )
         return cls(
             model_version=scorer.version,
             scoring=scorer.scoring,
@@ -126,6 +145,7 @@ class BatchObserver:
             settings=settings,
             health=health,
             consumer=consumer,
+            accuracy=LiveAccuracy(settings.accuracy_window, settings.accuracy_min_reviews, floor),
         )
 
     def taken(self, messages: Sequence[Incoming]) -> None:
@@ -161,6 +181,8 @@ class BatchObserver:
         for score in scores:
             metrics.SCORE.observe(score)
         self._watch_scores(scores)
+        if result.sentiments:
+            self._watch_accuracy(result, scores)
         if self.inputs_drift is not None and result.inputs is not None:
             self._watch_inputs(result)
         for m in messages:
@@ -192,6 +214,58 @@ class BatchObserver:
                 oov, length, oov_scale=self.settings.drift_oov_scale, length_scale=self.settings.drift_length_scale
             )
             metrics.DRIFT_VERDICT.set(self.verdict)
+
+    def _watch_accuracy(self, result: BatchResult, scores: list[float]) -> None:
+        """Feed the rated reviews to the live accuracy (and a shadow's scores of them, when the batch has some:
+        ``BatchResult.shadow_scores`` and ``shadow_version``), then export what it knows: a version's figures from
+        its minimum count on, a comparison likewise; the series of versions no longer in use are removed."""
+        self.accuracy.add(
+            result.ratings, scores, result.sentiments[0].model_version, result.shadow_scores, result.shadow_version
+        )
+        self._export_accuracy()
+
+    def shadow_ended(self) -> None:
+        """The shadow scorer was removed: its accuracy and the comparison are forgotten, their series removed."""
+        self.accuracy.end_shadow()
+        self._export_accuracy()
+
+    def _export_accuracy(self) -> None:
+        shown, measured = set(), set()
+        for v in self.accuracy.versions():
+            key = (v.version, v.role)
+            shown.add(key)
+            metrics.ACCURACY_REVIEWS.labels(*key).set(v.reviews)
+            if v.accuracy == v.accuracy:  # NaN below the minimum count: no series at all
+                measured.add(key)
+                metrics.ACCURACY.labels(*key).set(v.accuracy)
+                metrics.CALIBRATION_ERROR.labels(*key).set(v.calibration_error)
+        for key in self.accuracy_series - shown:
+            _remove(metrics.ACCURACY_REVIEWS, key)
+        for key in self.accuracy_measured - measured:
+            _remove(metrics.ACCURACY, key)
+            _remove(metrics.CALIBRATION_ERROR, key)
+        self.accuracy_series, self.accuracy_measured = shown, measured
+        self._export_comparison()
+
+    def _export_comparison(self) -> None:
+        pair = self.accuracy.compared()
+        key = None if pair is None else (pair.live_version, pair.shadow_version)
+        if self.pair_series is not None and self.pair_series != key:
+            _remove(metrics.SHADOW_PAIRED_REVIEWS, self.pair_series)
+            _remove(metrics.SHADOW_P_VALUE, self.pair_series)
+            for role in ("live", "shadow"):
+                _remove(metrics.SHADOW_PAIRED_ACCURACY, (*self.pair_series, role))
+            for bound in ("estimate", "low", "high"):
+                _remove(metrics.SHADOW_DIFFERENCE, (*self.pair_series, bound))
+        self.pair_series = key
+        if pair is None:
+            return
+        metrics.SHADOW_PAIRED_REVIEWS.labels(*key).set(pair.reviews)
+        metrics.SHADOW_P_VALUE.labels(*key).set(pair.p_value())
+        metrics.SHADOW_PAIRED_ACCURACY.labels(*key, "live").set(pair.live_accuracy())
+        metrics.SHADOW_PAIRED_ACCURACY.labels(*key, "shadow").set(pair.shadow_accuracy())
+        for bound, value in zip(("estimate", "low", "high"), pair.difference()):
+            metrics.SHADOW_DIFFERENCE.labels(*key, bound).set(value)
 
     def watch(self) -> None:
         """Measure the lag and the time since an offset last advanced, whether or not a batch completes; mark the
@@ -248,22 +322,38 @@ class BatchObserver:
         return found
 
     def progress_line(self) -> str:
-        """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, ready."""
+        """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, live
+        accuracy once measured, ready."""
         lag = self.lag()
         now = time.monotonic()
         then, scored, rejected = self.at_last_line
         self.at_last_line = (now, self.scored, self.rejected)
         rate = (self.scored - scored) / max(now - then, 1e-9)
         lag_text = "unknown" if lag != lag else f"{lag:,.0f}"
+        accuracy = "".join(
+            f"{v.role} accuracy {100 * v.accuracy:.1f}% on {v.reviews:,} rated reviews, "
+            for v in self.accuracy.versions()
+            if v.accuracy == v.accuracy
+        )
         return (
             f"progress: {rate:,.1f} reviews/s, scored {self.scored - scored:,} and rejected {self.rejected - rejected:,} "
-            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, "
+            f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, {accuracy}"
             f"{'ready' if self.health.ready else 'NOT ready: ' + '; '.join(self.health.reasons())}"
         )
 
     def sample_live(self) -> None:
-        """One point of the page's live charts: reviews scored so far, score PSI, input drift verdict."""
-        self.live.sample(self.scored, self.drift.psi(), self.verdict)
+        """One point of the page's live charts: reviews scored so far, score PSI, input drift verdict, the accuracy of
+        each version measured."""
+        measured = {f"{v.role} {v.version}": v.accuracy for v in self.accuracy.versions() if v.accuracy == v.accuracy}
+        self.live.sample(self.scored, self.drift.psi(), self.verdict, measured)
+
+
+def _remove(gauge, labels: tuple[str, ...]) -> None:
+    """Drop one labelled series of ``gauge``, if it is there."""
+    try:
+        gauge.remove(*labels)
+    except KeyError:
+        pass
 
 
 def waiting_in(positions: dict[tuple[str, int], tuple[int, int]]) -> int:

@@ -32,7 +32,9 @@ from stream.db import movie_sentiment, review_scores
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
-_COLUMNS = tuple(review_scores.c.keys())  # a Sentiment carries each under the same name
+_RATING = "reviewer_rating"  # the review's own rating: no part of the sentiment event, handed to the sink beside it
+_SCORE_COLUMNS = tuple(name for name in review_scores.c.keys() if name != _RATING)  # a Sentiment carries each
+_COLUMNS = (*_SCORE_COLUMNS, _RATING)
 _TIME_COLUMNS = {c.name for c in review_scores.c if isinstance(c.type, DateTime)}  # RFC 3339 text in a Sentiment
 # what a film's new reviews add: the first four over its readable reviews only
 _SUMMED = ("review_count", "positive_count", "uncertain_count", "score_sum", "unreadable_count")
@@ -114,26 +116,32 @@ SELECT count(*) FROM new
 _MERGE_NEW = _MERGE.format(skip_stored="")
 _MERGE_SKIPPING_STORED = _MERGE.format(skip_stored="ON CONFLICT (review_id) DO NOTHING")
 _COPY_INTO_INCOMING = f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN"
-_FIELDS = attrgetter(*_COLUMNS)  # a result's values in the table's column order
-_COPY_LINE = "\t".join(f"{{0.{name}}}" for name in _COLUMNS) + "\n"  # str(float) reads back exactly
+_FIELDS = attrgetter(*_SCORE_COLUMNS)  # a result's values in the table's column order
+# a result, then its review's rating (\\N: NULL); str(float) reads back exactly
+_COPY_LINE = "\t".join(f"{{0.{name}}}" for name in _SCORE_COLUMNS) + "\t{1}\n"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
 
 
-def _copy_text(results: Sequence[Sentiment]) -> str:
+def _copy_text(results: Sequence[Sentiment], ratings: Sequence[int | None]) -> str:
     """The batch in COPY's text format, one line per result, fields in the table's column order. Timestamps go as
     RFC 3339 text (PostgreSQL parses it faster than Python). Only a batch whose ids hold a tab, a line break or a
-    backslash pays for escaping: the counts of separators show it."""
-    lines = "".join([_COPY_LINE.format(r) for r in results])
+    backslash pays for escaping: the counts of separators show it (the only backslashes are then those of NULL)."""
+    ratings_text = [_COPY_NULL if rating is None else str(int(rating)) for rating in ratings]
+    lines = "".join([_COPY_LINE.format(r, rating) for r, rating in zip(results, ratings_text)])
     n = len(results)
     if (
         lines.count("\t") == (len(_COLUMNS) - 1) * n
         and lines.count("\n") == n
-        and "\\" not in lines
+        and lines.count("\\") == ratings_text.count(_COPY_NULL)
         and "\r" not in lines
     ):
         return lines
     return "".join(
-        ["\t".join([str(getattr(r, name)).translate(_COPY_ESCAPES) for name in _COLUMNS]) + "\n" for r in results]
+        [
+            "\t".join([str(getattr(r, name)).translate(_COPY_ESCAPES) for name in _SCORE_COLUMNS] + [rating]) + "\n"
+            for r, rating in zip(results, ratings_text)
+        ]
     )
 
 
@@ -151,18 +159,26 @@ class SqlSink:
         self.use_copy = is_psycopg if use_copy is None else use_copy and is_psycopg
         self._expect_new = True  # False after a batch held stored ids, until a batch is all new again
 
-    def write(self, results: Sequence[Sentiment]) -> int:
-        """Store a batch; returns how many reviews were new (the rest were already stored)."""
-        first_by_id: dict[str, Sentiment] = {}
-        for result in results:
-            first_by_id.setdefault(result.review_id, result)  # the first score of a review id wins
+    def write(self, results: Sequence[Sentiment], ratings: Sequence[int | None] | None = None) -> int:
+        """Store a batch, each result with its review's rating (``ratings``, in the same order; None or empty: none
+        rated); returns how many reviews were new (the rest were already stored)."""
+        if ratings and len(ratings) != len(results):  # zip would drop results silently
+            raise ValueError(f"{len(ratings)} ratings for {len(results)} results")
+        first_by_id: dict[str, tuple[Sentiment, int | None]] = {}
+        for result, rating in zip(results, ratings or [None] * len(results)):
+            first_by_id.setdefault(result.review_id, (result, rating))  # the first score of a review id wins
         if not first_by_id:
             return 0
         if self.use_copy:
-            return self._write_with_copy(list(first_by_id.values()))
+            kept, kept_ratings = zip(*first_by_id.values())
+            return self._write_with_copy(list(kept), list(kept_ratings))
         rows = [
-            {name: _parse_time(value) if name in _TIME_COLUMNS else value for name, value in zip(_COLUMNS, _FIELDS(r))}
-            for r in first_by_id.values()
+            {
+                name: _parse_time(value) if name in _TIME_COLUMNS else value
+                for name, value in zip(_SCORE_COLUMNS, _FIELDS(r))
+            }
+            | {_RATING: rating}
+            for r, rating in first_by_id.values()
         ]
         store_new = (
             self._insert(review_scores)
@@ -183,17 +199,17 @@ class SqlSink:
                 conn.execute(self._upsert_aggregates(aggregates))
         return len(stored)
 
-    def _write_with_copy(self, results: list[Sentiment]) -> int:
+    def _write_with_copy(self, results: list[Sentiment], ratings: list[int | None]) -> int:
         if self._expect_new:
             try:
-                return self._copy_and_merge(results, _MERGE_NEW)
+                return self._copy_and_merge(results, ratings, _MERGE_NEW)
             except psycopg.errors.UniqueViolation:
                 self._expect_new = False  # a replay: this batch (and the next ones, likely) hold stored ids
-        new = self._copy_and_merge(results, _MERGE_SKIPPING_STORED)
+        new = self._copy_and_merge(results, ratings, _MERGE_SKIPPING_STORED)
         self._expect_new = new == len(results)
         return new
 
-    def _copy_and_merge(self, results: list[Sentiment], merge: str) -> int:
+    def _copy_and_merge(self, results: list[Sentiment], ratings: list[int | None], merge: str) -> int:
         with self.engine.connect() as conn:
             info = conn.connection.info
             try:
@@ -206,7 +222,7 @@ class SqlSink:
                         )
                         info["incoming_scores"] = True
                     with cursor.copy(_COPY_INTO_INCOMING) as copy:
-                        copy.write(_copy_text(results))
+                        copy.write(_copy_text(results, ratings))
                     cursor.execute(merge, prepare=True)  # parsed and planned once per connection
                     return int(cursor.fetchone()[0])
             except BaseException:

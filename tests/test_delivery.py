@@ -37,7 +37,7 @@ class World:
         self.publish_blocks: asyncio.Event | None = None  # set: publishing waits for it
         self.before_sleep = lambda: None
 
-    def write(self, sentiments) -> int:  # the sink; runs in a thread, like the SQL sink
+    def write(self, sentiments, ratings=None) -> int:  # the sink; runs in a thread, like the SQL sink
         time.sleep(self.store_seconds)
         if self.store_failures:
             self.store_failures -= 1

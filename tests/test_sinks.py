@@ -259,3 +259,48 @@ def test_migration_0003_keeps_the_films_scored_before_it(empty_database):
     assert [tuple(r) for r in rows] == [("new", 0.0, False), ("old", None, True)]
     assert tuple(film) == (1, 1, pytest.approx(0.8))
     engine.dispose()
+
+
+def _check_reviewer_ratings(url, use_copy=None):
+    """Each review's own rating is stored with its score (NULL when it had none); the first of a repeated id wins,
+    rating included; ids COPY must escape are stored beside ratings and NULLs."""
+    upgrade(url)
+    engine = make_engine(url)
+    sink = SqlSink(engine, use_copy=use_copy)
+    batch = [_s("a", "m1", 0.9), _s("b", "m1", 0.2), _s("a", "m1", 0.1), _s("back\\slash\t", "m2", 0.6)]
+    assert sink.write(batch, [9, None, 2, 7]) == 3
+    assert sink.write([_s("c", "m2", 0.3)]) == 1  # no ratings handed in: NULL
+    assert sink.write([_s("a", "m1", 0.3)], [1]) == 0  # a replay changes nothing
+    with engine.connect() as conn:
+        rows = dict(conn.execute(text("SELECT review_id, reviewer_rating FROM review_scores")).all())
+    assert rows == {"a": 9, "b": None, "back\\slash\t": 7, "c": None}
+    engine.dispose()
+
+
+def test_reviewer_ratings_are_stored_on_sqlite(tmp_path):
+    _check_reviewer_ratings(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("use_copy", [True, False], ids=["copy", "insert"])
+def test_reviewer_ratings_are_stored_on_postgres(fresh_database, use_copy):
+    _check_reviewer_ratings(fresh_database, use_copy)
+
+
+@pytest.mark.integration
+def test_migration_0004_leaves_the_rows_scored_before_it_without_a_rating(empty_database):
+    url = empty_database
+    upgrade(url, "0003")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO review_scores VALUES ('old', 'm1', 0.8, 'positive', 'v0', now(), now(), false, 0.7, true)"
+            )
+        )
+    upgrade(url)
+    SqlSink(engine).write([_s("new", "m1", 0.9)], [10])
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT review_id, reviewer_rating FROM review_scores ORDER BY 1")).all()
+    assert [tuple(r) for r in rows] == [("new", 10), ("old", None)]
+    engine.dispose()

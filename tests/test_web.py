@@ -12,10 +12,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.settings import Settings
 from sentiment.local import free_port
+from stream.accuracy import LiveAccuracy
 from tests.conftest import ROOT, wait_until
 
 # The page and API are served by a real `sentiment serve` process, and explained with the real model.
@@ -352,14 +354,17 @@ def test_a_cold_serve_says_what_it_has(server, browser):
     assert shown(driver, "#histogram .x-tick") == ["0", *(f"0.{i}" for i in range(1, 10)), "1"]
     assert all(t.endswith("%") for t in shown(driver, "#histogram .y-tick"))
     assert shown(driver, "#window-legend") == ["recent scores: none yet"]
+    assert shown(driver, "#accuracy .empty") == ["no stream here"]
+    assert text_of(driver, "accuracy-note") == "No stream here: accuracy needs reviews that carry their rating."
     resources = driver.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert resources and all(r.startswith(server + "/") for r in resources), resources  # works offline
     save(driver, "page-cold.png")
 
 
-def worker_state(server: str, samples: list, scores: list[float], reasons: list[str]) -> dict:
+def worker_state(server: str, samples: list, scores: list[float], reasons: list[str], accuracy=None) -> dict:
     """What a worker's /api/live would answer: the real LiveState, with samples (seconds ago, reviews scored so
-    far, PSI, verdict) and the drift window's scores, on top of this server's answer (model, band, film lookups)."""
+    far, PSI, verdict) and the drift window's scores, on top of this server's answer (model, band, film lookups);
+    ``accuracy`` is a stream.accuracy.LiveAccuracy, sampled with the rest."""
     import time
 
     import numpy as np
@@ -375,6 +380,10 @@ def worker_state(server: str, samples: list, scores: list[float], reasons: list[
     )
     now = time.time()
     live.samples.extend((now - ago, scored, psi, verdict) for ago, scored, psi, verdict in samples)
+    if accuracy is not None:
+        live.accuracy = accuracy.as_json
+        measured = {f"{v.role} {v.version}": v.accuracy for v in accuracy.versions() if v.accuracy == v.accuracy}
+        live.accuracy_samples.extend((now - ago, measured) for ago, *_ in samples)
     state = call(server, "GET", "/api/live")[1] | live.as_json()
     return state | {"ready": not reasons, "reasons": reasons, "window_min_scores": 1000}
 
@@ -422,7 +431,9 @@ def test_the_live_charts_read_right(server, browser):
 
     joining = ["not in its consumer group (joining or rebalancing)", "broker: cannot connect to 127.0.0.1:9092"]
     starting = [(20 - 5 * i, 30 * i, nan, nan) for i in range(5)]  # 6 reviews/s: 4 rates over 15 s, 120 scored
-    show_state(driver, worker_state(server, starting, [0.8] * 120, joining))
+    cold = LiveAccuracy(window=2000, min_reviews=200, floor=0.872)
+    cold.add([9] * 120, [0.8] * 120, "v-live")
+    show_state(driver, worker_state(server, starting, [0.8] * 120, joining, cold))
     assert text_of(driver, "state") == "worker NOT ready"
     assert shown(driver, "#reasons li") == [
         "Not in its consumer group (joining or rebalancing)",
@@ -435,11 +446,25 @@ def test_the_live_charts_read_right(server, browser):
     rate_ticks = numbers(shown(driver, "#rate .y-tick"))
     assert rate_ticks == sorted(rate_ticks) and rate_ticks[0] == 0 and rate_ticks[-1] >= 6
     assert shown(driver, "#rate .y-unit") == ["reviews/s"]
+    assert shown(driver, "#accuracy .empty") == ["collecting: 120 of 200 rated reviews needed"]
+    assert (
+        text_of(driver, "accuracy-note") == "Collecting: 120 of 200 rated reviews needed before accuracy is measured."
+    )
+    assert not driver.find_element(By.ID, "comparison").is_displayed()
     save(driver, "page-worker-not-ready.png")
 
     # ten minutes of a drifting stream: PSI from 0.02 to 0.1 (alert above 0.07), the verdict 0.3 then up to 1.4
     drifting = [(600 - 5 * i, 200 * i, 0.02 + 0.08 * i / 120, 0.3 + max(0, i - 80) * 1.1 / 40) for i in range(121)]
-    show_state(driver, worker_state(server, drifting, [0.1] * 600 + [0.9] * 400, []))
+    rated = LiveAccuracy(window=2000, min_reviews=200, floor=0.872)
+    rng = np.random.default_rng(11)
+    for _ in range(12):  # a weaker shadow on the same reviews: the live answers, 4% of them turned wrong
+        ratings = rng.choice([1, 3, 8, 10], 256).tolist()
+        truth = np.array([r >= 7 for r in ratings])
+        right = rng.uniform(size=256) < 0.91
+        live_scores = np.where(truth == right, 0.8, 0.2)
+        shadow_scores = np.where(rng.uniform(size=256) < 0.04, np.where(truth, 0.2, 0.8), live_scores)
+        rated.add(ratings, live_scores, "v-live", shadow_scores, "v-weak")
+    show_state(driver, worker_state(server, drifting, [0.1] * 600 + [0.9] * 400, [], rated))
     assert text_of(driver, "state") == "worker ready"
     assert not driver.find_element(By.ID, "not-ready").is_displayed()
     assert shown(driver, "#rate .x-tick") == shown(driver, "#drift .x-tick") == MINUTES_AGO
@@ -463,6 +488,24 @@ def test_the_live_charts_read_right(server, browser):
     assert text_of(driver, "rate-note").startswith("Over the last 10 min; 24,000 reviews scored")
     assert text_of(driver, "hist-note") == "The 1,000 most recent scores against the model's reference."
     assert shown(driver, "#window-legend") == ["the 1,000 most recent scores"]
+    # live accuracy beside the drift chart: one line per version on a 50-100% axis, the floor at its height
+    assert shown(driver, "#accuracy .y-tick") == ["50%", "60%", "70%", "80%", "90%", "100%"]
+    assert shown(driver, "#accuracy .x-tick") == MINUTES_AGO
+    assert sorted(p.get_attribute("data-name") for p in driver.find_elements(By.CSS_SELECTOR, "#accuracy .series")) == [
+        "live v-live",
+        "shadow v-weak",
+    ]
+    assert shown(driver, "#accuracy .alert-label") == ["alert floor 87.2%"]
+    live_v, shadow_v = rated.versions()
+    assert shown(driver, "#accuracy-legend li") == [
+        f"live v-live: {100 * live_v.accuracy:.1f}%, calibration error {live_v.calibration_error:.3f}",
+        f"shadow v-weak: {100 * shadow_v.accuracy:.1f}%, calibration error {shadow_v.calibration_error:.3f}",
+        "alert floor 87.2%: validation accuracy minus the margin",
+    ]
+    assert text_of(driver, "accuracy-note").startswith("On the 2,000 most recent rated reviews")
+    comparison = text_of(driver, "comparison")
+    assert comparison.startswith("Shadow ") and " vs live " in comparison and "on 3,072 rated reviews" in comparison
+    assert comparison.endswith("p < 0.001.")
     save(driver, "page-worker-drifting.png")
 
 

@@ -52,9 +52,14 @@ class LiveState:
     window_scores: object = None  # a callable returning the drift window's scores
     reference_scores: np.ndarray | None = None
     psi_threshold: float = 0.0
+    accuracy: object = None  # a callable returning the live accuracy's state (stream/accuracy.py, as_json)
+    # (time, {"live <version>": accuracy, ...}): the accuracy of each version measured at each sample
+    accuracy_samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
 
-    def sample(self, scored_total: float, psi: float, verdict: float) -> None:
-        self.samples.append((time.time(), scored_total, psi, verdict))
+    def sample(self, scored_total: float, psi: float, verdict: float, accuracy: dict | None = None) -> None:
+        now = time.time()
+        self.samples.append((now, scored_total, psi, verdict))
+        self.accuracy_samples.append((now, accuracy or {}))
 
     def as_json(self) -> dict:
         history = []
@@ -80,6 +85,8 @@ class LiveState:
             "psi_threshold": self.psi_threshold,
             "histogram": {"edges": edges.round(2).tolist(), "window": share(window), "reference": share(reference)},
             "window_scores": len(window),
+            "accuracy": self.accuracy() if self.accuracy else None,
+            "accuracy_history": [{"time": t, "accuracy": by_series} for t, by_series in self.accuracy_samples],
         }
 
 
