@@ -24,6 +24,22 @@ def test_features_count_each_known_ngram_once_and_skip_padding_and_unknown():
     np.testing.assert_array_equal(features.transposed_times(np.array([1.0, 10.0, 100.0]))[[2, 3, 5]], [1.0, 1.0, 10.0])
 
 
+def test_the_sparse_products_equal_plain_sums_with_empty_reviews_and_ngrams():
+    rng = np.random.default_rng(5)
+    rows, cols = [], []
+    for review in range(300):
+        if review % 7:  # every seventh review knows nothing; the last ids are never used
+            ids = np.unique(rng.integers(2, 990, rng.integers(1, 40)))
+            rows += [review] * len(ids)
+            cols += ids.tolist()
+    features = Features(np.array(rows, np.int32), np.array(cols, np.int32), 300, 1000)
+    u, g = rng.normal(size=1000), rng.normal(size=300)
+    np.testing.assert_allclose(features.times(u), np.bincount(features.rows, u[features.cols], 300), atol=1e-12)
+    np.testing.assert_allclose(
+        features.transposed_times(g), np.bincount(features.cols, g[features.rows], 1000), atol=1e-12
+    )
+
+
 def test_log_count_ratios_favour_the_class_an_ngram_appears_in():
     # n-gram 2 only in positive reviews, 3 only in negative ones, 4 in both
     features = _features([[2, 4], [2, 4], [3, 4], [3, 4]])

@@ -16,13 +16,14 @@ numpy only: a review's features are (row, column) pairs, the sparse products are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 UNKNOWN_ID = 1  # TextVectorization: 0 padding, 1 [UNK]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Features:
     """The distinct known n-gram ids of each review, as (row, column) pairs of a binary matrix."""
 
@@ -46,11 +47,34 @@ class Features:
 
     def times(self, weights: np.ndarray) -> np.ndarray:
         """Each review's sum of ``weights`` over its n-grams (the matrix times a vector)."""
-        return np.bincount(self.rows, weights=weights[self.cols], minlength=self.reviews)
+        return _segment_sums(weights[self.cols], self._by_row)
 
     def transposed_times(self, values: np.ndarray) -> np.ndarray:
         """Each n-gram's sum of ``values`` over the reviews that hold it."""
-        return np.bincount(self.cols, weights=values[self.rows], minlength=self.columns)
+        order, segments = self._by_col
+        return _segment_sums(values[self.rows[order]], segments)
+
+    @cached_property
+    def _by_row(self) -> tuple[np.ndarray, np.ndarray]:
+        return _segments(self.rows, self.reviews)  # the pairs are in row order already (Features.of)
+
+    @cached_property
+    def _by_col(self) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        order = np.argsort(self.cols, kind="stable")
+        return order, _segments(self.cols[order], self.columns)
+
+
+def _segments(keys: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each key's run starts in sorted ``keys``, and which keys have none."""
+    return np.searchsorted(keys, np.arange(count)), np.bincount(keys, minlength=count) == 0
+
+
+def _segment_sums(values: np.ndarray, segments: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The sum of each run of ``values`` (``np.add.reduceat``: a third of ``np.bincount``'s time here)."""
+    starts, empty = segments
+    sums = np.add.reduceat(np.append(values, 0.0), starts)[: len(starts)]  # a start may be len(values): the 0
+    sums[empty] = 0.0  # reduceat gives an empty run the value at its start
+    return sums
 
 
 def log_count_ratios(features: Features, labels: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
