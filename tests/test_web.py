@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(os.environ.get("SENTIMENT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 REVIEWS = [
-    "A wonderful, moving film. I loved the acting, but the ending was awful.",
+    "A wonderful, moving film. I loved the acting and the music; only the ending was awful.",
     "Dull and far too long. The plot made no sense and the jokes fell flat.",
     "Not bad, not great.",
     "映画 🎬 \x00\x07 <br /> ' OR 1=1; --",
@@ -112,7 +112,7 @@ def server_without_database(tmp_path_factory):
     yield from start_serve(tmp_path_factory.mktemp("serve-bare"), serve_environment(), "--no-database")
 
 
-UNCERTAIN = "Was short, average film."  # P(positive) 0.503, two thirds of its n-grams known
+UNCERTAIN = "Was short, an average film."  # P(positive) 0.423, eight ninths of its n-grams known
 
 
 def call(url: str, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"):
