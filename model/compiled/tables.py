@@ -124,8 +124,8 @@ class FastModel:
             sums, ngrams, known, nb_sums = score_batch(
                 points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
                 self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
-                self.embedding, self.scales, self.ngrams, self.sequence_length, self.chars.split_all,
-                self.naive_bayes,
+                self.embedding, self.row_floats, self.ngrams, self.sequence_length, self.chars.split_all,
+                self.has_naive_bayes,
             )  # fmt: skip
         pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
         naive_bayes = nb_sums.astype(np.float32)
@@ -173,6 +173,15 @@ class FastModel:
     @property
     def has_naive_bayes(self) -> bool:
         return len(self.naive_bayes) > 0
+
+    @property
+    def row_floats(self) -> np.ndarray:
+        """Each vocabulary row's scale and naive-Bayes weight side by side (float32, (rows, 2)): the kernel reads
+        both with one memory access."""
+        if getattr(self, "_row_floats", None) is None:
+            nb = self.naive_bayes if self.has_naive_bayes else np.zeros(len(self.scales), np.float32)
+            self._row_floats = np.ascontiguousarray(np.column_stack([self.scales, nb]).astype(np.float32))
+        return self._row_floats
 
     def naive_bayes_terms(self, ids: np.ndarray) -> np.ndarray:
         """Each position's share of the naive-Bayes logit: its n-gram's weight divided among the positions where the
