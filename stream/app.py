@@ -25,6 +25,8 @@ from stream.consumer import ShortFetchWaitConsumer
 from stream.db import make_engine
 from stream.delivery import Delivery
 from stream.health import health
+from stream.model_gate import LoadedModel
+from stream.model_swap import ModelSwitch, ModelWatcher
 from stream.observer import BatchObserver
 from stream.probes import probe_readiness
 from stream.publish import ResultPublisher, Undeliverable
@@ -52,12 +54,14 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     sentiments = app.topic(settings.topic_sentiments, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_dlq, value_serializer="raw", key_serializer="raw")
 
+    followed, refused = None, None
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
         scorer = load_configured_scorer(artifact, settings)
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
         artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
+        followed, refused = ready.live_assignment, ready.refused
     health.update(model_loaded=True)
     batch_scorer = BatchScorer(
         scorer,
@@ -68,6 +72,10 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     )
     sink = SqlSink(engine)
     observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))
+    models = ModelSwitch(LoadedModel(artifact, scorer), batch_scorer, observer)
+    watcher = ModelWatcher(engine, settings, models, refused=refused)
+    if followed is not None:
+        watcher.tried.add(("live", followed))
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
     results = ResultPublisher(
         sentiments,
@@ -84,8 +92,10 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     async def score(messages: list[Incoming]) -> BatchResult:
         observer.taken(messages)
-        started = time.perf_counter()
-        result = await asyncio.to_thread(batch_scorer.process, messages)
+        async with models.scoring:  # a model swap happens between two batches, never during one
+            models.apply()
+            started = time.perf_counter()
+            result = await asyncio.to_thread(batch_scorer.process, messages)
         observer.scored_in(time.perf_counter() - started)
         return result
 
@@ -99,11 +109,15 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     async def probe_regularly() -> None:
         await probe()
 
+    @app.timer(settings.model_poll_interval)
+    async def follow_model_store() -> None:
+        await watcher.poll()
+
     if settings.web_port:
 
         @app.task
         async def serve_page() -> None:
-            await start_page(settings, scorer, engine, observer.live)
+            await start_page(settings, models, engine, observer.live)
 
     if settings.progress_interval:
 
@@ -236,11 +250,12 @@ async def warm_up(scorer: Scorer, results: ResultPublisher) -> None:
         log.info("warm-up of %s deferred to the first batch: %s", results.topic, first_line(exc))
 
 
-async def start_page(settings: Settings, scorer: Scorer, engine: Engine, live: LiveState) -> None:
+async def start_page(settings: Settings, models: ModelSwitch, engine: Engine, live: LiveState) -> None:
+    """The page follows the live version: it asks ``models`` for the current scorer on every request."""
     from stream.http import Limits, Listener
     from stream.web import page_app
 
-    page = page_app(settings, scorer, engine=engine, health=health, live=live)
+    page = page_app(settings, models, engine=engine, health=health, live=live)
     await Listener(page, Limits.from_settings(settings)).start(settings.web_host, settings.web_port)
     log.info("scoring page and API on http://%s:%d/", settings.web_host, settings.web_port)
 
