@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -59,9 +58,10 @@ class Prepared:
     tables: dict[str, bytes]
 
 
-def prepare(folder: Path) -> Prepared:
+def prepare(folder: Path, cache_dir: Path) -> Prepared:
     """A run folder made ready for the store: packed, described, loaded with TensorFlow, its compiled tables built
-    and checked, its canary scores taken. Raises :class:`UserError` for a folder that is not a working model."""
+    and checked (kept in ``cache_dir`` too), its canary scores taken. Raises :class:`UserError` for a folder that is
+    not a working model."""
     from model.compiled.cache import cache_path
     from model.scorer import load_scorer
 
@@ -70,15 +70,14 @@ def prepare(folder: Path) -> Prepared:
     if not zipfile.is_zipfile(model_file):
         raise UserError(f"{model_file} is not a Keras model (not a .keras archive)", None, 2)
     version = model_version(model_file)
-    with tempfile.TemporaryDirectory(prefix="sentiment-add-") as scratch:
-        try:
-            scorer = load_scorer(folder, scoring="compiled", cache_dir=Path(scratch))
-            texts, labels = canary()
-            scores = scorer.inspect_tensorflow(texts).scores
-        except Exception as exc:  # noqa: BLE001 - whatever Keras says about a file it cannot load
-            raise UserError(f"{model_file} does not load as a model: {first_line(exc)}", None, 2) from exc
-        table_file = cache_path(version, Path(scratch))
-        tables = {table_file.name: table_file.read_bytes()} if scorer.scoring == "compiled" and table_file.exists() else {}
+    try:
+        scorer = load_scorer(folder, scoring="compiled", cache_dir=cache_dir)
+        texts, labels = canary()
+        scores = scorer.inspect_tensorflow(texts).scores
+    except Exception as exc:  # noqa: BLE001 - whatever Keras says about a file it cannot load
+        raise UserError(f"{model_file} does not load as a model: {first_line(exc)}", None, 2) from exc
+    table_file = cache_path(version, cache_dir)
+    tables = {table_file.name: table_file.read_bytes()} if scorer.scoring == "compiled" and table_file.exists() else {}
     metrics = ModelArtifact.at(folder).metrics()
     manifest = {
         "version": version,
