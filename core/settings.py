@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         "(README, Model store).",
     )
     model_poll_interval: float = Field(
-        2.0, gt=0, le=60, description="Seconds between a worker's looks at the model store for a new live or shadow version."
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds between a worker's looks at the model store for a new live or shadow version.",
     )
     batch_wait: float = Field(
         0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."

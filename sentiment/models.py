@@ -29,7 +29,9 @@ def add(settings: Settings, folder: Path, out=sys.stdout) -> str:
     try:
         version = model_version(folder / MODEL_FILE)
         prepared = None if model_store.has_version(engine, version) else _prepare(folder, settings)
-        seed_live(engine, settings, out)
+        seeded = seed_live(engine, settings, out)
+        if seeded == version:
+            return version
         if prepared is None or not _store(engine, prepared, folder, settings, out):
             print(f"{version} is already in the model store (a version is its content: nothing changed)", file=out)
         return version
@@ -59,17 +61,22 @@ def _store(engine: Engine, prepared, folder: Path, settings: Settings, out) -> b
     return added
 
 
-def seed_live(engine: Engine, settings: Settings, out) -> None:
-    """A store with no live version gets the configured model (``SENTIMENT_MODEL``, what workers run meanwhile)."""
+def seed_live(engine: Engine, settings: Settings, out) -> str | None:
+    """A store with no live version gets the configured model (``SENTIMENT_MODEL``, what workers run meanwhile).
+    Returns its version when it did this."""
     from model.scorer import ModelArtifact
 
     if model_store.wanted(engine).live is not None:
-        return
+        return None
     version = ModelArtifact.at(settings.model).version
     if not model_store.has_version(engine, version):
         _store(engine, _prepare(settings.model, settings), settings.model, settings, out)
     model_store.assign(engine, "live", version, model_store.who(), "seed")
-    print(f"the store had no live version: {version} ({settings.model}, what workers run until a promote) is live", file=out)
+    print(
+        f"the store had no live version: {version} ({settings.model}, what workers run until a promote) is live",
+        file=out,
+    )
+    return version
 
 
 def describe(manifest: dict, size: int) -> str:
@@ -123,7 +130,10 @@ def list_store(settings: Settings, as_json: bool, out=sys.stdout) -> None:
         print(f"the model store is empty; workers run the configured model ({settings.model})", file=out)
         print("  add one: sentiment model add runs/NAME-VERSION/", file=out)
         return
-    print(f"{'version':<13} {'role':<7} {'added (UTC)':<17} {'by':<24} {'val acc':>7} {'test acc':>8} {'canary':>6}", file=out)
+    print(
+        f"{'version':<13} {'role':<7} {'added (UTC)':<17} {'by':<24} {'val acc':>7} {'test acc':>8} {'canary':>6}",
+        file=out,
+    )
     for v in stored:
         m = v.manifest
         role = ",".join(roles_of(v.version, wanted)) or "-"
@@ -175,7 +185,9 @@ def promote(settings: Settings, version: str, *, offline: bool, wait: float, out
         version = model_store.resolve(engine, version)
         current = model_store.wanted(engine).live
         if current is not None and current.version == version:
-            print(f"{version} is already live (since {current.set_at:%Y-%m-%d %H:%M:%S}, by {current.set_by})", file=out)
+            print(
+                f"{version} is already live (since {current.set_at:%Y-%m-%d %H:%M:%S}, by {current.set_by})", file=out
+            )
             return 0
         return _make_live(engine, settings, version, "promote", offline=offline, wait=wait, out=out)
     finally:
@@ -191,7 +203,9 @@ def rollback(settings: Settings, *, offline: bool, wait: float, out=sys.stdout) 
         engine.dispose()
 
 
-def _make_live(engine: Engine, settings: Settings, version: str, action: str, *, offline: bool, wait: float, out) -> int:
+def _make_live(
+    engine: Engine, settings: Settings, version: str, action: str, *, offline: bool, wait: float, out
+) -> int:
     workers = model_store.running_workers(engine, worker_timeout(settings))
     if not workers and not offline:
         raise UserError(

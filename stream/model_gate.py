@@ -20,7 +20,7 @@ import json
 import os
 import zipfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +82,7 @@ def prepare(folder: Path, cache_dir: Path) -> Prepared:
     manifest = {
         "version": version,
         "model_sha256": sha256_of(model_file.read_bytes()),
-        "created": datetime.fromtimestamp(model_file.stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.fromtimestamp(model_file.stat().st_mtime, UTC).isoformat(timespec="seconds"),
         "source": str(folder.resolve()),
         "config": metrics.get("config"),
         "validation": _headline(metrics.get("validation")),
@@ -156,9 +156,7 @@ def load_configured(settings: Settings) -> LoadedModel:
 def check(scorer: Scorer, manifest: dict, settings: Settings) -> None:
     """The gate: the scoring path asked for, TensorFlow's canary scores, the accuracy floor."""
     if scorer.scoring != settings.scoring:
-        raise Refused(
-            "scoring_path", f"it scores with {scorer.scoring}, not {settings.scoring} (SENTIMENT_SCORING)"
-        )
+        raise Refused("scoring_path", f"it scores with {scorer.scoring}, not {settings.scoring} (SENTIMENT_SCORING)")
     texts, labels = canary()
     scores = scorer.score(texts)
     expected = (manifest.get("canary") or {}).get("scores")

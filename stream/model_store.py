@@ -27,7 +27,7 @@ import socket
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import (
@@ -110,7 +110,7 @@ def who() -> str:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def sha256_of(data: bytes) -> str:
@@ -235,7 +235,10 @@ def versions(engine: Engine) -> list[StoredVersion]:
 
 def has_version(engine: Engine, version: str) -> bool:
     with engine.connect() as conn:
-        return conn.execute(select(model_versions.c.version).where(model_versions.c.version == version)).first() is not None
+        return (
+            conn.execute(select(model_versions.c.version).where(model_versions.c.version == version)).first()
+            is not None
+        )
 
 
 def resolve(engine: Engine, prefix: str) -> str:
@@ -337,9 +340,10 @@ def assign(engine: Engine, role: str, version: str | None, set_by: str, action: 
     if role == "live" and version is None:
         raise ValueError("the live role always has a version")
     with engine.begin() as conn:
-        if version is not None and not conn.execute(
-            select(model_versions.c.version).where(model_versions.c.version == version)
-        ).first():
+        if (
+            version is not None
+            and not conn.execute(select(model_versions.c.version).where(model_versions.c.version == version)).first()
+        ):
             raise UserError(f"no version {version!r} in the model store", "`sentiment model list` shows the versions")
         current = conn.execute(
             select(model_assignments.c.version)
@@ -407,4 +411,4 @@ def running_workers(engine: Engine, within: float = 10.0) -> list[WorkerState]:
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

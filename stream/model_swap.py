@@ -200,7 +200,12 @@ class ModelWatcher:
             return
         self.tried.add((role, assignment.id))
         metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - started)
-        log.info("model %s loaded and checked in %.1f s; switching %s at the next batch", target, time.perf_counter() - started, role)
+        log.info(
+            "model %s loaded and checked in %.1f s; switching %s at the next batch",
+            target,
+            time.perf_counter() - started,
+            role,
+        )
         self.switch.offer(role, model)
 
     def refuse(self, role: str, version: str, why: Refused) -> None:

@@ -372,12 +372,16 @@ def _drift_monitors(
     artifact: ModelArtifact, version: str, settings: Settings
 ) -> tuple[DriftMonitor, InputDriftMonitor | None]:
     """The score and input drift monitors against an artifact's references (no input drift without them)."""
-    drift = DriftMonitor(artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores)
+    drift = DriftMonitor(
+        artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
+    )
     reference_inputs = artifact.reference_inputs()
     if reference_inputs is None:
         log.warning("model %s has no reference_inputs.json: input drift is off (python -m training.reference)", version)
         return drift, None
-    return drift, InputDriftMonitor(reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores)
+    return drift, InputDriftMonitor(
+        reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
+    )
 
 
 def waiting_in(positions: dict[tuple[str, int], tuple[int, int]]) -> int:

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 
 from core.errors import UserError
 from core.settings import Settings
-from model.scorer import Inspection, ModelArtifact, model_version
+from model.scorer import Inspection, model_version
 from stream import model_store
 from stream.batch import BatchResult, BatchScorer, Incoming, ShadowScores
 from stream.db import make_engine, upgrade

@@ -54,7 +54,6 @@ class LiveState:
     psi_threshold: float = 0.0
     shadow: object = None  # a callable returning the shadow's agreement and score difference so far, or None
 
-
     def sample(self, scored_total: float, psi: float, verdict: float) -> None:
         self.samples.append((time.time(), scored_total, psi, verdict))
 
