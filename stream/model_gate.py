@@ -31,7 +31,7 @@ from core.messages import first_line
 from core.settings import Settings
 from model.samples import SAMPLE_REVIEWS, hostile_texts
 from model.scorer import MODEL_FILE, ModelArtifact, Scorer, load_configured_scorer, model_version
-from stream.model_store import CorruptVersion, artifact_files, fetch, pack, sha256_of, unpack
+from stream.model_store import CorruptVersion, artifact_files, fetch, fetch_table, pack, sha256_of, unpack
 
 MATCH_TOLERANCE = 1e-5  # the compiled scorer's promise against TensorFlow (README, Performance)
 
@@ -134,16 +134,19 @@ def load_checked(engine: Engine, version: str, settings: Settings) -> LoadedMode
     fetched = fetch(engine, version)
     if fetched is None:
         raise Refused("missing", f"version {version} is not in the model store")
+    manifest = fetched.manifest
     try:
         folder = unpack(fetched.content, fetched.sha256, version, settings.cache_dir / "models")
     except CorruptVersion as exc:
         raise Refused("corrupt", str(exc)) from exc
-    _install_tables(fetched.tables, version, settings.cache_dir)
+    finally:
+        del fetched  # the blob's memory goes before the model's comes (the peak of a swap)
+    _install_tables(engine, version, settings.cache_dir)
     try:
         scorer = load_configured_scorer(ModelArtifact.at(folder), settings)
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused, whatever the error
         raise Refused("load_failed", first_line(exc)) from exc
-    check(scorer, fetched.manifest, settings)
+    check(scorer, manifest, settings)
     return LoadedModel(ModelArtifact.at(folder), scorer)
 
 
@@ -175,15 +178,18 @@ def check(scorer: Scorer, manifest: dict, settings: Settings) -> None:
         )
 
 
-def _install_tables(tables: dict[str, tuple[str, bytes]], version: str, cache_dir: Path) -> None:
-    """Put the stored compiled tables that this worker's code and TensorFlow would have built into its cache (a
-    name from another TensorFlow or code version is left: this worker builds its own)."""
+def _install_tables(engine: Engine, version: str, cache_dir: Path) -> None:
+    """Put the stored compiled tables that this worker's code and TensorFlow would have built into its cache, when
+    they are not there (tables built by another TensorFlow or code version are left: this worker builds its own)."""
     from model.compiled.cache import cache_path
 
     wanted = cache_path(version, cache_dir)
-    if wanted.exists() or wanted.name not in tables:
+    if wanted.exists():
         return
-    sha256, data = tables[wanted.name]
+    stored = fetch_table(engine, version, wanted.name)
+    if stored is None:
+        return
+    sha256, data = stored
     if sha256_of(data) != sha256:
         raise Refused("corrupt", f"its compiled tables {wanted.name} do not have the stored hash")
     wanted.parent.mkdir(parents=True, exist_ok=True)

@@ -262,22 +262,27 @@ class Fetched:
     sha256: str
     content: bytes
     manifest: dict
-    tables: dict[str, tuple[str, bytes]]  # name -> (sha256, bytes)
 
 
 def fetch(engine: Engine, version: str) -> Fetched | None:
+    """A version's blob and manifest (not its tables: :func:`fetch_table` reads the one a worker needs)."""
+    columns = (model_versions.c.version, model_versions.c.sha256, model_versions.c.content, model_versions.c.manifest)
     with engine.connect() as conn:
-        row = conn.execute(select(model_versions).where(model_versions.c.version == version)).first()
-        if row is None:
-            return None
-        tables = conn.execute(select(model_tables).where(model_tables.c.version == version)).all()
-    return Fetched(
-        row.version,
-        row.sha256,
-        bytes(row.content),
-        json.loads(row.manifest),
-        {t.name: (t.sha256, bytes(t.content)) for t in tables},
-    )
+        row = conn.execute(select(*columns).where(model_versions.c.version == version)).first()
+    if row is None:
+        return None
+    return Fetched(row.version, row.sha256, bytes(row.content), json.loads(row.manifest))
+
+
+def fetch_table(engine: Engine, version: str, name: str) -> tuple[str, bytes] | None:
+    """(sha256, bytes) of one stored table file of a version, or None when there is none of that name."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(model_tables.c.sha256, model_tables.c.content).where(
+                model_tables.c.version == version, model_tables.c.name == name
+            )
+        ).first()
+    return None if row is None else (row.sha256, bytes(row.content))
 
 
 # --- roles --------------------------------------------------------------------------------------------------------

@@ -68,7 +68,9 @@ def test_a_version_is_stored_whole_named_by_its_model_file_and_added_once(engine
     [row] = model_store.versions(engine)
     assert row.version == version == model_version(tmp_path / "model-one" / "model.keras")
     fetched = model_store.fetch(engine, version)
-    assert model_store.sha256_of(fetched.content) == fetched.sha256 and fetched.tables["fast-x.npz"][1] == b"tables"
+    assert model_store.sha256_of(fetched.content) == fetched.sha256
+    assert model_store.fetch_table(engine, version, "fast-x.npz") == (model_store.sha256_of(b"tables"), b"tables")
+    assert model_store.fetch_table(engine, version, "fast-other.npz") is None
     assert not model_store.add_version(engine, version, b"other bytes", {}, {}, "someone")  # immutable
     assert model_store.fetch(engine, version).content == fetched.content
 
