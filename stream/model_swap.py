@@ -55,6 +55,7 @@ class ModelSwitch:
         self.observer = observer
         self.pending: dict[str, LoadedModel | None] = {}
         self.scoring = asyncio.Lock()  # held while a batch is scored; a swap happens only outside it
+        map_large_blocks()
         self.swaps = 0
 
     def current(self) -> Scorer:
@@ -113,6 +114,19 @@ class ModelSwitch:
                 changed = self.apply()
             if changed:
                 await asyncio.to_thread(release_memory)
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_blocks(threshold: int = 4 * 1024 * 1024) -> None:
+    """Have glibc serve every block over ``threshold`` bytes with its own mapping, returned to the system when freed.
+    By default glibc raises that threshold each time such a block is freed (up to 32 MB), after which a model's
+    arrays come from the heap and its holes stay resident after a swap: the settled memory crept up swap by swap."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def release_memory() -> None:

@@ -4,6 +4,7 @@ with the stream unaffected; a worker killed in the middle of a swap starts with 
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import shutil
@@ -22,7 +23,7 @@ from sentiment.local import free_port
 from sentiment.producing import produce_reviews
 from stream import model_store
 from stream.db import make_engine
-from tests.conftest import collect_values, stored_count, wait_until
+from tests.conftest import collect_values, probe, stored_count, wait_until
 from tests.model_variants import variant
 
 pytestmark = pytest.mark.integration
@@ -75,6 +76,15 @@ def metric_value(port: int, name: str, **labels) -> float:
     return total
 
 
+def score_via_api(port: int) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/score",
+        data=json.dumps({"texts": ["A wonderful film."]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
 class Stream:
     """Reviews sent in small chunks, evenly over time, from a thread: a live stream while the test acts."""
 
@@ -96,27 +106,43 @@ class Stream:
         self.thread.join(300)
 
 
-def test_promote_and_rollback_reach_a_running_worker_between_batches_with_nothing_lost(
+def workers_report(settings, version: str, count: int) -> bool:
+    engine = make_engine(settings.database_url)
+    try:
+        return sum(w.live == version for w in model_store.running_workers(engine)) >= count
+    finally:
+        engine.dispose()
+
+
+def test_promote_and_rollback_reach_every_running_worker_between_batches_with_nothing_lost(
     stream_settings, start_worker, imdb_test_rows, variants
 ):
     settings = stream_settings
     default = models.add(settings, settings.model)
     shifted = models.add(settings, variants["shifted"])
-    worker = start_worker()
-    assert wait_until(lambda: worker_reports(settings, default), 90, on_poll=worker.assert_alive), worker.tail()
+    web_port = free_port()
+    worker = start_worker(extra_env={"SENTIMENT_WEB_PORT": str(web_port)})
+    second = start_worker()
+    assert wait_until(lambda: workers_report(settings, default, 2), 90, on_poll=worker.assert_alive), worker.tail()
+    assert probe(web_port, "/api/live")[1]["model_version"] == default
     rows = random.Random(20).sample(imdb_test_rows, 3000)
     timeline = []
     with Stream(settings, rows, per_second=150):
         time.sleep(4)
-        for action in ("promote", "rollback"):
+        for action, version in (("promote", shifted), ("rollback", default)):
             started = time.monotonic()
+            said = io.StringIO()
             if action == "promote":
-                assert models.promote(settings, shifted, offline=False, wait=10) == 0, worker.tail()
+                assert models.promote(settings, shifted, offline=False, wait=10, out=said) == 0, worker.tail()
             else:
-                assert models.rollback(settings, offline=False, wait=10) == 0, worker.tail()
+                assert models.rollback(settings, offline=False, wait=10, out=said) == 0, worker.tail()
             timeline.append((action, time.monotonic() - started))
+            assert f"2 of 2 workers run {version}" in said.getvalue(), said.getvalue()
+            # the page and its API use the live version
+            assert probe(web_port, "/api/live")[1]["model_version"] == version
+            assert score_via_api(web_port)["model_version"] == version
             time.sleep(5)
-    print(f"confirmed by the worker after: {timeline}")
+    print(f"confirmed by both workers after: {timeline}")
     assert all(seconds < 10 for _, seconds in timeline)
     events = events_of(settings, len(rows), worker)
     by_id = {e["review_id"]: e for e in events}
@@ -135,9 +161,9 @@ def test_promote_and_rollback_reach_a_running_worker_between_batches_with_nothin
     for e in by_id.values():
         scored[e["model_version"]] += 1
     assert stored == dict(scored)  # each row carries the version its event carries
-    log = worker.log.read_text()
-    assert f"live model {default} -> {shifted}, switched between two batches" in log, worker.tail()
-    assert worker.stop() == 0, worker.tail()
+    for w in (worker, second):
+        assert f"live model {default} -> {shifted}, switched between two batches" in w.log.read_text(), w.tail()
+        assert w.stop() == 0, w.tail()
 
 
 def test_a_corrupt_or_below_floor_version_is_refused_and_the_stream_goes_on(
