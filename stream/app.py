@@ -54,25 +54,32 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     sentiments = app.topic(settings.topic_sentiments, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_dlq, value_serializer="raw", key_serializer="raw")
 
-    followed, refused = None, None
+    followed, refused, metrics_url = None, None, None
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_configured_scorer(artifact, settings)
+        first = LoadedModel(artifact, load_configured_scorer(artifact, settings))
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
-        artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
+        first, engine = LoadedModel(ready.artifact, ready.scorer), ready.engine
         followed, refused = ready.live_assignment, ready.refused
+        metrics_url = ready.server.url if ready.server is not None else None
+        # From here on the switch below owns the model: a reference kept anywhere else (here, in a closure) would
+        # keep the first model in memory after every swap.
+        ready.artifact = ready.scorer = None
     health.update(model_loaded=True)
     batch_scorer = BatchScorer(
-        scorer,
+        first.scorer,
         max_text_chars=settings.max_text_chars,
         max_message_bytes=settings.max_message_bytes,
         uncertain_band=settings.uncertain_band,
         min_known_share=settings.min_known_share,
     )
     sink = SqlSink(engine)
-    observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))
-    models = ModelSwitch(LoadedModel(artifact, scorer), batch_scorer, observer)
+    observer = BatchObserver.for_model(
+        first.artifact, first.scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer)
+    )
+    models = ModelSwitch(first, batch_scorer, observer)
+    del first
     watcher = ModelWatcher(engine, settings, models, refused=refused)
     if followed is not None:
         watcher.tried.add(("live", followed))
@@ -101,8 +108,8 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     @app.task
     async def announce() -> None:
-        log_start(settings, artifact, scorer, ready)
-        await warm_up(scorer, results)
+        log_start(settings, models.live, metrics_url)
+        await warm_up(models.current(), results)
         await probe()
 
     @app.timer(PROBE_INTERVAL)
@@ -224,8 +231,8 @@ def incoming(message) -> Incoming:
     )
 
 
-def log_start(settings: Settings, artifact: ModelArtifact, scorer: Scorer, ready: Ready | None) -> None:
-    where = ready.server.url if ready is not None and ready.server is not None else None
+def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None:
+    artifact, scorer = model.artifact, model.scorer
     log.info(
         "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
         scorer.version,
