@@ -1,6 +1,6 @@
 """A real worker through 10 live swaps while reviews stream in, and its throughput with and without a shadow.
 
-    .venv/bin/python bench/worker_swaps.py [--swaps 10] [--rate 500] [--backlog 10000] [--json runs/worker_swaps.json]
+    .venv/bin/python bench/worker_swaps.py [--swaps 10] [--rate 200] [--backlog 5000] [--json runs/worker_swaps.json]
 
 Starts a Tansu broker and a PostgreSQL cluster, adds the default model and a variant of it (last bias moved) to the
 model store, starts `sentiment worker`, streams real `imdb_test` reviews at ``--rate`` per second, and promotes the
@@ -54,7 +54,7 @@ def reset_peak(pid: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--swaps", type=int, default=10)
-    parser.add_argument("--rate", type=float, default=500, help="reviews per second streamed during the swaps")
+    parser.add_argument("--rate", type=float, default=200, help="reviews per second streamed during the swaps")
     parser.add_argument("--backlog", type=int, default=5_000, help="reviews drained with and without a shadow")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -103,8 +103,14 @@ def main() -> int:
         sender = threading.Thread(target=stream, daemon=True)
         sender.start()
         time.sleep(10)
+        first, _ = memory_mb(worker.pid)
+        time.sleep(40)  # the control: how much a worker grows on one model over as long as the swaps take
         single, _ = memory_mb(worker.pid)
-        print(f"worker streaming {args.rate:.0f} reviews/s on one model: RSS {single:.0f} MB", flush=True)
+        print(
+            f"worker streaming {args.rate:.0f} reviews/s on one model: RSS {first:.0f} MB after 10 s, {single:.0f} MB "
+            "after 50 s (the single-model figure)",
+            flush=True,
+        )
         from stream import model_store
         from stream.db import make_engine
 

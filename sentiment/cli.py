@@ -201,6 +201,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import run
 
     cfg = load_config(args.config)
+    if args.promote:  # the store must be there before an hour of training, not after
+        from stream.db import database_engine
+
+        database_engine(settings_from(args)).dispose()
     data = args.data
     if args.download:
         from training.pipeline import download

@@ -57,6 +57,7 @@ class ModelSwitch:
         self.scoring = asyncio.Lock()  # held while a batch is scored; a swap happens only outside it
         map_large_blocks()
         self.swaps = 0
+        self.to_release = False  # a model was switched out: its memory is to be given back (by the watcher)
 
     def current(self) -> Scorer:
         """The live scorer now (the page and ``/api/score`` ask for it on every request)."""
@@ -95,6 +96,7 @@ class ModelSwitch:
             changes.append(("shadow", old_shadow.version if old_shadow else None, self.version_of("shadow")))
         pause = time.perf_counter() - started
         metrics.MODEL_SWAP_PAUSE_SECONDS.observe(pause)
+        self.to_release = True
         for role, old_version, new_version in changes:
             self.swaps += 1
             metrics.MODEL_SWAPS.labels(role=role).inc()
@@ -108,12 +110,14 @@ class ModelSwitch:
         return changes
 
     async def apply_between_batches(self) -> None:
-        """Apply what is offered as soon as no batch is being scored (an idle stream switches too)."""
+        """Apply what is offered as soon as no batch is being scored (an idle stream switches too), then give the
+        memory of what was switched out back, whoever switched it (here, or the agent before its next batch)."""
         if self.pending:
             async with self.scoring:
-                changed = self.apply()
-            if changed:
-                await asyncio.to_thread(release_memory)
+                self.apply()
+        if self.to_release:
+            self.to_release = False
+            await asyncio.to_thread(release_memory)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
