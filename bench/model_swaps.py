@@ -28,13 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def prepare(folder: Path) -> None:
+def prepare(folder: Path, url: str) -> None:
     """(child) The store: the default model, live, and a variant of it."""
     from core.settings import Settings
     from sentiment import models
     from tests.model_variants import variant
 
-    settings = Settings(database_url=f"sqlite:///{folder / 'store.db'}", cache_dir=folder / "cache")
+    settings = Settings(database_url=url, cache_dir=folder / "cache")
     from stream.db import upgrade
 
     upgrade(settings.database_url)
@@ -73,16 +73,21 @@ def main() -> int:
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--batches", type=int, default=40, help="batches of 256 scored between two swaps")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--database-url", help="the store's database (default: a new SQLite file)")
     parser.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
-        prepare(args.prepare)
+        prepare(args.prepare, args.database_url)
         return 0
 
     folder = Path(tempfile.mkdtemp(prefix="bench-swaps-"))
+    url = args.database_url or f"sqlite:///{folder / 'store.db'}"
     print(f"preparing a model store in {folder} (a child process, with TensorFlow) ...", flush=True)
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, __file__, "--prepare", str(folder)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, __file__, "--prepare", str(folder), "--database-url", url], check=True, env=env,
+        capture_output=True,
+    )  # fmt: skip
 
     from core.settings import Settings
     from stream import model_store
@@ -92,7 +97,7 @@ def main() -> int:
     from stream.model_swap import ModelSwitch, ModelWatcher, release_memory
     from training.datasets import read_reviews, shared_data_dir
 
-    settings = Settings(database_url=f"sqlite:///{folder / 'store.db'}", cache_dir=folder / "cache")
+    settings = Settings(database_url=url, cache_dir=folder / "cache")
     engine = make_engine(settings.database_url)
     data = shared_data_dir()
     texts = [r.text for r in read_reviews(data / "imdb_test.csv.gz")] if data else []

@@ -120,15 +120,20 @@ class ModelSwitch:
             await asyncio.to_thread(release_memory)
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters
+M_ARENA_MAX = -8
 
 
-def map_large_blocks(threshold: int = 4 * 1024 * 1024) -> None:
+def map_large_blocks(threshold: int = 4 * 1024 * 1024, arenas: int = 2) -> None:
     """Have glibc serve every block over ``threshold`` bytes with its own mapping, returned to the system when freed.
     By default glibc raises that threshold each time such a block is freed (up to 32 MB), after which a model's
-    arrays come from the heap and its holes stay resident after a swap: the settled memory crept up swap by swap."""
+    arrays come from the heap and its holes stay resident after a swap: the settled memory crept up swap by swap.
+    At most ``arenas`` malloc arenas: a model loads in one thread while batches are scored in another, and each
+    thread's own arena kept its share of holes."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, threshold)
+        libc.mallopt(M_ARENA_MAX, arenas)
     except (OSError, AttributeError):  # not glibc
         pass
 
