@@ -42,9 +42,11 @@ def variants(workdir: Path) -> dict[str, Path]:
 
 
 def events_of(settings, count: int, worker, timeout: float = 120) -> list[dict]:
+    """The ``sentiments`` events, each with the ``partition`` it is on (one worker's, as reviews and results of a
+    film share a partition number)."""
     distinct = lambda records: len({json.loads(r.value)["review_id"] for r in records})  # noqa: E731
     records = collect_values(settings, settings.topic_sentiments, lambda rs: distinct(rs) >= count, timeout, worker)
-    return [json.loads(r.value) for r in records]
+    return [json.loads(r.value) | {"partition": r.partition} for r in records]
 
 
 def versions_by_batch(events: list[dict]) -> dict[str, set[str]]:
@@ -149,9 +151,12 @@ def test_promote_and_rollback_reach_every_running_worker_between_batches_with_no
     assert set(by_id) == {r.review_id for r in rows}
     batches = versions_by_batch(events)
     assert all(len(versions) == 1 for versions in batches.values()), "a batch scored by two versions"
-    in_order = [next(iter(batches[at])) for at in sorted(batches)]
-    switches = [v for i, v in enumerate(in_order) if i == 0 or v != in_order[i - 1]]
-    assert switches == [default, shifted, default], switches
+    # each partition is one worker's: in the order it scored them, its batches went default, new, default
+    for partition in sorted({e["partition"] for e in events}):
+        ours = versions_by_batch([e for e in events if e["partition"] == partition])
+        in_order = [next(iter(ours[at])) for at in sorted(ours)]
+        switches = [v for i, v in enumerate(in_order) if i == 0 or v != in_order[i - 1]]
+        assert switches == [default, shifted, default], (partition, switches)
     assert stored_count(settings.database_url) == len(rows)
     engine = make_engine(settings.database_url)
     with engine.connect() as conn:
