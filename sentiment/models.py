@@ -18,10 +18,11 @@ from stream.db import database_engine
 NO_WORKER_HINT = "start `sentiment worker` on this database first, or pass --offline to set it for the next start"
 
 
-def add(settings: Settings, folder: Path, out=sys.stdout) -> str:
+def add(settings: Settings, folder: Path, out=None) -> str:
     """Add a run folder to the store; the first add also records the configured model as the live version (what
     workers run until a promote), so that a rollback can return to it. Returns the version. The folder is checked
     (and loaded with TensorFlow) before anything is written."""
+    out = out or sys.stdout
     from model.scorer import MODEL_FILE, model_version
 
     model_store.artifact_files(folder)  # a folder that is no model fails before anything else is done
@@ -89,7 +90,8 @@ def describe(manifest: dict, size: int) -> str:
     return ", ".join(parts)
 
 
-def list_store(settings: Settings, as_json: bool, out=sys.stdout) -> None:
+def list_store(settings: Settings, as_json: bool, out=None) -> None:
+    out = out or sys.stdout
     engine = database_engine(settings)
     try:
         stored = model_store.versions(engine)
@@ -179,7 +181,8 @@ def worker_timeout(settings: Settings) -> float:
     return max(10.0, 3 * settings.model_poll_interval)
 
 
-def promote(settings: Settings, version: str, *, offline: bool, wait: float, out=sys.stdout) -> int:
+def promote(settings: Settings, version: str, *, offline: bool, wait: float, out=None) -> int:
+    out = out or sys.stdout
     engine = database_engine(settings)
     try:
         version = model_store.resolve(engine, version)
@@ -194,7 +197,8 @@ def promote(settings: Settings, version: str, *, offline: bool, wait: float, out
         engine.dispose()
 
 
-def rollback(settings: Settings, *, offline: bool, wait: float, out=sys.stdout) -> int:
+def rollback(settings: Settings, *, offline: bool, wait: float, out=None) -> int:
+    out = out or sys.stdout
     engine = database_engine(settings)
     try:
         _, previous = model_store.rollback_target(engine)
@@ -255,7 +259,8 @@ def confirm(engine: Engine, settings: Settings, version: str, names: list[str], 
         time.sleep(0.25)
 
 
-def shadow(settings: Settings, version: str | None, out=sys.stdout) -> int:
+def shadow(settings: Settings, version: str | None, out=None) -> int:
+    out = out or sys.stdout
     engine = database_engine(settings)
     try:
         if version is not None:
@@ -271,9 +276,10 @@ def shadow(settings: Settings, version: str | None, out=sys.stdout) -> int:
     return 0
 
 
-def add_and_promote(settings: Settings, folder: Path, out=sys.stdout) -> None:
+def add_and_promote(settings: Settings, folder: Path, out=None) -> None:
     """``sentiment train --promote``: the new run goes into the store and becomes live (for workers running now,
     at once; for the others, when they start)."""
+    out = out or sys.stdout
     version = add(settings, folder, out)
     engine = database_engine(settings)
     try:
