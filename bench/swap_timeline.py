@@ -48,8 +48,8 @@ from core.settings import Settings
 from sentiment import models
 from tests.model_variants import variant
 settings = Settings(database_url=sys.argv[1])
-for name, shift in (("a", 0.05), ("b", -0.05)):
-    print(models.add(settings, variant(Path(sys.argv[2]) / name, bias_shift=shift)))
+added = [models.add(settings, variant(Path(sys.argv[2]) / name, bias_shift=shift)) for name, shift in (("a", 0.05), ("b", -0.05))]
+print("VERSIONS", *added)
 """
 
 
@@ -82,7 +82,7 @@ def main() -> int:
             [sys.executable, "-c", PREPARE, pg.url, str(workdir / "variants")],
             check=True, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         )  # fmt: skip
-        version_a, version_b = done.stdout.split()[-2:]
+        version_a, version_b = done.stdout.strip().splitlines()[-1].split()[1:]
         engine = make_engine(pg.url)
         default = model_store.wanted(engine).live_version
         ports = [free_port(), free_port()]
@@ -104,11 +104,15 @@ def main() -> int:
                 raise SystemExit(f"a worker exited: see {workdir}")
             time.sleep(0.5)
 
+        def paced():  # one producer for the whole stream, fed at the rate
+            started = time.monotonic()
+            for i, row in enumerate(rows):
+                if i % 100 == 0:
+                    time.sleep(max(0.0, started + i / args.rate - time.monotonic()))
+                yield row
+
         def stream() -> None:
-            for start in range(0, len(rows), 200):
-                began = time.monotonic()
-                produce_reviews(settings, rows[start : start + 200], progress=False)
-                time.sleep(max(0.0, 200 / args.rate - (time.monotonic() - began)))
+            produce_reviews(settings, paced(), progress=False)
 
         sender = threading.Thread(target=stream, daemon=True)
         sender.start()
