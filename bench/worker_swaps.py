@@ -150,7 +150,7 @@ def main() -> int:
         scoring_us: dict[str, list[float]] = {"without": [], "with": []}
         backlog = rows[20_000 : 20_000 + args.backlog]
         other = next(v for v in versions if v != live)
-        for rep in range(2):
+        for rep in range(2 if backlog else 0):
             for kind in ("without", "with"):
                 models.shadow(settings, other if kind == "with" else None, out=io.StringIO())
                 time.sleep(6)  # the worker loads (or drops) the shadow
@@ -173,13 +173,14 @@ def main() -> int:
                     f"{scoring_us[kind][-1]:.0f} us of batch scoring per review",
                     flush=True,
                 )
-        best = {k: max(v) for k, v in rates.items()}
-        print(
-            f"worker scoring {len(backlog):,} reviews sent as fast as the producer goes (timed from 10% to 100%): "
-            f"without a shadow {best['without']:,.0f} reviews/s, with one {best['with']:,.0f} "
-            f"({best['with'] / best['without']:.2f}x); batch scoring per review "
-            f"{min(scoring_us['without']):.0f} us without, {min(scoring_us['with']):.0f} us with"
-        )
+        best = {k: max(v) for k, v in rates.items() if v}
+        if best:
+            print(
+                f"worker scoring {len(backlog):,} reviews sent as fast as the producer goes (timed from 10% to 100%): "
+                f"without a shadow {best['without']:,.0f} reviews/s, with one {best['with']:,.0f} "
+                f"({best['with'] / best['without']:.2f}x); batch scoring per review "
+                f"{min(scoring_us['without']):.0f} us without, {min(scoring_us['with']):.0f} us with"
+            )
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"single_mb": single, "curve": curve, "settled_mb": settled,
