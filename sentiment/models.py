@@ -133,14 +133,14 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
         print("  add one: sentiment model add runs/NAME-VERSION/", file=out)
         return
     print(
-        f"{'version':<13} {'role':<7} {'added (UTC)':<17} {'by':<24} {'val acc':>7} {'test acc':>8} {'canary':>6}",
+        f"{'version':<13} {'role':<11} {'added (UTC)':<17} {'by':<24} {'val acc':>7} {'test acc':>8} {'canary':>6}",
         file=out,
     )
     for v in stored:
         m = v.manifest
         role = ",".join(roles_of(v.version, wanted)) or "-"
         print(
-            f"{v.version:<13} {role:<7} {v.added_at:%Y-%m-%d %H:%M} {v.added_by[:24]:<24} "
+            f"{v.version:<13} {role:<11} {v.added_at:%Y-%m-%d %H:%M} {v.added_by[:24]:<24} "
             f"{_accuracy(m.get('validation')):>7} {_accuracy(m.get('test')):>8} {m['canary']['accuracy']:>6.3f}",
             file=out,
         )
@@ -152,8 +152,9 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
         print(f"{role}: {what}", file=out)
     print("history (newest first):", file=out)
     for a in history:
+        nothing = "none" if a.role == "live" else "off"
         print(
-            f"  {a.set_at:%Y-%m-%d %H:%M:%S} {a.action:<8} {a.role:<6} {a.previous or 'none'} -> {a.version or 'off'}"
+            f"  {a.set_at:%Y-%m-%d %H:%M:%S} {a.action:<8} {a.role:<6} {a.previous or nothing} -> {a.version or 'off'}"
             f"  by {a.set_by}",
             file=out,
         )
