@@ -338,3 +338,26 @@ def test_a_database_without_the_store_says_to_migrate(tmp_path, capsys, monkeypa
     monkeypatch.setenv("SENTIMENT_DATABASE_URL", url)
     code, lines = run_cli(capsys, "model", "list")
     assert code == 1 and "sentiment db upgrade" in lines[1]
+
+
+def test_the_scoring_api_answers_with_the_version_live_at_the_moment():
+    from stream.web import ScoringApi
+
+    batch_scorer = BatchScorer(FakeScorer("a", 0.9), max_text_chars=100, max_message_bytes=1000)
+    switch = ModelSwitch(loaded("a", value=0.9), batch_scorer)
+    api = ScoringApi(
+        switch,
+        lambda: None,
+        uncertain_band=0.1,
+        min_known_share=0.3,
+        max_texts=4,
+        max_text_chars=100,
+        max_concurrent=1,
+        cpu_share=1.0,
+    )
+    first = json.loads(api.answer(["Loved it."], explain=False))
+    switch.offer("live", loaded("b", value=0.2))
+    switch.apply()
+    second = json.loads(api.answer(["Loved it."], explain=False))
+    assert (first["model_version"], first["results"][0]["label"]) == ("a", "positive")
+    assert (second["model_version"], second["results"][0]["label"]) == ("b", "negative")
