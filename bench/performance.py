@@ -351,7 +351,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/performance.json"))
     parser.add_argument("--profile", action="store_true", help="py-spy the one-process worker run")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of {', '.join(SECTIONS)}")
-    parser.add_argument("--compare", type=Path, help="another model folder: its compiled scoring speed beside the default's")
+    parser.add_argument(
+        "--compare", type=Path, help="another model folder: its compiled scoring speed beside the default's"
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     if unknown := only - set(SECTIONS):

@@ -63,6 +63,19 @@ class Settings(BaseSettings):
         default_factory=default_cache_home,
         description="Where the compiled scorer keeps the tables it builds from a model (rebuilt when missing).",
     )
+    canary_min_accuracy: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Accuracy on the labelled sample reviews below which a worker refuses a new model version "
+        "(README, Model store).",
+    )
+    model_poll_interval: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds between a worker's looks at the model store for a new live or shadow version.",
+    )
     batch_wait: float = Field(
         0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
     )

@@ -93,6 +93,6 @@ def clean(texts: list[str], cleaning: str = "full") -> list[str]:
 
 def words(texts: list[str], cleaning: str = "full") -> list[list[str]]:
     """Python convenience: the words of each text as the model's vectorizer splits them (``tf.strings.split`` of
-    the cleaned text: on ASCII whitespace, \v included, which ``\s`` does not match)."""
+    the cleaned text: on ASCII whitespace, \v included, which ``\\s`` does not match)."""
     split = tf.strings.split(CLEANINGS[cleaning](tf.constant(texts, dtype=tf.string)))
     return [[w.decode("utf-8") for w in row] for row in split.to_list()]

@@ -78,7 +78,9 @@ class Explainer:
         pieces of each stretch between the first layer's kinks (where one of its relu units turns on or off along
         the path: the gradient jumps there, and a quadrature across a jump converges slowly)."""
         ends = np.concatenate([[0.0], self._kinks(pooled), [1.0]])
-        starts = np.concatenate([ends[i] + (ends[i + 1] - ends[i]) * np.arange(pieces) / pieces for i in range(len(ends) - 1)])
+        starts = np.concatenate(
+            [ends[i] + (ends[i + 1] - ends[i]) * np.arange(pieces) / pieces for i in range(len(ends) - 1)]
+        )
         widths = np.repeat(np.diff(ends) / pieces, pieces)
         alphas = (starts[:, None] + (self.nodes[None, :] + 1) / 2 * widths[:, None]).reshape(-1)
         weights = (self.weights[None, :] / 2 * widths[:, None]).reshape(-1)

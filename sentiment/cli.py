@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.messages import first_line, redact, redact_log_records
-from core.settings import DEFAULT_MODEL, Settings, load_settings, settings_in_effect
+from core.settings import Settings, load_settings, settings_in_effect
 
 # Options shared by commands that talk to the broker, the database or the model: each overrides one setting.
 SETTING_OPTIONS = {
@@ -202,12 +202,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     configs = [load_config(path) for path in args.config]
     if args.promote and len(configs) > 1:
-        raise UserError("--promote takes one --config: which of the runs should be the default?")
+        raise UserError("--promote takes one --config: which of the runs should be the live version?")
     if args.seed is not None:  # another draw: its runs are named apart from the config's own seed's
         configs = [
             cfg if cfg.seed == args.seed else cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
             for cfg in configs
         ]
+    if args.promote:  # the store must be there before minutes of training, not after
+        from stream.db import database_engine
+
+        database_engine(settings_from(args)).dispose()
     data = args.data
     if args.download:
         from training.pipeline import download
@@ -223,10 +227,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         (Path(args.out) / "comparison.md").write_text(table)
         print(f"\n{table}\n(also in {Path(args.out) / 'comparison.md'})")
     if args.promote:
-        from training.pipeline import promote
+        from sentiment.models import add_and_promote
 
-        promote(folders[0], DEFAULT_MODEL)
+        add_and_promote(settings_from(args), folders[0])
     return 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from sentiment import models
+
+    settings = settings_from(args)
+    action = args.model_command
+    if action == "add":
+        models.add(settings, args.folder)
+        return 0
+    if action == "list":
+        models.list_store(settings, args.json)
+        return 0
+    if action == "promote":
+        return models.promote(settings, args.version, offline=args.offline, wait=args.wait)
+    if action == "rollback":
+        return models.rollback(settings, offline=args.offline, wait=args.wait)
+    return models.shadow(settings, None if args.off else args.version)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -419,9 +441,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
     p.add_argument("--download", action="store_true", help="fetch the original aclImdb_v1.tar.gz first")
     p.add_argument("--download-dir", default="data", help="where --download puts the tarball (default data/)")
-    p.add_argument("--promote", action="store_true", help="also make the new model the committed default")
+    p.add_argument(
+        "--promote",
+        action="store_true",
+        help="also add the run to the model store and make it the live version (workers switch without a restart)",
+    )
     p.add_argument("--seed", type=int, help="train with this seed instead of the config's (another draw of the model)")
+    _add_settings(p, "database_url")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "model",
+        help="the model store: add a trained version, list, promote, shadow, roll back",
+        description="Versions live in the database (SENTIMENT_DATABASE_URL), named by the hash of their model.keras. "
+        "Running workers follow the live and shadow versions within seconds, switching between two batches after "
+        "checking the new version; one that fails its check is refused and the old one kept.",
+    )
+    modelsub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    m = modelsub.add_parser("add", help="add a run folder (model.keras, metrics.json, ...) to the store")
+    m.add_argument("folder", type=Path, help="the run folder, e.g. runs/trigram-31150f1a2929/")
+    _add_settings(m, "database_url", "model")
+    m.set_defaults(func=cmd_model)
+    m = modelsub.add_parser("list", help="versions, which is live and shadow, the history, the running workers")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    _add_settings(m, "database_url")
+    m.set_defaults(func=cmd_model)
+    for name, text in (
+        ("promote", "make a stored version live on every worker"),
+        ("rollback", "make the live version before the current one live again"),
+    ):
+        m = modelsub.add_parser(name, help=text)
+        if name == "promote":
+            m.add_argument("version", help="a stored version (or its first characters, if unambiguous)")
+        m.add_argument(
+            "--offline", action="store_true", help="set it even when no worker is running (they load it at start)"
+        )
+        m.add_argument(
+            "--wait", type=float, default=20.0, help="seconds to wait for every running worker to switch (0: do not)"
+        )
+        _add_settings(m, "database_url", "model")
+        m.set_defaults(func=cmd_model)
+    m = modelsub.add_parser("shadow", help="score every batch with a second version too, results kept out")
+    which = m.add_mutually_exclusive_group(required=True)
+    which.add_argument("version", nargs="?", help="a stored version (or its first characters)")
+    which.add_argument("--off", action="store_true", help="turn the shadow off")
+    _add_settings(m, "database_url")
+    m.set_defaults(func=cmd_model)
 
     p = sub.add_parser("tune", help="small hyperparameter search on the validation split; writes a table")
     p.add_argument("--config", type=Path, required=True, help="a training config with a [search] table")
@@ -504,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     _add_debug(parser, default=False)
     args = parser.parse_args(argv)
     debug = args.debug or _log_level_is_debug()
-    name = f"sentiment {args.command}"
+    action = getattr(args, "model_command", None)  # `sentiment model promote: ...`: the action is part of the name
+    name = f"sentiment {args.command}" + (f" {action}" if action else "")
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -25,6 +25,8 @@ from stream.consumer import ShortFetchWaitConsumer
 from stream.db import make_engine
 from stream.delivery import Delivery
 from stream.health import health
+from stream.model_gate import LoadedModel
+from stream.model_swap import ModelSwitch, ModelWatcher
 from stream.observer import BatchObserver
 from stream.probes import probe_readiness
 from stream.publish import ResultPublisher, Undeliverable
@@ -52,22 +54,35 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     sentiments = app.topic(settings.topic_sentiments, value_serializer="raw", key_serializer="raw")
     dead_letters = app.topic(settings.topic_dlq, value_serializer="raw", key_serializer="raw")
 
+    followed, refused, metrics_url = None, None, None
     if ready is None:
         artifact = ModelArtifact.at(settings.model)
-        scorer = load_configured_scorer(artifact, settings)
+        first = LoadedModel(artifact, load_configured_scorer(artifact, settings))
         engine = make_engine(settings.database_url, settings.connect_timeout)
     else:
-        artifact, scorer, engine = ready.artifact, ready.scorer, ready.engine
+        first, engine = LoadedModel(ready.artifact, ready.scorer), ready.engine
+        followed, refused = ready.live_assignment, ready.refused
+        metrics_url = ready.server.url if ready.server is not None else None
+        # From here on the switch below owns the model: a reference kept anywhere else (here, in a closure) would
+        # keep the first model in memory after every swap.
+        ready.artifact = ready.scorer = None
     health.update(model_loaded=True)
     batch_scorer = BatchScorer(
-        scorer,
+        first.scorer,
         max_text_chars=settings.max_text_chars,
         max_message_bytes=settings.max_message_bytes,
         uncertain_band=settings.uncertain_band,
         min_known_share=settings.min_known_share,
     )
     sink = SqlSink(engine)
-    observer = BatchObserver.for_model(artifact, scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer))
+    observer = BatchObserver.for_model(
+        first.artifact, first.scorer, settings, health, consumer=lambda: GroupOffsets(app.consumer)
+    )
+    models = ModelSwitch(first, batch_scorer, observer)
+    del first
+    watcher = ModelWatcher(engine, settings, models, refused=refused)
+    if followed is not None:
+        watcher.tried.add(("live", followed))
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
     results = ResultPublisher(
         sentiments,
@@ -84,26 +99,32 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
     async def score(messages: list[Incoming]) -> BatchResult:
         observer.taken(messages)
-        started = time.perf_counter()
-        result = await asyncio.to_thread(batch_scorer.process, messages)
+        async with models.scoring:  # a model swap happens between two batches, never during one
+            models.apply()
+            started = time.perf_counter()
+            result = await asyncio.to_thread(batch_scorer.process, messages)
         observer.scored_in(time.perf_counter() - started)
         return result
 
     @app.task
     async def announce() -> None:
-        log_start(settings, artifact, scorer, ready)
-        await warm_up(scorer, results)
+        log_start(settings, models.live, metrics_url)
+        await warm_up(models.current(), results)
         await probe()
 
     @app.timer(PROBE_INTERVAL)
     async def probe_regularly() -> None:
         await probe()
 
+    @app.timer(settings.model_poll_interval)
+    async def follow_model_store() -> None:
+        await watcher.poll()
+
     if settings.web_port:
 
         @app.task
         async def serve_page() -> None:
-            await start_page(settings, scorer, engine, observer.live)
+            await start_page(settings, models, engine, observer.live)
 
     if settings.progress_interval:
 
@@ -210,8 +231,8 @@ def incoming(message) -> Incoming:
     )
 
 
-def log_start(settings: Settings, artifact: ModelArtifact, scorer: Scorer, ready: Ready | None) -> None:
-    where = ready.server.url if ready is not None and ready.server is not None else None
+def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None:
+    artifact, scorer = model.artifact, model.scorer
     log.info(
         "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
         scorer.version,
@@ -236,11 +257,12 @@ async def warm_up(scorer: Scorer, results: ResultPublisher) -> None:
         log.info("warm-up of %s deferred to the first batch: %s", results.topic, first_line(exc))
 
 
-async def start_page(settings: Settings, scorer: Scorer, engine: Engine, live: LiveState) -> None:
+async def start_page(settings: Settings, models: ModelSwitch, engine: Engine, live: LiveState) -> None:
+    """The page follows the live version: it asks ``models`` for the current scorer on every request."""
     from stream.http import Limits, Listener
     from stream.web import page_app
 
-    page = page_app(settings, scorer, engine=engine, health=health, live=live)
+    page = page_app(settings, models, engine=engine, health=health, live=live)
     await Listener(page, Limits.from_settings(settings)).start(settings.web_host, settings.web_port)
     log.info("scoring page and API on http://%s:%d/", settings.web_host, settings.web_port)
 

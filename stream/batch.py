@@ -6,11 +6,16 @@ messages to dead-letter, each with its reason.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from model.scorer import Inspection, Scorer
 from schemas import Rejection, Review, Sentiment, decode_review, is_readable, is_uncertain, label_for, utc_iso
+
+log = logging.getLogger("sentiment.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +30,23 @@ class Incoming:
     offset: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowScores:
+    """A shadow version's scores of a batch's scored reviews, in the same order. They go nowhere but to metrics."""
+
+    version: str
+    scores: np.ndarray
+
+
 @dataclass(slots=True)
 class BatchResult:
     sentiments: list[Sentiment] = field(default_factory=list)
     rejected: list[tuple[Incoming, Rejection]] = field(default_factory=list)
     inputs: Inspection | None = None  # what the scored reviews looked like to the model, for input drift
     ratings: list[int | None] = field(default_factory=list)  # each result's review's rating (1-10), None: unrated
-    # a shadow scorer's scores of the same reviews, one per result in the same order, and its version (None: no
-    # shadow); the observer compares it with the live scores on the rated ones (stream/accuracy.py)
-    shadow_scores: Sequence[float] | None = None
-    shadow_version: str | None = None
+    # the shadow version's scores of the same reviews, one per result in the same order, when one is set; the
+    # observer compares them with the live ones (agreement; accuracy on the rated ones: stream/accuracy.py)
+    shadow: ShadowScores | None = None
     sentiments_sent: bool = False  # set once the broker has the sentiments: a retry sends only what is left
 
 
@@ -87,13 +99,16 @@ class BatchScorer:
         min_known_share: float = 0.3,
     ) -> None:
         self.scorer = scorer
+        self.shadow: Scorer | None = None  # a second version that scores every batch too (results kept out)
         self.uncertain_band = uncertain_band
         self.min_known_share = min_known_share
         self.max_text_chars = max_text_chars
         self.max_message_bytes = max_message_bytes
 
     def process(self, messages: Sequence[Incoming]) -> BatchResult:
-        """Decode every message, score the valid reviews in one model call, build one result each."""
+        """Decode every message, score the valid reviews in one model call, build one result each; with a shadow
+        set, score them with it too. The scorers are read once: a swap while this runs changes the next batch."""
+        scorer, shadow = self.scorer, self.shadow
         result = BatchResult()
         valid: list[tuple[Review, str | None]] = []  # with the event time, None when the message has none
         for message in messages:
@@ -114,8 +129,14 @@ class BatchScorer:
             valid.append((decoded, event_time))
         if not valid:
             return result
+        texts = [review.text for review, _ in valid]
+        result.inputs = scorer.inspect(texts)  # the scores and more, one call
         result.ratings = [review.rating for review, _ in valid]
-        result.inputs = self.scorer.inspect([review.text for review, _ in valid])  # the scores and more, one call
+        if shadow is not None:
+            try:
+                result.shadow = ShadowScores(shadow.version, shadow.score(texts))
+            except Exception as exc:  # noqa: BLE001 - the shadow must never cost the live results
+                log.warning("shadow model %s failed on a batch of %d: %s", shadow.version, len(texts), exc)
         scored_at = utc_iso()
         shares = result.inputs.known_shares().tolist()
         for (review, event_time), score, share in zip(valid, result.inputs.scores, shares):
@@ -126,7 +147,7 @@ class BatchScorer:
                     movie_id=review.movie_id,
                     score=score,
                     label=label_for(score),
-                    model_version=self.scorer.version,
+                    model_version=scorer.version,
                     scored_at=scored_at,
                     event_time=event_time or scored_at,
                     uncertain=is_uncertain(score, self.uncertain_band),

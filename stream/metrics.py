@@ -124,7 +124,59 @@ SHADOW_P_VALUE = Gauge(
     "SENTIMENT_ACCURACY_MIN_REVIEWS on.",
     ["live_version", "shadow_version"],
 )
-MODEL_INFO = Gauge("sentiment_model_info", "The model in use (value 1), labelled with its version.", ["version"])
+MODEL_INFO = Gauge(
+    "sentiment_model_info",
+    "The model versions in use (value 1), by role: live (scores the stream) or shadow (scores it too, results kept "
+    "out).",
+    ["version", "role"],
+)
+MODEL_SWAPS = Counter(
+    "sentiment_model_swaps_total", "Times a worker switched a role to another version between two batches.", ["role"]
+)
+MODEL_SWAP_FAILURES = Counter(
+    "sentiment_model_swap_failures_total",
+    "Versions this worker refused to run (the old one kept), by version and reason: missing, corrupt, load_failed, "
+    "scoring_path, mismatch, below_floor.",
+    ["version", "reason"],
+)
+MODEL_SWAP_PAUSE_SECONDS = Histogram(
+    "sentiment_model_swap_pause_seconds",
+    "Time the agent spent switching models between two batches (the loading and checks happen beforehand, off the "
+    "event loop).",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+MODEL_LOAD_SECONDS = Histogram(
+    "sentiment_model_load_seconds",
+    "Time to fetch, unpack, load and check a new version before it can be switched to (off the event loop).",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60),
+)
+MODEL_SCORE = Histogram(
+    "sentiment_model_score",
+    "Scores by role and version: the live version's (the same as sentiment_score) and the shadow's.",
+    ["role", "version"],
+    buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)),
+)
+SHADOW_REVIEWS = Counter(
+    "sentiment_shadow_reviews_total", "Reviews scored by both the live and the shadow version.", ["version"]
+)
+SHADOW_AGREEMENTS = Counter(
+    "sentiment_shadow_agreements_total", "Of them, those the shadow version gave the live version's label.", ["version"]
+)
+SHADOW_ABS_DIFFERENCE = Counter(
+    "sentiment_shadow_abs_difference_total",
+    "Sum of |shadow score - live score| over those reviews (divide by sentiment_shadow_reviews_total for the mean).",
+    ["version"],
+)
+SHADOW_AGREEMENT = Gauge(
+    "sentiment_shadow_agreement",
+    "Share of reviews the shadow version labels as the live one does, since it became the shadow on this worker.",
+    ["version"],
+)
+SHADOW_MEAN_ABS_DIFFERENCE = Gauge(
+    "sentiment_shadow_mean_abs_difference",
+    "Mean |shadow score - live score| since the version became the shadow on this worker.",
+    ["version"],
+)
 SCORING_INFO = Gauge(
     "sentiment_scoring_info",
     "How the model is computed (value 1): compiled, or tensorflow (also after a fallback).",

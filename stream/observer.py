@@ -11,7 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from core.settings import Settings
 from stream import metrics
@@ -44,6 +47,37 @@ class Consumer(Protocol):
     def committed(self, tp: Partition) -> int | None:
         """The group's committed offset of the partition (the next one to read); None when it never committed."""
         ...
+
+
+@dataclass(frozen=True)
+class BatchComparison:
+    """One delivered batch as the live and shadow versions scored it, for whoever watches models (the hook of
+    :meth:`BatchObserver.on_batch`): each scored review's rating as sent (None: none), live score, and shadow
+    score (None without a shadow)."""
+
+    review_ids: list[str]
+    ratings: list[int | None]
+    live_version: str
+    live_scores: np.ndarray
+    shadow_version: str | None
+    shadow_scores: np.ndarray | None
+
+
+@dataclass
+class ShadowTally:
+    """How a shadow version compares with the live one since it became the shadow on this worker."""
+
+    reviews: int = 0
+    agreements: int = 0
+    abs_difference: float = 0.0
+
+    @property
+    def agreement(self) -> float:
+        return self.agreements / self.reviews if self.reviews else NAN
+
+    @property
+    def mean_abs_difference(self) -> float:
+        return self.abs_difference / self.reviews if self.reviews else NAN
 
 
 class BatchObserver:
@@ -80,12 +114,16 @@ class BatchObserver:
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # where each assigned partition stood at the last watch
         self.last_progress = clock()  # when an offset last advanced (or nothing was waiting)
+        self.batch_hooks: list[Callable[[BatchComparison], None]] = []
+        self.shadow_version: str | None = None
+        self.shadow_tally = ShadowTally()
         self.live = LiveState(
             streaming=True,
-            window_scores=lambda: list(drift.window),
+            window_scores=lambda: list(self.drift.window),
             reference_scores=drift.reference,
             psi_threshold=settings.psi_threshold,
             accuracy=self.accuracy.as_json,
+            shadow=self.shadow_summary,
         )
         for gauge in (
             metrics.INPUT_OOV_SHIFT,
@@ -95,7 +133,8 @@ class BatchObserver:
             metrics.DRIFT_VERDICT,
         ):
             gauge.set(NAN)
-        metrics.MODEL_INFO.labels(version=model_version).set(1)
+        self.model_version = model_version
+        metrics.MODEL_INFO.labels(version=model_version, role="live").set(1)
         metrics.SCORING_INFO.labels(path=scoring).set(1)
         metrics.PSI_THRESHOLD.set(settings.psi_threshold)
         metrics.DRIFT_MIN_SCORES.set(drift.min_scores)
@@ -114,20 +153,7 @@ class BatchObserver:
         consumer: Callable[[], Consumer],
     ) -> BatchObserver:
         """The observer of a model artifact's scorer, with the artifact's reference scores and inputs for drift."""
-        drift = DriftMonitor(
-            artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
-        )
-        reference_inputs = artifact.reference_inputs()
-        if reference_inputs is None:
-            log.warning(
-                "model %s has no reference_inputs.json: input drift is off (python -m training.reference)",
-                scorer.version,
-            )
-            inputs_drift = None
-        else:
-            inputs_drift = InputDriftMonitor(
-                reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
-            )
+        drift, inputs_drift = _drift_monitors(artifact, scorer.version, settings)
         floor = settings.accuracy_floor
         if floor is None:
             floor = accuracy_floor(artifact.metrics(), settings.accuracy_margin)
@@ -147,6 +173,42 @@ class BatchObserver:
             consumer=consumer,
             accuracy=LiveAccuracy(settings.accuracy_window, settings.accuracy_min_reviews, floor),
         )
+
+    def on_batch(self, hook: Callable[[BatchComparison], None]) -> None:
+        """Call ``hook`` with every delivered batch's :class:`BatchComparison` (on the event loop: keep it short)."""
+        self.batch_hooks.append(hook)
+
+    def live_changed(self, artifact: ModelArtifact, scorer: Scorer) -> None:
+        """The stream scores with another version from the next batch on: the drift references become its own
+        (the windows start again: the old version's scores say nothing about the new one's distribution)."""
+        metrics.MODEL_INFO.remove(self.model_version, "live")
+        self.model_version = scorer.version
+        metrics.MODEL_INFO.labels(version=scorer.version, role="live").set(1)
+        self.drift, self.inputs_drift = _drift_monitors(artifact, scorer.version, self.settings)
+        self.live.reference_scores = self.drift.reference
+        self.shadow_tally = ShadowTally()  # compared with another live version now
+
+    def shadow_changed(self, version: str | None) -> None:
+        if self.shadow_version is not None:
+            metrics.MODEL_INFO.remove(self.shadow_version, "shadow")
+        self.shadow_version = version
+        self.shadow_tally = ShadowTally()
+        if version is not None:
+            metrics.MODEL_INFO.labels(version=version, role="shadow").set(1)
+        else:
+            self.shadow_ended()  # its live accuracy and the paired comparison go too
+
+    def shadow_summary(self) -> dict | None:
+        """The shadow version against the live one since it became the shadow here (the page shows it)."""
+        if self.shadow_version is None:
+            return None
+        tally = self.shadow_tally
+        return {
+            "version": self.shadow_version,
+            "reviews": tally.reviews,
+            "agreement": tally.agreement if tally.reviews else None,
+            "mean_abs_difference": tally.mean_abs_difference if tally.reviews else None,
+        }
 
     def taken(self, messages: Sequence[Incoming]) -> None:
         metrics.REVIEWS_CONSUMED.inc(len(messages))
@@ -178,8 +240,15 @@ class BatchObserver:
         for message in messages:
             if message.timestamp is not None:
                 metrics.END_TO_END_SECONDS.observe(max(0.0, now - message.timestamp))
+        live_version = result.sentiments[0].model_version if result.sentiments else self.model_version
+        live_histogram = metrics.MODEL_SCORE.labels(role="live", version=live_version)
         for score in scores:
             metrics.SCORE.observe(score)
+            live_histogram.observe(score)
+        if result.shadow is not None and scores:
+            self._compare(result, np.asarray(scores, dtype=np.float64))
+        if self.batch_hooks and scores:
+            self._tell_hooks(result, live_version, np.asarray(scores, dtype=np.float64))
         self._watch_scores(scores)
         if result.sentiments:
             self._watch_accuracy(result, scores)
@@ -191,6 +260,41 @@ class BatchObserver:
         self.last_progress = self.clock()
         metrics.CONSUMER_LAG.set(self.lag())
         metrics.mark_batch_done()
+
+    def _compare(self, result: BatchResult, live: np.ndarray) -> None:
+        shadow = result.shadow
+        version = shadow.version
+        theirs = np.asarray(shadow.scores, dtype=np.float64)
+        agreements = int(np.sum((theirs >= 0.5) == (live >= 0.5)))
+        difference = float(np.sum(np.abs(theirs - live)))
+        histogram = metrics.MODEL_SCORE.labels(role="shadow", version=version)
+        for score in theirs:
+            histogram.observe(score)
+        metrics.SHADOW_REVIEWS.labels(version=version).inc(len(live))
+        metrics.SHADOW_AGREEMENTS.labels(version=version).inc(agreements)
+        metrics.SHADOW_ABS_DIFFERENCE.labels(version=version).inc(difference)
+        if version == self.shadow_version:
+            tally = self.shadow_tally
+            tally.reviews += len(live)
+            tally.agreements += agreements
+            tally.abs_difference += difference
+            metrics.SHADOW_AGREEMENT.labels(version=version).set(tally.agreement)
+            metrics.SHADOW_MEAN_ABS_DIFFERENCE.labels(version=version).set(tally.mean_abs_difference)
+
+    def _tell_hooks(self, result: BatchResult, live_version: str, live: np.ndarray) -> None:
+        comparison = BatchComparison(
+            review_ids=[s.review_id for s in result.sentiments],
+            ratings=list(result.ratings),
+            live_version=live_version,
+            live_scores=live,
+            shadow_version=result.shadow.version if result.shadow is not None else None,
+            shadow_scores=np.asarray(result.shadow.scores) if result.shadow is not None else None,
+        )
+        for hook in self.batch_hooks:
+            try:
+                hook(comparison)
+            except Exception:  # noqa: BLE001 - a watcher's bug must not stop delivery
+                log.exception("a batch hook failed")
 
     def _watch_scores(self, scores: list[float]) -> None:
         self.drift.add(scores)
@@ -216,12 +320,14 @@ class BatchObserver:
             metrics.DRIFT_VERDICT.set(self.verdict)
 
     def _watch_accuracy(self, result: BatchResult, scores: list[float]) -> None:
-        """Feed the rated reviews to the live accuracy (and a shadow's scores of them, when the batch has some:
-        ``BatchResult.shadow_scores`` and ``shadow_version``), then export what it knows: a version's figures from
-        its minimum count on, a comparison likewise; the series of versions no longer in use are removed."""
+        """Feed the rated reviews to the live accuracy (and the shadow's scores of them, when the batch has some:
+        ``BatchResult.shadow``), then export what it knows: a version's figures from its minimum count on, a
+        comparison likewise; the series of versions no longer in use are removed."""
+        shadow = result.shadow
         self.accuracy.add(
-            result.ratings, scores, result.sentiments[0].model_version, result.shadow_scores, result.shadow_version
-        )
+            result.ratings, scores, result.sentiments[0].model_version,
+            None if shadow is None else shadow.scores, None if shadow is None else shadow.version,
+        )  # fmt: skip
         self._export_accuracy()
 
     def shadow_ended(self) -> None:
@@ -354,6 +460,22 @@ def _remove(gauge, labels: tuple[str, ...]) -> None:
         gauge.remove(*labels)
     except KeyError:
         pass
+
+
+def _drift_monitors(
+    artifact: ModelArtifact, version: str, settings: Settings
+) -> tuple[DriftMonitor, InputDriftMonitor | None]:
+    """The score and input drift monitors against an artifact's references (no input drift without them)."""
+    drift = DriftMonitor(
+        artifact.reference_scores(), window=settings.drift_window, min_scores=settings.drift_min_scores
+    )
+    reference_inputs = artifact.reference_inputs()
+    if reference_inputs is None:
+        log.warning("model %s has no reference_inputs.json: input drift is off (python -m training.reference)", version)
+        return drift, None
+    return drift, InputDriftMonitor(
+        reference_inputs, window=settings.drift_window, min_reviews=settings.drift_min_scores
+    )
 
 
 def waiting_in(positions: dict[tuple[str, int], tuple[int, int]]) -> int:

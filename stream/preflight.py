@@ -1,7 +1,8 @@
 """Before the worker starts: every part it needs is there, or it stops within seconds with one line saying which.
 
 Order: the cheap checks first (a page beyond loopback has a token, the model folder, the page's and the metrics
-ports, then the broker and its topics, the database reachable and migrated), then loading the model.
+ports, then the broker and its topics, the database reachable and migrated), then loading the model: the model
+store's live version when one is set and passes its check, else the configured one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Ready:
     scorer: Any  # model.scorer.Scorer
     engine: Engine
     server: MetricsServer | None
+    live_assignment: int | None = None  # the model store's live assignment the model follows (None: none set)
+    refused: str | None = None  # the store's live version, when it was refused at start
 
 
 def preflight(settings: Settings) -> Ready:
@@ -68,12 +71,11 @@ def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
     except KafkaError as exc:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
-    from model.scorer import ModelArtifact, load_configured_scorer
+    from stream.model_gate import starting_model
 
     try:
-        artifact = ModelArtifact.at(settings.model)
-        scorer = load_configured_scorer(artifact, settings)
+        model, live_assignment, refused = starting_model(engine, settings)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load the model at {settings.model}: {exc}", "set SENTIMENT_MODEL / --model") from exc
     health.update(model_loaded=True)
-    return Ready(artifact, scorer, engine, server)
+    return Ready(model.artifact, model.scorer, engine, server, live_assignment, refused)

@@ -223,20 +223,22 @@ def test_a_batch_carries_each_scored_reviews_rating_in_order():
     result = BatchScorer(FakeScorer(), max_text_chars=100, max_message_bytes=1000).process(messages)
     assert [s.review_id for s in result.sentiments] == ["a", "b", "c"]
     assert result.ratings == [9, None, 2]
-    assert result.shadow_scores is None and result.shadow_version is None
+    assert result.shadow is None  # no shadow version set
     assert "rating" not in json.loads(result.sentiments[0].to_json())  # the event keeps its schema
 
 
-def batch_of(ratings: list[int | None], scores: list[float], version: str = "v-live", **shadow):
+def batch_of(ratings: list[int | None], scores: list[float], version: str = "v-live", shadow=None):
+    """A delivered batch; ``shadow``: (version, scores) of a shadow that scored it too."""
     from schemas import Sentiment
-    from stream.batch import BatchResult, Incoming
+    from stream.batch import BatchResult, Incoming, ShadowScores
 
     sentiments = [
         Sentiment(f"r{i}", "tt1", s, "positive" if s >= 0.5 else "negative", version, "t", "t")
         for i, s in enumerate(scores)
     ]
     messages = [Incoming(value=b"{}", topic="reviews", offset=i) for i in range(len(scores))]
-    return BatchResult(sentiments=sentiments, ratings=ratings, **shadow), messages
+    shadow = None if shadow is None else ShadowScores(shadow[0], np.asarray(shadow[1]))
+    return BatchResult(sentiments=sentiments, ratings=ratings, shadow=shadow), messages
 
 
 def metric(name: str, **labels) -> float | None:
@@ -302,7 +304,7 @@ def test_the_shadow_hook_a_batch_with_shadow_scores_is_compared_and_exported():
         truth = np.array([r is not None and r >= 7 for r in ratings])
         live = np.where(rng.uniform(size=300) < 0.92, np.where(truth, 0.9, 0.1), np.where(truth, 0.1, 0.9))
         shadow = np.where(rng.uniform(size=300) < 0.05, 1 - live, live)  # the live answers, 5% of them turned
-        watcher.delivered(*batch_of(ratings, live.tolist(), shadow_scores=shadow, shadow_version="v-weak"))
+        watcher.delivered(*batch_of(ratings, live.tolist(), shadow=("v-weak", shadow)))
     pair = {"live_version": "v-live", "shadow_version": "v-weak"}
     assert metric("sentiment_accuracy", version="v-weak", role="shadow") < metric(
         "sentiment_accuracy", version="v-live", role="live"

@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "explore",
     "evaluate",
     "settings",
+    "model",
 ]
 
 

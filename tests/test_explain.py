@@ -23,9 +23,7 @@ class TensorFlowIntegratedGradients:
 
     def __init__(self, scorer) -> None:
         from model.keras_model import import_keras, import_tensorflow, model_parts
-        from model.layers import ForgetUnknown
-
-        from model.layers import DistinctSum
+        from model.layers import DistinctSum, ForgetUnknown
 
         self.tf, keras = import_tensorflow(), import_keras()
         self.vectorizer, core, pooling = model_parts(scorer.keras_model)
@@ -51,7 +49,10 @@ class TensorFlowIntegratedGradients:
 
     def _kinks(self, pooled: np.ndarray) -> np.ndarray:
         """Where the first dense layer's relu units turn on or off along the path (the quadrature's breakpoints)."""
-        kernel, bias = (w.numpy().astype(np.float64) for w in self.head[[type(h).__name__ for h in self.head].index("Dense")].weights)
+        kernel, bias = (
+            w.numpy().astype(np.float64)
+            for w in self.head[[type(h).__name__ for h in self.head].index("Dense")].weights
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             alphas = -bias / (pooled @ kernel)
         return np.unique(alphas[np.isfinite(alphas) & (alphas > 0) & (alphas < 1)])

@@ -108,7 +108,7 @@ def test_a_delivered_batch_moves_the_counters():
     assert metric("sentiment_reviews_rejected_total", reason="invalid_json") - before["rejected"] == 2
     assert metric("sentiment_events_sent_total", topic="sentiments") - before["sent"] == 3
     assert metric("sentiment_events_sent_total", topic="dead_letter") - before["dead"] == 2
-    assert metric("sentiment_model_info", version="test-model") == 1
+    assert metric("sentiment_model_info", version="test-model", role="live") == 1
     assert metric("sentiment_scoring_info", path="compiled") == 1
 
 

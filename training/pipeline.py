@@ -270,7 +270,9 @@ def refit(
     branches = Branches(vectorizer, core, calibration=calibration)
     record = {}
     if cfg.nb_branch:
-        record = {f"refit_{k}": v for k, v in fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose).items()}
+        record = {
+            f"refit_{k}": v for k, v in fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose).items()
+        }
     model = end_to_end(cfg, branches)
     record |= {
         "refit_examples": len(texts),

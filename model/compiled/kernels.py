@@ -250,7 +250,7 @@ def _negations(src, n, dst):
 
 @njit(cache=True)
 def _words(src, n, kept, split_all, starts, ends, out):
-    """Drop apostrophes, make punctuation words of their own (``split_all``: every character that ``kept`` does not
+    r"""Drop apostrophes, make punctuation words of their own (``split_all``: every character that ``kept`` does not
     keep, as ``clean_tokens``; else ! and ?, the rest dropped, as ``clean_text``), split on whitespace (``\s``, and
     where ``kept`` is 2: a character the vectorizer's split treats as a space).
 

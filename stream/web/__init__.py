@@ -55,6 +55,7 @@ class LiveState:
     accuracy: object = None  # a callable returning the live accuracy's state (stream/accuracy.py, as_json)
     # (time, {"live <version>": accuracy, ...}): the accuracy of each version measured at each sample
     accuracy_samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
+    shadow: object = None  # a callable returning the shadow's agreement and score difference so far, or None
 
     def sample(self, scored_total: float, psi: float, verdict: float, accuracy: dict | None = None) -> None:
         now = time.time()
@@ -88,6 +89,19 @@ class LiveState:
             "accuracy": self.accuracy() if self.accuracy else None,
             "accuracy_history": [{"time": t, "accuracy": by_series} for t, by_series in self.accuracy_samples],
         }
+
+
+def scorer_now(scorer):
+    """The scorer for one answer: a holder that follows the live model version (the worker's
+    ``stream.model_swap.ModelSwitch``) gives its current one; a plain scorer is itself."""
+    current = getattr(scorer, "current", None)
+    return current() if callable(current) else scorer
+
+
+def shadow_now(scorer) -> str | None:
+    """The shadow version the stream runs, if the holder knows of one."""
+    shadow = getattr(scorer, "shadow", None)
+    return getattr(shadow, "version", None)
 
 
 class ApiError(Exception):
@@ -140,7 +154,8 @@ def page_app(
     films_off: str | None = None,
 ):
     """The application with the settings' limits and band, and the explainer built on first use; ``films_off`` says
-    why there is no ``engine`` (the page and the 503 of a film lookup say it)."""
+    why there is no ``engine`` (the page and the 503 of a film lookup say it). ``scorer`` is a scorer, or a holder
+    whose ``current()`` is the live one (then every answer uses the version live at that moment)."""
     from model.explain import Explainer
 
     token = settings.web_token.get_secret_value() if settings.web_token else None
@@ -150,7 +165,7 @@ def page_app(
         max_concurrent=settings.api_max_concurrent,
         cpu_share=settings.api_cpu_share,
         scorer=scorer,
-        explainer_factory=lambda: Explainer(scorer),
+        explainer_factory=lambda: Explainer(scorer_now(scorer)),
         uncertain_band=settings.uncertain_band,
         min_known_share=settings.min_known_share,
         max_texts=settings.api_max_texts,
@@ -235,6 +250,7 @@ class ScoringApi:
         self.scorer = scorer
         self.explainer_factory = explainer_factory
         self.explainer = None
+        self.explained_version = None  # the version the explainer was built for: a swap builds it again
         self.uncertain_band = uncertain_band
         self.min_known_share = min_known_share
         self.max_texts = max_texts
@@ -282,7 +298,8 @@ class ScoringApi:
 
     def answer(self, texts: list[str], explain: bool) -> bytes:
         """The whole answer, JSON-encoded, computed off the event loop (it runs the stream too)."""
-        inputs = self.scorer.inspect(texts)
+        scorer = scorer_now(self.scorer)  # one version for the whole answer, whatever a swap does meanwhile
+        inputs = scorer.inspect(texts)
         results = [
             {
                 "score": score,
@@ -294,13 +311,15 @@ class ScoringApi:
             for score, share in zip(inputs.scores.tolist(), inputs.known_shares().tolist())
         ]
         if explain:
-            if self.explainer is None:
+            if self.explainer is None or self.explained_version != scorer.version:
+                self.explainer = None  # the old model's tables go before the new ones are built
                 self.explainer = self.explainer_factory()
+                self.explained_version = scorer.version
             for result, t in zip(results, texts):
                 result["explanation"] = explanation_json(self.explainer.explain(t))
         return json.dumps(
             {
-                "model_version": self.scorer.version,
+                "model_version": scorer.version,
                 "uncertain_band": self.uncertain_band,
                 "min_known_share": self.min_known_share,
                 "results": results,
@@ -357,7 +376,9 @@ class LiveAnswer:
     async def answer(self, request: web.Request) -> web.Response:
         state = self.live.as_json()
         state |= {
-            "model_version": self.scorer.version,
+            "model_version": scorer_now(self.scorer).version,
+            "shadow_version": shadow_now(self.scorer),
+            "shadow": self.live.shadow() if self.live.shadow else None,
             "uncertain_band": self.uncertain_band,
             "window_min_scores": self.drift_min_scores,  # PSI and the verdict are measured from this many scores on
             "films_off": self.films_off,  # why film lookups are off, or null

@@ -1,0 +1,33 @@
+"""Other model versions for the model store's tests, made from the default cheaply: the same Keras model with its
+last layer's bias moved (scores shift, labels mostly stay) or its output flipped (labels inverted: below any floor)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from core.settings import DEFAULT_MODEL
+
+
+def variant(dest: Path, *, bias_shift: float = 0.0, flip: bool = False) -> Path:
+    """A copy of the default artifact in ``dest`` whose model.keras differs: the last Dense layer's bias moved by
+    ``bias_shift``, and with ``flip`` its kernel and bias negated (P(positive) becomes P(negative))."""
+    from model.keras_model import import_keras, load_keras_model
+
+    shutil.copytree(DEFAULT_MODEL, dest)
+    model = load_keras_model(dest / "model.keras")
+    last = _dense_layers(model, import_keras())[-1]  # the output layer, whatever the layers before it are
+    kernel, bias = last.get_weights()
+    if flip:
+        kernel, bias = -kernel, -bias
+    last.set_weights([kernel, bias + bias_shift])
+    (dest / "model.keras").unlink()
+    model.save(dest / "model.keras")
+    return dest
+
+
+def _dense_layers(layer, keras) -> list:
+    found = []
+    for child in getattr(layer, "layers", []):
+        found += [child] if isinstance(child, keras.layers.Dense) else _dense_layers(child, keras)
+    return found

@@ -1,0 +1,230 @@
+"""The model store on real parts: Tansu, PostgreSQL, real worker processes. A promote reaches a running worker
+within 10 s and switches it between two batches; rollback returns it; a corrupt or below-floor version is refused
+with the stream unaffected; a worker killed in the middle of a swap starts with the store's live version."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import shutil
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from core.errors import UserError
+from sentiment import models
+from sentiment.local import free_port
+from sentiment.producing import produce_reviews
+from stream import model_store
+from stream.db import make_engine
+from tests.conftest import collect_values, probe, stored_count, wait_until
+from tests.model_variants import variant
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def variants(workdir: Path) -> dict[str, Path]:
+    """Two other versions of the default model: ``shifted`` (last bias +0.05: scores move, labels mostly stay) and
+    ``flipped`` (labels inverted: far below the canary floor)."""
+    root = workdir / "variants"
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "shifted": variant(root / "shifted", bias_shift=0.05),
+        "flipped": variant(root / "flipped", flip=True),
+    }
+
+
+def events_of(settings, count: int, worker, timeout: float = 120) -> list[dict]:
+    """The ``sentiments`` events, each with the ``partition`` it is on (one worker's, as reviews and results of a
+    film share a partition number)."""
+    distinct = lambda records: len({json.loads(r.value)["review_id"] for r in records})  # noqa: E731
+    records = collect_values(settings, settings.topic_sentiments, lambda rs: distinct(rs) >= count, timeout, worker)
+    return [json.loads(r.value) | {"partition": r.partition} for r in records]
+
+
+def versions_by_batch(events: list[dict]) -> dict[str, set[str]]:
+    """The versions in each batch: a batch's results share their ``scored_at``."""
+    batches: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        batches[e["scored_at"]].add(e["model_version"])
+    return batches
+
+
+def worker_reports(settings, version: str) -> bool:
+    engine = make_engine(settings.database_url)
+    try:
+        return any(w.live == version for w in model_store.running_workers(engine))
+    finally:
+        engine.dispose()
+
+
+def metric_value(port: int, name: str, **labels) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in body.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, value = line.rsplit(" ", 1)
+            found = ",".join(sorted(series[series.find("{") + 1 : -1].split(","))) if "{" in series else ""
+            if found == wanted:
+                total += float(value)
+    return total
+
+
+def score_via_api(port: int) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/score",
+        data=json.dumps({"texts": ["A wonderful film."]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+class Stream:
+    """Reviews sent in small chunks, evenly over time, from a thread: a live stream while the test acts."""
+
+    def __init__(self, settings, rows, per_second: float, chunk: int = 50) -> None:
+        self.thread = threading.Thread(target=self.run, args=(settings, rows, per_second, chunk), daemon=True)
+        self.sent = 0
+
+    def run(self, settings, rows, per_second, chunk) -> None:
+        for start in range(0, len(rows), chunk):
+            began = time.monotonic()
+            self.sent += produce_reviews(settings, rows[start : start + chunk], progress=False).sent
+            time.sleep(max(0.0, chunk / per_second - (time.monotonic() - began)))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.thread.join(300)
+
+
+def workers_report(settings, version: str, count: int) -> bool:
+    engine = make_engine(settings.database_url)
+    try:
+        return sum(w.live == version for w in model_store.running_workers(engine)) >= count
+    finally:
+        engine.dispose()
+
+
+def test_promote_and_rollback_reach_every_running_worker_between_batches_with_nothing_lost(
+    stream_settings, start_worker, imdb_test_rows, variants
+):
+    settings = stream_settings
+    default = models.add(settings, settings.model)
+    shifted = models.add(settings, variants["shifted"])
+    web_port = free_port()
+    worker = start_worker(extra_env={"SENTIMENT_WEB_PORT": str(web_port)})
+    second = start_worker()
+    assert wait_until(lambda: workers_report(settings, default, 2), 90, on_poll=worker.assert_alive), worker.tail()
+    assert probe(web_port, "/api/live")[1]["model_version"] == default
+    rows = random.Random(20).sample(imdb_test_rows, 3000)
+    timeline = []
+    with Stream(settings, rows, per_second=150):
+        time.sleep(4)
+        for action, version in (("promote", shifted), ("rollback", default)):
+            started = time.monotonic()
+            said = io.StringIO()
+            if action == "promote":
+                assert models.promote(settings, shifted, offline=False, wait=10, out=said) == 0, worker.tail()
+            else:
+                assert models.rollback(settings, offline=False, wait=10, out=said) == 0, worker.tail()
+            timeline.append((action, time.monotonic() - started))
+            assert f"2 of 2 workers run {version}" in said.getvalue(), said.getvalue()
+            # the page and its API use the live version
+            assert probe(web_port, "/api/live")[1]["model_version"] == version
+            assert score_via_api(web_port)["model_version"] == version
+            time.sleep(5)
+    print(f"confirmed by both workers after: {timeline}")
+    assert all(seconds < 10 for _, seconds in timeline)
+    events = events_of(settings, len(rows), worker)
+    by_id = {e["review_id"]: e for e in events}
+    assert set(by_id) == {r.review_id for r in rows}
+    batches = versions_by_batch(events)
+    assert all(len(versions) == 1 for versions in batches.values()), "a batch scored by two versions"
+    # each partition is one worker's: in the order it scored them, its batches went default, new, default
+    for partition in sorted({e["partition"] for e in events}):
+        ours = versions_by_batch([e for e in events if e["partition"] == partition])
+        in_order = [next(iter(ours[at])) for at in sorted(ours)]
+        switches = [v for i, v in enumerate(in_order) if i == 0 or v != in_order[i - 1]]
+        assert switches == [default, shifted, default], (partition, switches)
+    assert stored_count(settings.database_url) == len(rows)
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(text("SELECT model_version, count(*) FROM review_scores GROUP BY 1")).all())
+    engine.dispose()
+    scored = defaultdict(int)
+    for e in by_id.values():
+        scored[e["model_version"]] += 1
+    assert stored == dict(scored)  # each row carries the version its event carries
+    for w in (worker, second):
+        assert f"live model {default} -> {shifted}, switched between two batches" in w.log.read_text(), w.tail()
+        assert w.stop() == 0, w.tail()
+
+
+def test_a_corrupt_or_below_floor_version_is_refused_and_the_stream_goes_on(
+    stream_settings, start_worker, imdb_test_rows, variants
+):
+    settings = stream_settings
+    default = models.add(settings, settings.model)
+    flipped = models.add(settings, variants["flipped"])
+    shifted = models.add(settings, variants["shifted"])
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:  # the stored bytes cut short, as a failed write or a damaged disk would leave them
+        conn.execute(
+            text("UPDATE model_versions SET content = substring(content from 1 for 1000) WHERE version = :v"),
+            {"v": shifted},
+        )
+    port = free_port()
+    worker = start_worker(extra_env={"SENTIMENT_METRICS_PORT": str(port)})
+    assert wait_until(lambda: worker_reports(settings, default), 90, on_poll=worker.assert_alive), worker.tail()
+    rows = random.Random(21).sample(imdb_test_rows, 1000)
+    with Stream(settings, rows, per_second=200):
+        for version, reason in ((flipped, "below_floor"), (shifted, "corrupt")):
+            with pytest.raises(UserError, match="refused"):
+                models.promote(settings, version, offline=False, wait=30)
+            assert metric_value(port, "sentiment_model_swap_failures_total", version=version, reason=reason) == 1
+            models.rollback(settings, offline=False, wait=0)  # the store says live is the default again
+    events = events_of(settings, len(rows), worker)
+    assert {e["review_id"] for e in events} == {r.review_id for r in rows}
+    assert {e["model_version"] for e in events} == {default}
+    assert stored_count(settings.database_url) == len(rows)
+    log = worker.log.read_text()
+    assert (
+        f"refused model {flipped} as live (below_floor)" in log and f"refused model {shifted} as live (corrupt)" in log
+    )
+    assert metric_value(port, "sentiment_model_info", version=default, role="live") == 1
+    engine.dispose()
+    assert worker.stop() == 0, worker.tail()
+
+
+def test_a_worker_killed_in_the_middle_of_a_swap_starts_with_the_live_version(
+    stream_settings, start_worker, imdb_test_rows, variants
+):
+    settings = stream_settings
+    default = models.add(settings, settings.model)
+    shifted = models.add(settings, variants["shifted"])
+    models.shadow(settings, default)
+    worker = start_worker()
+    assert wait_until(lambda: worker_reports(settings, default), 90, on_poll=worker.assert_alive), worker.tail()
+    models.promote(settings, shifted, offline=False, wait=0)
+    assert wait_until(lambda: "loading it" in worker.log.read_text(), 10), worker.tail()
+    worker.process.kill()  # kill -9 while it fetches, unpacks or loads the new version
+    worker.process.wait()
+    restarted = start_worker()
+    assert wait_until(lambda: worker_reports(settings, shifted), 90, on_poll=restarted.assert_alive), restarted.tail()
+    rows = random.Random(22).sample(imdb_test_rows, 300)
+    produce_reviews(settings, rows, progress=False)
+    events = events_of(settings, len(rows), restarted)
+    assert {e["model_version"] for e in events} == {shifted}
+    assert "shadow model none -> " + default in restarted.log.read_text(), restarted.tail()
+    assert restarted.stop() == 0, restarted.tail()
