@@ -523,13 +523,3 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     )
     print(f"wrote {folder}")
     return folder
-
-
-def promote(run_folder: Path, default_folder: Path) -> None:
-    """Make a run's artifact the committed default model (the folder is replaced whole)."""
-    staging = default_folder.with_name(default_folder.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_folder, staging)
-    shutil.rmtree(default_folder, ignore_errors=True)
-    staging.rename(default_folder)
-    print(f"promoted {run_folder} to {default_folder}")
