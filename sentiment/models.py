@@ -162,6 +162,8 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
     for w in workers:
         refused = f"; refused {w.refused}" if w.refused else ""
         print(f"  {w.worker}: live {w.live}, shadow {w.shadow or 'off'}{refused}", file=out)
+        if w.evidence:
+            print(f"    {w.evidence}", file=out)
 
 
 def roles_of(version: str, wanted: model_store.Wanted) -> list[str]:

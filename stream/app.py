@@ -80,7 +80,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     )
     models = ModelSwitch(first, batch_scorer, observer)
     del first
-    watcher = ModelWatcher(engine, settings, models, refused=refused)
+    watcher = ModelWatcher(engine, settings, models, refused=refused, evidence=observer.shadow_evidence)
     if followed is not None:
         watcher.tried.add(("live", followed))
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)

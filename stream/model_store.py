@@ -96,6 +96,7 @@ model_workers = Table(
     Column("live", String(64), nullable=True),
     Column("shadow", String(64), nullable=True),
     Column("refused", String(500), nullable=True),
+    Column("evidence", String(500), nullable=True),  # shadow against live on rated reviews, in words
     Column("seen_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -394,11 +395,15 @@ class WorkerState:
     shadow: str | None
     refused: str | None
     seen_at: datetime
+    evidence: str | None = None  # shadow against live on the rated reviews both scored (stream/accuracy.py)
 
 
 def report_worker(engine: Engine, state: WorkerState) -> None:
     """The worker's row: update, or insert on its first report (portable: PostgreSQL and SQLite)."""
-    values = dict(live=state.live, shadow=state.shadow, refused=state.refused, seen_at=state.seen_at)
+    values = dict(
+        live=state.live, shadow=state.shadow, refused=state.refused, seen_at=state.seen_at,
+        evidence=None if state.evidence is None else state.evidence[:500],
+    )  # fmt: skip
     with engine.begin() as conn:
         done = conn.execute(update(model_workers).where(model_workers.c.worker == state.worker).values(**values))
         if done.rowcount == 0:
@@ -411,7 +416,7 @@ def running_workers(engine: Engine, within: float = 10.0) -> list[WorkerState]:
     with engine.connect() as conn:
         rows = conn.execute(select(model_workers).order_by(model_workers.c.worker)).all()
     # compared in Python: SQLite hands back naive datetimes
-    found = [WorkerState(r.worker, r.live, r.shadow, r.refused, _aware(r.seen_at)) for r in rows]
+    found = [WorkerState(r.worker, r.live, r.shadow, r.refused, _aware(r.seen_at), r.evidence) for r in rows]
     return [w for w in found if w.seen_at >= since]
 
 

@@ -162,8 +162,10 @@ class ModelWatcher:
         switch: ModelSwitch,
         load: Callable[[Engine, str, Settings], LoadedModel] = load_checked,
         refused: str | None = None,
+        evidence: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.engine = engine
+        self.evidence = evidence  # shadow against live on rated reviews, in words, once measured (reported)
         self.settings = settings
         self.switch = switch
         self.load = load
@@ -190,6 +192,7 @@ class ModelWatcher:
             self.switch.shadow.version if self.switch.shadow else None,
             self.refused,
             model_store.now(),
+            self.evidence(),
         )
         try:
             await asyncio.to_thread(model_store.report_worker, self.engine, state)

@@ -330,6 +330,12 @@ class BatchObserver:
         )  # fmt: skip
         self._export_accuracy()
 
+    def shadow_evidence(self) -> str | None:
+        """Shadow against live on the rated reviews both scored, in one line, once there are enough of them (what
+        ``sentiment model list`` shows for this worker)."""
+        compared = self.accuracy.compared()
+        return None if compared is None else compared.text()
+
     def shadow_ended(self) -> None:
         """The shadow scorer was removed: its accuracy and the comparison are forgotten, their series removed."""
         self.accuracy.end_shadow()

@@ -293,6 +293,29 @@ def test_the_observer_compares_the_shadow_and_hands_each_batch_to_its_hooks():
 # --- the commands' answers to bad input ----------------------------------------------------------------------------
 
 
+def test_model_list_shows_each_workers_evidence_of_shadow_against_live(engine, tmp_path, db_url, capsys, monkeypatch):
+    """The watcher reports the observer's comparison in words (stream/accuracy.py), and `model list` shows it."""
+    good = stored(engine, tmp_path, b"model good")
+    said = "shadow 91.9% vs live 91.1% on 4,812 rated reviews, difference +0.8 points (95% interval +0.3 to +1.3), p = 0.003"
+    evidence = [None]
+    batch_scorer = BatchScorer(FakeScorer("start"), max_text_chars=100, max_message_bytes=1000)
+    watcher = ModelWatcher(
+        engine, Settings(app_id="evidence-test"), ModelSwitch(loaded("start"), batch_scorer),
+        load=lambda engine_, version, settings_: loaded(version), evidence=lambda: evidence[0],
+    )  # fmt: skip
+    model_store.assign(engine, "shadow", good, "me", "shadow")
+    asyncio.run(watcher.poll())
+    assert model_store.running_workers(engine)[0].evidence is None  # nothing measured yet: nothing claimed
+    evidence[0] = said
+    asyncio.run(watcher.poll())
+    monkeypatch.setenv("SENTIMENT_DATABASE_URL", db_url)
+    from sentiment.cli import main
+
+    assert main(["model", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"shadow {good}" in out and said in out
+
+
 def run_cli(capsys, *args) -> tuple[int, list[str]]:
     from sentiment.cli import main
 
