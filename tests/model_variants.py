@@ -1,5 +1,6 @@
 """Other model versions for the model store's tests, made from the default cheaply: the same Keras model with its
-last layer's bias moved (scores shift, labels mostly stay) or its output flipped (labels inverted: below any floor)."""
+last layer's bias moved (scores shift, labels mostly stay) or its output flipped (the pooled branch's last layer and
+the naive-Bayes branch negated: labels inverted, below any floor)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def variant(dest: Path, *, bias_shift: float = 0.0, flip: bool = False) -> Path:
     kernel, bias = last.get_weights()
     if flip:
         kernel, bias = -kernel, -bias
+        for branch in _naive_bayes_layers(model):  # the other half of the logit, when the model has it
+            branch.set_weights([-w for w in branch.get_weights()])
     last.set_weights([kernel, bias + bias_shift])
     (dest / "model.keras").unlink()
     model.save(dest / "model.keras")
@@ -30,4 +33,13 @@ def _dense_layers(layer, keras) -> list:
     found = []
     for child in getattr(layer, "layers", []):
         found += [child] if isinstance(child, keras.layers.Dense) else _dense_layers(child, keras)
+    return found
+
+
+def _naive_bayes_layers(layer) -> list:
+    from model.layers import DistinctSum
+
+    found = []
+    for child in getattr(layer, "layers", []):
+        found += [child] if isinstance(child, DistinctSum) else _naive_bayes_layers(child)
     return found
