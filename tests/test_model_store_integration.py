@@ -32,12 +32,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="session")
 def variants(workdir: Path) -> dict[str, Path]:
     """Two other versions of the default model: ``shifted`` (last bias +0.05: scores move, labels mostly stay) and
-    ``flipped`` (labels inverted: far below the canary floor)."""
+    ``flipped`` (labels inverted: far below the canary floor), and ``weaker`` (last bias +2)."""
     root = workdir / "variants"
     shutil.rmtree(root, ignore_errors=True)
     return {
         "shifted": variant(root / "shifted", bias_shift=0.05),
         "flipped": variant(root / "flipped", flip=True),
+        # every logit +2: about 5 points less accurate on imdb_test, still above the canary floor
+        "weaker": variant(root / "weaker", bias_shift=2.0),
     }
 
 
@@ -228,3 +230,57 @@ def test_a_worker_killed_in_the_middle_of_a_swap_starts_with_the_live_version(
     assert {e["model_version"] for e in events} == {shifted}
     assert "shadow model none -> " + default in restarted.log.read_text(), restarted.tail()
     assert restarted.stop() == 0, restarted.tail()
+
+
+def test_a_weaker_shadow_loses_by_evidence_and_the_same_model_as_shadow_does_not(
+    stream_settings, start_worker, imdb_test_rows, variants
+):
+    """Issue 21 with issue 20's shadow: on rated reviews both scored, the worker's paired comparison shows a weaker
+    shadow losing with p < 0.01 (metrics and `sentiment model list`), and the live model as its own shadow does not."""
+    settings = stream_settings.model_copy(update={"metrics_port": free_port()})
+    default = models.add(settings, settings.model)
+    weaker = models.add(settings, variants["weaker"])
+    models.shadow(settings, weaker)
+    worker = start_worker(settings, {"SENTIMENT_ACCURACY_MIN_REVIEWS": "200"})
+
+    def gauge(name: str, **labels) -> float:  # 0 until the worker serves its metrics
+        try:
+            return metric_value(settings.metrics_port, name, **labels)
+        except OSError:
+            return 0.0
+
+    assert wait_until(lambda: gauge("sentiment_model_info", version=weaker, role="shadow")
+                      == 1, 90, on_poll=worker.assert_alive), worker.tail()  # fmt: skip
+    rows = random.Random(23).sample(imdb_test_rows, 3000)  # rated (IMDB's files are), shuffled
+    produce_reviews(settings, rows[:2000], progress=False)
+    assert wait_until(lambda: stored_count(settings.database_url) == 2000, 120, on_poll=worker.assert_alive), (
+        worker.tail()
+    )
+    pair = {"live_version": default, "shadow_version": weaker}
+    assert wait_until(lambda: gauge("sentiment_shadow_paired_reviews", **pair) == 2000, 30)
+    p_value = gauge("sentiment_shadow_mcnemar_p_value", **pair)
+    live = gauge("sentiment_shadow_paired_accuracy", role="live", **pair)
+    shadow = gauge("sentiment_shadow_paired_accuracy", role="shadow", **pair)
+    assert p_value < 0.01 and shadow < live - 0.02, (p_value, live, shadow)
+
+    def listed() -> str:
+        out = io.StringIO()
+        models.list_store(settings, as_json=False, out=out)
+        return out.getvalue()
+
+    assert wait_until(lambda: "on 2,000 rated reviews" in listed(), 10), listed()  # reported at the next poll
+    said = next(line.strip() for line in listed().splitlines() if "rated reviews" in line)
+    print(f"\n{said}")
+    assert said.startswith("shadow ") and "vs live" in said and ("p < 0.001" in said or "p = 0.00" in said)
+
+    models.shadow(settings, default)  # the live model as its own shadow: a new pair, no difference
+    assert wait_until(lambda: gauge("sentiment_model_info", version=default, role="shadow")
+                      == 1, 10), worker.tail()  # fmt: skip
+    produce_reviews(settings, rows[2000:], progress=False)
+    same = {"live_version": default, "shadow_version": default}
+    assert wait_until(lambda: gauge("sentiment_shadow_paired_reviews", **same) >= 200, 60,
+                      on_poll=worker.assert_alive), worker.tail()  # fmt: skip
+    assert wait_until(lambda: stored_count(settings.database_url) == 3000, 60), worker.tail()
+    assert gauge("sentiment_shadow_mcnemar_p_value", **same) == 1.0
+    assert gauge("sentiment_shadow_accuracy_difference", bound="estimate", **same) == 0
+    assert worker.stop() == 0, worker.tail()
