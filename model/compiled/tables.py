@@ -132,7 +132,7 @@ class FastModel:
         return Scored(self.head(pooled, naive_bayes), ngrams, known, pooled, naive_bayes)
 
     def vectorize(self, text: str) -> tuple[list[str], np.ndarray]:
-        """One text's words as the model sees them (``clean_text``, split on spaces), and the vocabulary index of each
+        """One text's words as the model sees them (its cleaning, split as its vectorizer splits), and the vocabulary index of each
         of its n-grams as the Keras model's TextVectorization gives them: all unigrams, then all bigrams, then all
         trigrams, the first ``sequence_length`` of them; 1 ([UNK]) for one the model does not know."""
         points, offsets = self._points([text])
