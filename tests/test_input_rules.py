@@ -62,7 +62,7 @@ class Api:
 def api(scorer):
     app = build_web_app(
         scorer=scorer,
-        explainer_factory=lambda: None,
+        explainer_factory=lambda scorer: None,
         uncertain_band=0.1,
         max_texts=64,
         max_text_chars=MAX_TEXT_CHARS,

@@ -4,6 +4,7 @@ commands' answers to bad input: no broker, no TensorFlow."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 from pathlib import Path
@@ -370,7 +371,7 @@ def test_the_scoring_api_answers_with_the_version_live_at_the_moment():
     switch = ModelSwitch(loaded("a", value=0.9), batch_scorer)
     api = ScoringApi(
         switch,
-        lambda: None,
+        FakeExplainer,
         uncertain_band=0.1,
         min_known_share=0.3,
         max_texts=4,
@@ -378,9 +379,25 @@ def test_the_scoring_api_answers_with_the_version_live_at_the_moment():
         max_concurrent=1,
         cpu_share=1.0,
     )
-    first = json.loads(api.answer(["Loved it."], explain=False))
+    first = json.loads(api.answer(["Loved it."], explain=True))
     switch.offer("live", loaded("b", value=0.2))
     switch.apply()
-    second = json.loads(api.answer(["Loved it."], explain=False))
+    gc.collect()
+    assert len(api.explainers) == 0  # the switched-out model's explainer (and tables) went with it, unasked
+    second = json.loads(api.answer(["Loved it."], explain=True))
     assert (first["model_version"], first["results"][0]["label"]) == ("a", "positive")
     assert (second["model_version"], second["results"][0]["label"]) == ("b", "negative")
+    assert second["results"][0]["explanation"]["sum"] == pytest.approx(
+        0.2 - 0.5
+    )  # explained by the version that scored
+    assert [e.version for e in api.explainers.values()] == ["b"]
+
+
+class FakeExplainer:
+    def __init__(self, scorer) -> None:
+        self.version, self.value = scorer.version, scorer.value
+
+    def explain(self, text: str):
+        from model.explain import Explanation
+
+        return Explanation(self.value, 0.5, [text], [self.value - 0.5], [(text, self.value - 0.5)])

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def page_app(
         max_concurrent=settings.api_max_concurrent,
         cpu_share=settings.api_cpu_share,
         scorer=scorer,
-        explainer_factory=lambda: Explainer(scorer_now(scorer)),
+        explainer_factory=Explainer,
         uncertain_band=settings.uncertain_band,
         min_known_share=settings.min_known_share,
         max_texts=settings.api_max_texts,
@@ -248,9 +249,10 @@ class ScoringApi:
         cpu_share: float,
     ) -> None:
         self.scorer = scorer
-        self.explainer_factory = explainer_factory
-        self.explainer = None
-        self.explained_version = None  # the version the explainer was built for: a swap builds it again
+        self.explainer_factory = explainer_factory  # a scorer -> its explainer
+        # each scorer's explainer, for as long as the scorer lives: a switched-out model's tables go with it, whether
+        # or not anyone asks for an explanation after the swap
+        self.explainers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.uncertain_band = uncertain_band
         self.min_known_share = min_known_share
         self.max_texts = max_texts
@@ -311,12 +313,11 @@ class ScoringApi:
             for score, share in zip(inputs.scores.tolist(), inputs.known_shares().tolist())
         ]
         if explain:
-            if self.explainer is None or self.explained_version != scorer.version:
-                self.explainer = None  # the old model's tables go before the new ones are built
-                self.explainer = self.explainer_factory()
-                self.explained_version = scorer.version
+            explainer = self.explainers.get(scorer)
+            if explainer is None:  # the version that scored these texts explains them
+                explainer = self.explainers[scorer] = self.explainer_factory(scorer)
             for result, t in zip(results, texts):
-                result["explanation"] = explanation_json(self.explainer.explain(t))
+                result["explanation"] = explanation_json(explainer.explain(t))
         return json.dumps(
             {
                 "model_version": scorer.version,
@@ -329,7 +330,7 @@ class ScoringApi:
 
 def explanation_json(e) -> dict:
     return {
-        "method": "integrated gradients, all-zero embedding baseline",
+        "method": "integrated gradients, baseline: no known n-gram",
         "base": e.base,
         "sum": e.total,
         "words": [{"word": w, "attribution": a} for w, a in zip(e.words, e.word_attributions)],
