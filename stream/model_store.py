@@ -269,6 +269,10 @@ def fetch(engine: Engine, version: str) -> Fetched | None:
     """A version's blob and manifest (not its tables: :func:`fetch_table` reads the one a worker needs)."""
     columns = (model_versions.c.version, model_versions.c.sha256, model_versions.c.content, model_versions.c.manifest)
     with engine.connect() as conn:
+        # closed after the read, not returned to the pool: libpq keeps its input buffer as large as the largest
+        # message the connection read (a blob arrives as hex text, twice its size) until the connection closes, and
+        # each pooled connection that had read a blob kept ~40 MB resident in the worker
+        conn.detach()
         row = conn.execute(select(*columns).where(model_versions.c.version == version)).first()
     if row is None:
         return None
@@ -278,6 +282,7 @@ def fetch(engine: Engine, version: str) -> Fetched | None:
 def fetch_table(engine: Engine, version: str, name: str) -> tuple[str, bytes] | None:
     """(sha256, bytes) of one stored table file of a version, or None when there is none of that name."""
     with engine.connect() as conn:
+        conn.detach()  # closed after the read, not pooled (as in fetch: libpq's input buffer stays blob-sized)
         row = conn.execute(
             select(model_tables.c.sha256, model_tables.c.content).where(
                 model_tables.c.version == version, model_tables.c.name == name
