@@ -81,8 +81,12 @@ def clean_tokens(texts: tf.Tensor) -> tf.Tensor:
     return _clean(texts, _PUNCTUATION_TOKENS)
 
 
-# config name (training.config) -> standardize function, and the compiled scorer's name for its punctuation rule
+# config name (training.config) -> standardize function
 CLEANINGS = {"full": clean_text, "tokens": clean_tokens}
+
+# standardize function's name -> the characters its punctuation pass acts on (the compiled scorer measures them
+# from TensorFlow), and whether each of them becomes a word of its own (else only ! and ? do, the rest is dropped)
+PUNCTUATION_RULES = {"clean_text": (DROPPED_CHARACTERS, False), "clean_tokens": (TOKEN_CHARACTERS, True)}
 
 
 def clean(texts: list[str], cleaning: str = "full") -> list[str]:

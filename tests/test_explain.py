@@ -50,8 +50,7 @@ class TensorFlowIntegratedGradients:
     def _kinks(self, pooled: np.ndarray) -> np.ndarray:
         """Where the first dense layer's relu units turn on or off along the path (the quadrature's breakpoints)."""
         kernel, bias = (
-            w.numpy().astype(np.float64)
-            for w in self.head[[type(h).__name__ for h in self.head].index("Dense")].weights
+            w.numpy().astype(np.float64) for w in next(h for h in self.head if type(h).__name__ == "Dense").weights
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             alphas = -bias / (pooled @ kernel)

@@ -97,18 +97,22 @@ def from_keras(keras_model) -> FastModel:
 
 def _cleaning_of(standardize) -> str:
     """The name of the model's cleaning function (its vectorizer's ``standardize``), if the fast path knows it."""
+    from model.cleaning import PUNCTUATION_RULES
+
     name = getattr(standardize, "__name__", standardize)
-    if name not in ("clean_text", "clean_tokens"):
-        raise ValueError(f"the fast path knows the cleanings clean_text and clean_tokens; this model has {standardize}")
+    if name not in PUNCTUATION_RULES:
+        raise ValueError(
+            f"the fast path knows the cleanings {', '.join(PUNCTUATION_RULES)}; this model has {standardize}"
+        )
     return name
 
 
 def measure_chars(cleaning: str = "clean_text") -> CharTables:
     """Ask the installed TensorFlow what it does to every code point (about a second)."""
     tf = import_tensorflow()
-    from model.cleaning import DROPPED_CHARACTERS, TOKEN_CHARACTERS
+    from model.cleaning import PUNCTUATION_RULES
 
-    pattern = TOKEN_CHARACTERS if cleaning == "clean_tokens" else DROPPED_CHARACTERS
+    pattern, split_all = PUNCTUATION_RULES[cleaning]
 
     kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
     lower_kept, other = [], []
@@ -127,7 +131,7 @@ def measure_chars(cleaning: str = "clean_text") -> CharTables:
     if other:
         raise ValueError(f"tf.strings.lower maps {len(other)} characters differently from Python, e.g. {other[:3]}")
     lower_kept = "".join(lower_kept)
-    if cleaning == "clean_tokens":
+    if split_all:
         # punctuation becomes a word of its own, unless TextVectorization's split (tf.strings.split) takes it for a
         # space, which \s does not (\v, say): 2 marks those
         punctuation = np.flatnonzero(kept == 0)
@@ -138,4 +142,4 @@ def measure_chars(cleaning: str = "clean_text") -> CharTables:
     spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept == 1)]), r"\s").numpy()
     if sorted(np.flatnonzero(kept == 1)[spaces]) != [9, 10, 12, 13, 32]:
         raise ValueError("TensorFlow's \\s is not [\\t\\n\\f\\r ] here: the fast path does not know this TensorFlow")
-    return CharTables(lower_kept=lower_kept, kept=kept, split_all=cleaning == "clean_tokens")
+    return CharTables(lower_kept=lower_kept, kept=kept, split_all=split_all)
