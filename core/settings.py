@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         description="Accuracy on the labelled sample reviews below which a worker refuses a new model version "
         "(README, Model store).",
     )
+    model_max_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of a model version's files: `sentiment model add` refuses a larger run folder and a "
+        "worker a larger stored version before reading it (the default, 128 MB, is about 7x the largest model trained "
+        "here, the 18.6 MB default).",
+    )
     model_poll_interval: float = Field(
         2.0,
         gt=0,

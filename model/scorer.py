@@ -243,15 +243,42 @@ def load_configured_scorer(artifact: ModelArtifact, settings) -> Scorer:
 
 def _build_in_child(artifact: ModelArtifact, cache_dir: Path) -> None:
     import logging
+
+    why = build_tables_in_child(artifact, cache_dir)
+    if why is not None:
+        logging.getLogger("sentiment.model").warning(
+            "compiled scoring is off (building its tables failed: %s): scoring with TensorFlow", why
+        )
+
+
+CHILD_NICENESS = 10  # the child that builds tables yields the CPU to the stream it runs beside
+
+
+def build_tables_in_child(artifact: ModelArtifact, cache_dir: Path) -> str | None:
+    """Build and check the compiled tables of ``artifact`` in a child process (``python -m model.compiled``, at a
+    lower priority), unless they are in ``cache_dir`` already: TensorFlow and its memory stay in the child. Returns
+    None when the tables are there, else why they are not (the child's last line)."""
+    import logging
+    import os
+    import shutil
     import subprocess
     import sys
 
-    log = logging.getLogger("sentiment.model")
-    log.info("building the compiled scorer's tables for model %s in %s (once per model)", artifact.version, cache_dir)
-    done = subprocess.run(
-        [sys.executable, "-m", "model.compiled", str(artifact.model_file), str(cache_dir)],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    if done.returncode != 0:
-        why = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        log.warning("compiled scoring is off (building its tables failed: %s): scoring with TensorFlow", why)
+    from model.compiled.cache import cache_path
+
+    if cache_path(artifact.version, cache_dir).exists():
+        return None
+    logging.getLogger("sentiment.model").info(
+        "building the compiled scorer's tables for model %s in %s (once per model)", artifact.version, cache_dir
+    )
+    nice = [shutil.which("nice"), "-n", str(CHILD_NICENESS)] if shutil.which("nice") else []
+    try:
+        done = subprocess.run(
+            [*nice, sys.executable, "-m", "model.compiled", str(artifact.model_file), str(cache_dir)],
+            capture_output=True, text=True, timeout=900, env=os.environ.copy(),
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the child process failed: {exc}"
+    if done.returncode != 0 or not cache_path(artifact.version, cache_dir).exists():
+        return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}, no output"])[-1]
+    return None

@@ -239,7 +239,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     action = args.model_command
     if action == "add":
-        models.add(settings, args.folder)
+        models.add(settings, args.folder, allow_tensorflow=args.allow_tensorflow, without_metrics=args.without_metrics)
         return 0
     if action == "list":
         models.list_store(settings, args.json)
@@ -248,7 +248,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         return models.promote(settings, args.version, offline=args.offline, wait=args.wait)
     if action == "rollback":
         return models.rollback(settings, offline=args.offline, wait=args.wait)
-    return models.shadow(settings, None if args.off else args.version)
+    return models.shadow(settings, None if args.off else args.version, wait=args.wait)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -460,6 +460,19 @@ def build_parser() -> argparse.ArgumentParser:
     modelsub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
     m = modelsub.add_parser("add", help="add a run folder (model.keras, metrics.json, ...) to the store")
     m.add_argument("folder", type=Path, help="the run folder, e.g. runs/trigram-31150f1a2929/")
+    m.add_argument(
+        "--allow-tensorflow",
+        action="store_true",
+        help="add a version the compiled scorer cannot score exactly: workers then score it with TensorFlow "
+        "(several times slower, about 530 MB more per worker); without it such a version is refused, as workers "
+        "would refuse it",
+    )
+    m.add_argument(
+        "--without-metrics",
+        action="store_true",
+        help="add a run whose metrics.json does not name its model.keras (written before issue 26, or copied from "
+        "another run): the file is left out and the store shows no accuracy for it",
+    )
     _add_settings(m, "database_url", "model")
     m.set_defaults(func=cmd_model)
     m = modelsub.add_parser("list", help="versions, which is live and shadow, the history, the running workers")
@@ -477,7 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--offline", action="store_true", help="set it even when no worker is running (they load it at start)"
         )
         m.add_argument(
-            "--wait", type=float, default=20.0, help="seconds to wait for every running worker to switch (0: do not)"
+            "--wait",
+            type=float,
+            default=60.0,
+            help="seconds to wait for every running worker to switch (0: do not); a worker builds a version's compiled "
+            "tables the first time it loads it (about 15 s)",
         )
         _add_settings(m, "database_url", "model")
         m.set_defaults(func=cmd_model)
@@ -485,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     which = m.add_mutually_exclusive_group(required=True)
     which.add_argument("version", nargs="?", help="a stored version (or its first characters)")
     which.add_argument("--off", action="store_true", help="turn the shadow off")
+    m.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to wait for every running worker to follow (0: do not)"
+    )
     _add_settings(m, "database_url")
     m.set_defaults(func=cmd_model)
 

@@ -1,83 +1,45 @@
-"""``sentiment model add|list|promote|shadow|rollback``: the model store as its user sees it (the SQL is in
-``stream.model_store``, the checks in ``stream.model_gate``, the worker's side in ``stream.model_swap``)."""
+"""``sentiment model add|list|promote|shadow|rollback``: the model store as its user sees it. Only printing: the
+operations and their decisions are ``stream.model_lifecycle``'s (the SQL is in ``stream.model_store``, the checks
+in ``stream.model_gate``, the worker's side in ``stream.model_swap``)."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-
-from core.errors import UserError
 from core.settings import Settings
-from stream import model_store
+from stream import model_lifecycle, model_store
 from stream.db import database_engine
 
-NO_WORKER_HINT = "start `sentiment worker` on this database first, or pass --offline to set it for the next start"
 
-
-def add(settings: Settings, folder: Path, out=None) -> str:
-    """Add a run folder to the store; the first add also records the configured model as the live version (what
-    workers run until a promote), so that a rollback can return to it. Returns the version. The folder is checked
-    (and loaded with TensorFlow) before anything is written."""
+def add(
+    settings: Settings, folder: Path, out=None, *, allow_tensorflow: bool = False, without_metrics: bool = False
+) -> str:
+    """``sentiment model add``: prints what :func:`stream.model_lifecycle.add` did; returns the version."""
     out = out or sys.stdout
-    from model.scorer import MODEL_FILE, model_version
-
-    model_store.artifact_files(folder)  # a folder that is no model fails before anything else is done
     engine = database_engine(settings)
     try:
-        version = model_version(folder / MODEL_FILE)
-        prepared = None if model_store.has_version(engine, version) else _prepare(folder, settings)
-        seeded = seed_live(engine, settings, out)
-        if seeded == version:
-            return version
-        if prepared is None or not _store(engine, prepared, folder, settings, out):
-            print(f"{version} is already in the model store (a version is its content: nothing changed)", file=out)
-        return version
+        added = model_lifecycle.add(
+            engine, settings, folder, allow_tensorflow=allow_tensorflow, without_metrics=without_metrics
+        )
     finally:
         engine.dispose()
-
-
-def _prepare(folder: Path, settings: Settings):
-    from stream.model_gate import prepare
-
-    return prepare(folder, settings.cache_dir)
-
-
-def _store(engine: Engine, prepared, folder: Path, settings: Settings, out) -> bool:
-    added = model_store.add_version(
-        engine, prepared.version, prepared.content, prepared.manifest, prepared.tables, model_store.who()
-    )
-    if added:
-        print(f"added {prepared.version} from {folder}: {describe(prepared.manifest, len(prepared.content))}", file=out)
-        canary = prepared.manifest["canary"]["accuracy"]
-        if canary < settings.canary_min_accuracy:
-            print(
-                f"warning: its canary accuracy {canary:.3f} is below SENTIMENT_CANARY_MIN_ACCURACY "
-                f"{settings.canary_min_accuracy}: workers will refuse it",
-                file=sys.stderr,
-            )
-    return added
-
-
-def seed_live(engine: Engine, settings: Settings, out) -> str | None:
-    """A store with no live version gets the configured model (``SENTIMENT_MODEL``, what workers run meanwhile).
-    Returns its version when it did this."""
-    from model.scorer import ModelArtifact
-
-    if model_store.wanted(engine).live is not None:
-        return None
-    version = ModelArtifact.at(settings.model).version
-    if not model_store.has_version(engine, version):
-        _store(engine, _prepare(settings.model, settings), settings.model, settings, out)
-    model_store.assign(engine, "live", version, model_store.who(), "seed")
-    print(
-        f"the store had no live version: {version} ({settings.model}, what workers run until a promote) is live",
-        file=out,
-    )
-    return version
+    if added.manifest is None:
+        print(f"{added.version} is already in the model store (a version is its content: nothing changed)", file=out)
+    else:
+        print(f"added {added.version} from {folder}: {describe(added.manifest, added.size)}", file=out)
+        if added.manifest.get("scoring") == "tensorflow":
+            print("workers will score it with TensorFlow (--allow-tensorflow)", file=out)
+    if added.left_out:
+        print(f"left out (not files of a training run): {', '.join(added.left_out)}", file=out)
+    if added.seeded:
+        print(
+            f"the store had no live version: {added.seeded} ({added.seeded_from}, what workers run until a promote) "
+            "is live",
+            file=out,
+        )
+    return added.version
 
 
 def describe(manifest: dict, size: int) -> str:
@@ -161,7 +123,8 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
     print(f"workers seen in the last {worker_timeout(settings):.0f} s: {len(workers)}", file=out)
     for w in workers:
         refused = f"; refused {w.refused}" if w.refused else ""
-        print(f"  {w.worker}: live {w.live}, shadow {w.shadow or 'off'}{refused}", file=out)
+        loading = f"; loading {w.loading} since {w.loading_since:%H:%M:%S} UTC" if w.loading and w.loading_since else ""
+        print(f"  {w.worker}: live {w.live}, shadow {w.shadow or 'off'}{loading}{refused}", file=out)
         if w.evidence:
             print(f"    {w.evidence}", file=out)
 
@@ -180,103 +143,58 @@ def _assignment_json(a: model_store.Assignment | None) -> dict | None:
 
 
 def worker_timeout(settings: Settings) -> float:
-    """A worker that has not reported for this long is not running (it reports every poll interval)."""
-    return max(10.0, 3 * settings.model_poll_interval)
+    return model_lifecycle.worker_timeout(settings)
 
 
 def promote(settings: Settings, version: str, *, offline: bool, wait: float, out=None) -> int:
-    out = out or sys.stdout
-    engine = database_engine(settings)
-    try:
-        version = model_store.resolve(engine, version)
-        current = model_store.wanted(engine).live
-        if current is not None and current.version == version:
-            print(
-                f"{version} is already live (since {current.set_at:%Y-%m-%d %H:%M:%S}, by {current.set_by})", file=out
-            )
-            return 0
-        return _make_live(engine, settings, version, "promote", offline=offline, wait=wait, out=out)
-    finally:
-        engine.dispose()
+    return _switched(settings, lambda e: model_lifecycle.promote(e, settings, version, wait=wait, offline=offline), out)
 
 
 def rollback(settings: Settings, *, offline: bool, wait: float, out=None) -> int:
+    return _switched(settings, lambda e: model_lifecycle.rollback(e, settings, wait=wait, offline=offline), out)
+
+
+def shadow(settings: Settings, version: str | None, out=None, *, wait: float = 60.0) -> int:
+    return _switched(settings, lambda e: model_lifecycle.shadow(e, settings, version, wait=wait), out)
+
+
+def _switched(settings: Settings, operation, out) -> int:
     out = out or sys.stdout
     engine = database_engine(settings)
     try:
-        _, previous = model_store.rollback_target(engine)
-        return _make_live(engine, settings, previous, "rollback", offline=offline, wait=wait, out=out)
+        outcome = operation(engine)
     finally:
         engine.dispose()
+    show_outcome(outcome, out)
+    return outcome.exit_code
 
 
-def _make_live(
-    engine: Engine, settings: Settings, version: str, action: str, *, offline: bool, wait: float, out
-) -> int:
-    workers = model_store.running_workers(engine, worker_timeout(settings))
-    if not workers and not offline:
-        raise UserError(
-            f"no worker is running on this database (none reported in the last {worker_timeout(settings):.0f} s): "
-            f"nothing would load {version}",
-            NO_WORKER_HINT,
-        )
-    if model_store.wanted(engine).live is None:
-        seed_live(engine, settings, out)
-    done = model_store.assign(engine, "live", version, model_store.who(), action)
-    print(f"{action}: live {done.previous or 'none'} -> {version}", file=out)
-    if not workers or wait <= 0:
-        if not workers:
-            print("no worker is running: workers load it when they start", file=out)
-        return 0
-    return confirm(engine, settings, version, [w.worker for w in workers], wait, out)
-
-
-def confirm(engine: Engine, settings: Settings, version: str, names: list[str], wait: float, out) -> int:
-    """Wait until every worker that was running reports ``version`` as live, or refuses it."""
-    started = time.monotonic()
-    while True:
-        seen = {w.worker: w for w in model_store.running_workers(engine, worker_timeout(settings))}
-        switched = [n for n in names if n in seen and seen[n].live == version]
-        refused = [seen[n] for n in names if n in seen and seen[n].refused and seen[n].refused.startswith(version)]
-        gone = [n for n in names if n not in seen]
-        elapsed = time.monotonic() - started
-        if refused:
-            for w in refused:
-                print(f"{w.worker} refused it and keeps {w.live}: {w.refused}", file=sys.stderr)
-            raise UserError(
-                f"{len(refused)} of {len(names)} workers refused {version}",
-                "see the reasons above; `sentiment model rollback` sets the live version before it again",
-            )
-        if len(switched) + len(gone) == len(names):
-            print(f"{len(switched)} of {len(names)} workers run {version} after {elapsed:.1f} s", file=out)
-            for n in gone:
-                print(f"  {n} stopped reporting (it loads the live version when it starts)", file=out)
-            return 0
-        if elapsed > wait:
-            waiting = [n for n in names if n not in switched and n not in gone]
-            raise UserError(
-                f"{len(waiting)} of {len(names)} workers did not switch to {version} within {wait:.0f} s: "
-                f"{', '.join(waiting)}",
-                "they keep trying; `sentiment model list` shows what each runs",
-            )
-        time.sleep(0.25)
-
-
-def shadow(settings: Settings, version: str | None, out=None) -> int:
-    out = out or sys.stdout
-    engine = database_engine(settings)
-    try:
-        if version is not None:
-            version = model_store.resolve(engine, version)
-        current = model_store.wanted(engine).shadow
-        if (current.version if current else None) == version:
-            print(f"the shadow is already {version or 'off'}", file=out)
-            return 0
-        done = model_store.assign(engine, "shadow", version, model_store.who(), "shadow")
-    finally:
-        engine.dispose()
-    print(f"shadow: {done.previous or 'off'} -> {version or 'off'}", file=out)
-    return 0
+def show_outcome(o: model_lifecycle.Outcome, out) -> None:
+    """The outcome of a switch, as lines: what was assigned, each worker's answer, what the store says now."""
+    off = "none" if o.role == "live" else "off"
+    if o.already:
+        print(f"the {o.role} version is already {o.version or off}", file=out)
+        return
+    if o.seeded:
+        print(f"the store had no live version: {o.seeded} (the configured model) is live", file=out)
+    print(f"{o.action}: {o.role} {o.previous or off} -> {o.version or off}", file=out)
+    if o.no_workers:
+        print("no worker is running: workers load it when they start", file=out)
+        return
+    if not o.workers:
+        return
+    ran = sum(a.runs for a in o.workers)
+    where = out if o.confirmed else sys.stderr
+    print(f"{ran} of {len(o.workers)} workers run {o.version or 'no shadow'} after {o.waited:.1f} s", file=where)
+    for a in o.workers:
+        if not a.runs:
+            print(f"  {a.worker} {a.says}", file=where)
+    if o.confirmed:
+        return
+    if o.reverted:
+        print(f"{o.role} is back to {o.reverted_to or off}, the version the workers run", file=sys.stderr)
+    else:
+        print(f"{o.role} was assigned again meanwhile: left as it is", file=sys.stderr)
 
 
 def add_and_promote(settings: Settings, folder: Path, out=None) -> None:
@@ -286,7 +204,7 @@ def add_and_promote(settings: Settings, folder: Path, out=None) -> None:
     version = add(settings, folder, out)
     engine = database_engine(settings)
     try:
-        if model_store.wanted(engine).live_version != version:
-            _make_live(engine, settings, version, "promote", offline=True, wait=15.0, out=out)
+        outcome = model_lifecycle.promote(engine, settings, version, wait=60.0, offline=True)
     finally:
         engine.dispose()
+    show_outcome(outcome, out)

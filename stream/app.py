@@ -83,6 +83,9 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     watcher = ModelWatcher(engine, settings, models, refused=refused, evidence=observer.shadow_evidence)
     if followed is not None:
         watcher.tried.add(("live", followed))
+    if ready is not None and ready.shadow is not None:  # set before start: it scores the backlog too
+        watcher.start_with("shadow", ready.shadow, ready.shadow_assignment)
+        ready.shadow = None
     # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
     results = ResultPublisher(
         sentiments,

@@ -30,6 +30,7 @@ class Health:
         self.database_error: str | None = "not checked yet"
         self.broker_error: str | None = "not checked yet"
         self.stalled: str | None = None  # what waits and for how long, while no offset advances
+        self.model_error: str | None = None  # it does not run the model store's live version, and why
         self.last_loop_beat = time.monotonic()
         self.stopping = False
         self._lock = threading.Lock()
@@ -50,6 +51,8 @@ class Health:
                 found.append(f"broker: {self.broker_error}")
             if self.stalled:
                 found.append(f"not advancing: {self.stalled}")
+            if self.model_error:
+                found.append(f"model: {self.model_error}")
             return found
 
     @property

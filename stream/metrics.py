@@ -130,6 +130,11 @@ MODEL_INFO = Gauge(
     "out).",
     ["version", "role"],
 )
+MODEL_LIVE_MISMATCH = Gauge(
+    "sentiment_model_live_mismatch",
+    "1 when this worker does not run the model store's live version (it refused it, or has not loaded it yet): "
+    "/readyz says which and why; 0 when it does.",
+)
 MODEL_SWAPS = Counter(
     "sentiment_model_swaps_total", "Times a worker switched a role to another version between two batches.", ["role"]
 )
@@ -208,3 +213,18 @@ def mark_batch_done() -> None:
 
 
 SINCE_LAST_SUCCESS.set_function(lambda: time.time() - _last_success)
+
+
+def forget_version(version: str) -> None:
+    """Remove every series labelled by ``version`` (a version that left both roles): its accuracy, its shadow
+    comparison, its score histogram. The counters of its refusals stay (what happened to it)."""
+    for metric in (ACCURACY, CALIBRATION_ERROR, ACCURACY_REVIEWS, MODEL_SCORE, SHADOW_REVIEWS, SHADOW_AGREEMENTS,
+                   SHADOW_ABS_DIFFERENCE, SHADOW_AGREEMENT, SHADOW_MEAN_ABS_DIFFERENCE, SHADOW_PAIRED_REVIEWS,
+                   SHADOW_P_VALUE, SHADOW_PAIRED_ACCURACY, SHADOW_DIFFERENCE):  # fmt: skip
+        names = metric._labelnames
+        for values in list(metric._metrics):
+            if version in (values[i] for i, name in enumerate(names) if name.endswith("version")):
+                try:
+                    metric.remove(*values)
+                except KeyError:
+                    pass

@@ -16,7 +16,9 @@ hostile texts the compiled scorer is checked on (``model.samples``), which have 
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -31,7 +33,17 @@ from core.messages import first_line
 from core.settings import Settings
 from model.samples import SAMPLE_REVIEWS, hostile_texts
 from model.scorer import MODEL_FILE, ModelArtifact, Scorer, load_configured_scorer, model_version
-from stream.model_store import CorruptVersion, artifact_files, fetch, fetch_table, pack, sha256_of, unpack
+from stream.model_store import (
+    CorruptVersion,
+    artifact_files,
+    fetch,
+    fetch_table,
+    pack,
+    read_own_file,
+    sha256_of,
+    stored_size,
+    unpack,
+)
 
 MATCH_TOLERANCE = 1e-5  # the compiled scorer's promise against TensorFlow (README, Performance)
 
@@ -58,36 +70,93 @@ class Prepared:
     tables: dict[str, bytes]
 
 
-def prepare(folder: Path, cache_dir: Path) -> Prepared:
-    """A run folder made ready for the store: packed, described, loaded with TensorFlow, its compiled tables built
-    and checked (kept in ``cache_dir`` too), its canary scores taken. Raises :class:`UserError` for a folder that is
-    not a working model."""
-    from model.compiled.cache import cache_path
-    from model.scorer import load_scorer
-
-    files = artifact_files(folder)
+def prepare(folder: Path, settings: Settings, *, allow_tensorflow: bool = False, without_metrics: bool = False) -> Prepared:
+    """A run folder made ready for the store, checked as a worker will check it: its files (:func:`artifact_files`),
+    its metrics (they must be this model's), loaded with TensorFlow, its compiled tables built and checked (kept in
+    the cache too), its canary scores taken, and :func:`check` passed. Raises :class:`UserError` (exit 2) for a
+    folder that is not a working model or a version workers would refuse; ``allow_tensorflow`` accepts one that only
+    TensorFlow scores exactly (workers then score it with TensorFlow), ``without_metrics`` one whose metrics.json is
+    not bound to its model (it is left out)."""
+    files = artifact_files(folder, settings.model_max_bytes)
     model_file = folder / MODEL_FILE
     if not zipfile.is_zipfile(model_file):
         raise UserError(f"{model_file} is not a Keras model (not a .keras archive)", None, 2)
-    version = model_version(model_file)
+    model_sha256 = sha256_of(read_own_file(model_file))
+    version = model_sha256[:12]
+    metrics = _own_metrics(folder, model_sha256, without_metrics)
+    if metrics is None:
+        files = [f for f in files if f.name != "metrics.json"]
+    scorer, scores, why_not_compiled = _load_for_add(folder, settings.cache_dir)
+    tables = _checked_tables(scorer, version, settings.cache_dir)
+    manifest = _manifest(folder, files, model_sha256, metrics or {}, scores, tables)
+    manifest["scoring"] = scorer.scoring
+    _gate_at_add(scorer, manifest, settings, why_not_compiled, allow_tensorflow)
+    return Prepared(version, pack(files), manifest, tables)
+
+
+def _own_metrics(folder: Path, model_sha256: str, without_metrics: bool) -> dict | None:
+    """The run's metrics when they are this model's: ``metrics.json`` names the model's SHA-256 (written at
+    training) or its version. None with ``without_metrics`` (the file is left out)."""
+    if without_metrics:
+        return None
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise UserError(f"{folder} has no metrics.json", "add --without-metrics to store the model without metrics", 2)
     try:
-        scorer = load_scorer(folder, scoring="compiled", cache_dir=cache_dir)
-        texts, labels = canary()
-        scores = scorer.inspect_tensorflow(texts).scores
+        metrics = json.loads(read_own_file(path))
+    except ValueError as exc:
+        raise UserError(f"{path} is not JSON: {exc}", "add --without-metrics to leave it out", 2) from exc
+    bound = metrics.get("model_sha256") or metrics.get("model_version")
+    if not isinstance(bound, str) or not bound:
+        raise UserError(
+            f"{path} does not say which model it measured (no model_sha256): its accuracy cannot be shown as this "
+            "model's",
+            "add --without-metrics to store the model without its metrics",
+            2,
+        )
+    if not model_sha256.startswith(bound):
+        raise UserError(
+            f"{path} belongs to another model ({bound[:12]}), not to its {MODEL_FILE} ({model_sha256[:12]})",
+            "copy the run folder whole, or add --without-metrics to store the model without its metrics",
+            2,
+        )
+    return metrics
+
+
+def _load_for_add(folder: Path, cache_dir: Path):
+    """The model loaded with TensorFlow, its compiled tables built and checked against it (their warning caught:
+    why compiled scoring is off, if it is), and TensorFlow's scores of the canary texts."""
+    from model.scorer import load_scorer
+
+    caught = _WarningsOf("sentiment.model")
+    try:
+        with caught:
+            scorer = load_scorer(folder, scoring="compiled", cache_dir=cache_dir)
+        scores = scorer.inspect_tensorflow(canary()[0]).scores
     except Exception as exc:  # noqa: BLE001 - whatever Keras says about a file it cannot load
-        raise UserError(f"{model_file} does not load as a model: {first_line(exc)}", None, 2) from exc
+        raise UserError(f"{folder / MODEL_FILE} does not load as a model: {first_line(exc)}", None, 2) from exc
+    return scorer, scores, caught.last()
+
+
+def _checked_tables(scorer: Scorer, version: str, cache_dir: Path) -> dict[str, bytes]:
+    from model.compiled.cache import cache_path
+
     table_file = cache_path(version, cache_dir)
-    tables = {table_file.name: table_file.read_bytes()} if scorer.scoring == "compiled" and table_file.exists() else {}
-    metrics = ModelArtifact.at(folder).metrics()
-    manifest = {
-        "version": version,
-        "model_sha256": sha256_of(model_file.read_bytes()),
+    return {table_file.name: table_file.read_bytes()} if scorer.scoring == "compiled" and table_file.exists() else {}
+
+
+def _manifest(folder, files, model_sha256, metrics, scores, tables) -> dict:
+    texts, labels = canary()
+    model_file = folder / MODEL_FILE
+    return {
+        "version": model_sha256[:12],
+        "model_sha256": model_sha256,
         "created": datetime.fromtimestamp(model_file.stat().st_mtime, UTC).isoformat(timespec="seconds"),
         "source": str(folder.resolve()),
         "config": metrics.get("config"),
         "validation": _headline(metrics.get("validation")),
         "test": _headline(metrics.get("test")),
-        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p.read_bytes())} for p in files],
+        "files": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(read_own_file(p))} for p in files],
         "canary": {
             "scores": [round(float(s), 7) for s in scores],
             "accuracy": canary_accuracy(scores, labels),
@@ -96,7 +165,43 @@ def prepare(folder: Path, cache_dir: Path) -> Prepared:
         },
         "compiled_tables": sorted(tables),
     }
-    return Prepared(version, pack(files), manifest, tables)
+
+
+def _gate_at_add(scorer: Scorer, manifest: dict, settings: Settings, why: str | None, allow_tensorflow: bool) -> None:
+    """What a worker would refuse, refused here: exit 2, one line."""
+    if scorer.scoring != "compiled" and not allow_tensorflow:
+        raise UserError(
+            f"workers would refuse it (scoring_path): {why or 'compiled scoring cannot serve it'}",
+            "add --allow-tensorflow to have workers score it with TensorFlow (slower, about 530 MB more per worker)",
+            2,
+        )
+    served = settings.model_copy(update={"scoring": scorer.scoring})
+    try:
+        check(scorer, manifest, served)
+    except Refused as exc:
+        raise UserError(f"workers would refuse it ({exc.reason}): {exc.detail}", None, 2) from exc
+
+
+class _WarningsOf(logging.Handler):
+    """The warnings a logger gives while in the ``with`` block (the compiled build says why it is off in one)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(logging.WARNING)
+        self.logger = logging.getLogger(name)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self)
+
+    def last(self) -> str | None:
+        return self.messages[-1] if self.messages else None
 
 
 def _headline(split: dict | None) -> dict | None:
@@ -130,24 +235,77 @@ class LoadedModel:
 
 
 def load_checked(engine: Engine, version: str, settings: Settings) -> LoadedModel:
-    """Fetch, unpack, load and check a stored version; :class:`Refused` when anything is wrong."""
+    """Fetch, unpack, load and check a stored version; :class:`Refused` when anything is wrong. The compiled tables
+    are built from the version's weights in a child process (TensorFlow never enters this one) and every array of
+    the stored tables is compared with them; a refused version leaves nothing in the cache."""
+    folder = settings.cache_dir / "models" / version
+    try:
+        manifest = _fetch_unpacked(engine, version, settings)
+        scorer = _load_scorer(engine, version, manifest, settings)
+        check(scorer, manifest, _served(settings, manifest))
+    except Refused:
+        _forget(version, settings.cache_dir)
+        raise
+    return LoadedModel(ModelArtifact.at(folder), scorer)
+
+
+def _served(settings: Settings, manifest: dict) -> Settings:
+    """The settings a version is checked with: TensorFlow scoring for a version added with --allow-tensorflow."""
+    if manifest.get("scoring") == "tensorflow":
+        return settings.model_copy(update={"scoring": "tensorflow"})
+    return settings
+
+
+def _fetch_unpacked(engine: Engine, version: str, settings: Settings) -> dict:
+    """The version's files in ``CACHE_DIR/models/VERSION/`` and its manifest; its size is checked before its bytes
+    are read."""
+    size = stored_size(engine, version)
+    if size is None:
+        raise Refused("missing", f"version {version} is not in the model store")
+    if size > settings.model_max_bytes:
+        raise Refused("too_large", f"it holds {size:,} bytes, more than SENTIMENT_MODEL_MAX_BYTES {settings.model_max_bytes:,}")
     fetched = fetch(engine, version)
     if fetched is None:
         raise Refused("missing", f"version {version} is not in the model store")
     manifest = fetched.manifest
     try:
-        folder = unpack(fetched.content, fetched.sha256, version, settings.cache_dir / "models")
+        unpack(fetched.content, fetched.sha256, version, settings.cache_dir / "models")
     except CorruptVersion as exc:
         raise Refused("corrupt", str(exc)) from exc
     finally:
         del fetched  # the blob's memory goes before the model's comes (the peak of a swap)
-    _install_tables(engine, version, settings.cache_dir)
+    return manifest
+
+
+def _load_scorer(engine: Engine, version: str, manifest: dict, settings: Settings) -> Scorer:
+    from model.scorer import build_tables_in_child, load_scorer
+
+    served = _served(settings, manifest)
+    artifact = ModelArtifact.at(settings.cache_dir / "models" / version)
+    if served.scoring == "compiled":
+        why = build_tables_in_child(artifact, settings.cache_dir)
+        if why is not None:
+            raise Refused("scoring_path", f"compiled scoring cannot serve it ({why}) and it was not added for TensorFlow")
+        _compare_stored_tables(engine, version, settings.cache_dir)
     try:
-        scorer = load_configured_scorer(ModelArtifact.at(folder), settings)
+        scorer = load_scorer(
+            artifact, scoring=served.scoring, cache_dir=settings.cache_dir, threads=settings.scoring_threads
+        )
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused, whatever the error
         raise Refused("load_failed", first_line(exc)) from exc
-    check(scorer, manifest, settings)
-    return LoadedModel(ModelArtifact.at(folder), scorer)
+    if scorer.scoring != served.scoring:  # the tables went missing between the build and the load
+        raise Refused("scoring_path", f"it scores with {scorer.scoring}, not {served.scoring}")
+    return scorer
+
+
+def _forget(version: str, cache_dir: Path) -> None:
+    """A refused version's files and tables leave the cache (a version is tried again only when assigned again)."""
+    import shutil
+
+    from model.compiled.cache import cache_path
+
+    shutil.rmtree(cache_dir / "models" / version, ignore_errors=True)
+    cache_path(version, cache_dir).unlink(missing_ok=True)
 
 
 def load_configured(settings: Settings) -> LoadedModel:
@@ -178,44 +336,91 @@ def check(scorer: Scorer, manifest: dict, settings: Settings) -> None:
         )
 
 
-def _install_tables(engine: Engine, version: str, cache_dir: Path) -> None:
-    """Put the stored compiled tables that this worker's code and TensorFlow would have built into its cache, when
-    they are not there (tables built by another TensorFlow or code version are left: this worker builds its own)."""
+def _compare_stored_tables(engine: Engine, version: str, cache_dir: Path) -> None:
+    """The compiled tables stored with the version, compared array by array, row by row, with the ones this worker
+    built from the version's weights: stored tables are never used, but tables that differ mean the store was
+    written to by something other than ``sentiment model add``."""
     from model.compiled.cache import cache_path
 
-    wanted = cache_path(version, cache_dir)
-    if wanted.exists():
-        return
-    stored = fetch_table(engine, version, wanted.name)
-    if stored is None:
+    built = cache_path(version, cache_dir)
+    stored = fetch_table(engine, version, built.name)
+    if stored is None:  # built for another TensorFlow or code version, or none stored: nothing to compare
         return
     sha256, data = stored
     if sha256_of(data) != sha256:
-        raise Refused("corrupt", f"its compiled tables {wanted.name} do not have the stored hash")
-    wanted.parent.mkdir(parents=True, exist_ok=True)
-    partial = wanted.with_suffix(f".{os.getpid()}.tmp.npz")
-    partial.write_bytes(data)
-    os.replace(partial, wanted)
+        raise Refused("corrupt", f"its stored compiled tables {built.name} do not have the stored hash")
+    difference = tables_difference(built, data)
+    if difference is not None:
+        raise Refused("tampered", f"its stored compiled tables differ from those built from its weights: {difference}")
 
 
-def starting_model(engine: Engine, settings: Settings) -> tuple[LoadedModel, int | None, str | None]:
-    """The model a worker starts with: the store's live version when one is set and passes its check, else the
-    configured artifact. Returns it, the id of the live assignment it followed (None: none set), and the refusal
-    when the store's version was refused."""
-    import logging
+def tables_difference(built: Path, stored: bytes) -> str | None:
+    """Where two table files differ (the first array and how many of its rows), or None when every array is
+    equal."""
+    try:
+        theirs = np.load(io.BytesIO(stored))
+    except Exception as exc:  # noqa: BLE001 - whatever numpy says of bytes that are no .npz
+        return f"they cannot be read ({first_line(exc)})"
+    with np.load(built) as ours, theirs:
+        if sorted(ours.files) != sorted(theirs.files):
+            return f"arrays {sorted(set(ours.files) ^ set(theirs.files))} are in one and not the other"
+        for name in sorted(ours.files):
+            a, b = ours[name], theirs[name]
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return f"{name} is {b.dtype}{list(b.shape)}, built {a.dtype}{list(a.shape)}"
+            if not np.array_equal(a, b):
+                rows = int(np.count_nonzero((a != b).reshape(len(a), -1).any(axis=1))) if a.ndim else 1
+                return f"{rows} of {max(len(a), 1) if a.ndim else 1} rows of {name}"
+    return None
 
-    from stream import metrics
+
+@dataclass
+class Start:
+    """What a worker starts with: the live model, the live assignment it followed (None: none set), the refusal of
+    the store's live version (then the configured model is live, and readiness says so), and the shadow set before
+    start (loaded before the first batch) with its assignment."""
+
+    live: LoadedModel
+    live_assignment: int | None = None
+    refused: str | None = None
+    shadow: LoadedModel | None = None
+    shadow_assignment: int | None = None
+
+
+def starting_model(engine: Engine, settings: Settings) -> Start:
+    """The models a worker starts with: the store's live version when one is set and passes its check, else the
+    configured artifact; and the store's shadow version, when one is set and passes."""
     from stream.model_store import wanted
 
-    live = wanted(engine).live
-    if live is None:
-        return load_configured(settings), None, None
-    try:
-        return load_checked(engine, live.version, settings), live.id, None
-    except Refused as exc:
-        metrics.MODEL_SWAP_FAILURES.labels(version=live.version, reason=exc.reason).inc()
-        logging.getLogger("sentiment.worker").warning(
-            "refused the store's live model %s (%s): %s; starting with %s", live.version, exc.reason, exc.detail,
-            settings.model,
-        )  # fmt: skip
-        return load_configured(settings), live.id, f"{live.version} as live: {exc.reason}: {exc.detail}"[:500]
+    store = wanted(engine)
+    start = Start(load_configured(settings) if store.live is None else None)
+    if store.live is not None:
+        start.live_assignment = store.live.id
+        try:
+            start.live = load_checked(engine, store.live.version, settings)
+        except Refused as exc:
+            start.refused = _refused_at_start(store.live.version, "live", exc, settings)
+            start.live = load_configured(settings)
+    if store.shadow is not None and store.shadow.version is not None:
+        start.shadow_assignment = store.shadow.id
+        try:
+            start.shadow = load_checked(engine, store.shadow.version, settings)
+        except Refused as exc:
+            start.refused = _refused_at_start(store.shadow.version, "shadow", exc, settings)
+    return start
+
+
+def _refused_at_start(version: str, role: str, exc: Refused, settings: Settings) -> str:
+    from stream import metrics
+    from stream.health import health
+
+    metrics.MODEL_SWAP_FAILURES.labels(version=version, reason=exc.reason).inc()
+    kept = settings.model if role == "live" else "no shadow"
+    logging.getLogger("sentiment.worker").warning(
+        "refused the store's %s model %s (%s): %s; starting with %s", role, version, exc.reason, exc.detail, kept
+    )
+    refusal = f"{version} as {role}: {exc.reason}: {exc.detail}"[:500]
+    if role == "live":  # it does not serve the store's live version: not ready, and the metric says so
+        health.update(model_error=f"refused the store's live version: {refusal}")
+        metrics.MODEL_LIVE_MISMATCH.set(1)
+    return refusal

@@ -44,6 +44,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -52,7 +53,18 @@ from core.errors import UserError
 from model.scorer import MODEL_FILE, model_version
 
 ROLES = ("live", "shadow")
-MAX_FOLDER_BYTES = 512 * 1024 * 1024  # an artifact is about 16 MB; a folder this large is not one
+
+# The files a training run writes (training/pipeline.py): only these go into the store, never a symlink, never
+# anything else the folder holds.
+RUN_FILES = (
+    MODEL_FILE,
+    "metrics.json",
+    "model_card.md",
+    "reference_scores.json",
+    "reference_inputs.json",
+    "training_curves.png",
+    "confusion_matrix.png",
+)
 
 metadata = MetaData()
 
@@ -98,6 +110,9 @@ model_workers = Table(
     Column("refused", String(500), nullable=True),
     Column("evidence", String(500), nullable=True),  # shadow against live on rated reviews, in words
     Column("seen_at", DateTime(timezone=True), nullable=False),
+    Column("loading", String(64), nullable=True),  # the version it is loading and checking now (migration 0006)
+    Column("loading_since", DateTime(timezone=True), nullable=True),
+    Column("refused_assignment", Integer, nullable=True),  # the assignment its last refusal answered
 )
 
 
@@ -121,35 +136,55 @@ def sha256_of(data: bytes) -> str:
 # --- the artifact folder as one blob ------------------------------------------------------------------------------
 
 
-def artifact_files(folder: Path) -> list[Path]:
-    """The files of an artifact folder that go into the store (its regular files, not subfolders), or the
-    :class:`UserError` that says why the folder is no model."""
+def artifact_files(folder: Path, max_bytes: int) -> list[Path]:
+    """The files of a run folder that go into the store: the known files of a training run (:data:`RUN_FILES`),
+    regular files in the folder itself, none a symlink, at most ``max_bytes`` in all (measured before anything is
+    read). Raises the :class:`UserError` that says why the folder is no model, naming the file."""
+    hint = "give the folder of a training run (runs/NAME-VERSION/)"
     if not folder.exists():
-        raise UserError(f"no folder at {folder}", "give the folder of a training run (runs/NAME-VERSION/)", 2)
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder", "give the folder of a training run (runs/NAME-VERSION/)", 2)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise UserError(f"{folder} is empty", "give the folder of a training run (runs/NAME-VERSION/)", 2)
-    if not (folder / MODEL_FILE).is_file():
+        raise UserError(f"no folder at {folder}", hint, 2)
+    if folder.is_symlink() or not folder.is_dir():
+        raise UserError(f"{folder} is not a folder", hint, 2)
+    if not any(folder.iterdir()):
+        raise UserError(f"{folder} is empty", hint, 2)
+    files = [folder / name for name in RUN_FILES if os.path.lexists(folder / name)]
+    for path in files:
+        if path.is_symlink() or not path.is_file():
+            raise UserError(f"{path} is a symlink or not a regular file: a run folder holds its own files", None, 2)
+    if folder / MODEL_FILE not in files:
         raise UserError(
             f"{folder} is not a model: no {MODEL_FILE} in it",
-            "give the folder of a training run (runs/NAME-VERSION/), which holds model.keras and metrics.json",
+            f"{hint}, which holds model.keras and metrics.json",
             2,
         )
-    size = sum(p.stat().st_size for p in files)
-    if size > MAX_FOLDER_BYTES:
-        raise UserError(f"{folder} holds {size:,} bytes: too large for a model artifact", None, 2)
+    size = sum(p.lstat().st_size for p in files)
+    if size > max_bytes:
+        raise UserError(
+            f"{folder} holds {size:,} bytes of model files: more than a trained model reaches "
+            f"(SENTIMENT_MODEL_MAX_BYTES {max_bytes:,})",
+            None,
+            2,
+        )
     return files
+
+
+def read_own_file(path: Path) -> bytes:
+    """A run folder's file, refusing one that became a symlink after it was listed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise UserError(f"{path} cannot be read as a regular file: {exc.strerror}", None, 2) from exc
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def pack(files: list[Path]) -> bytes:
     """The files as one gzipped tar, the same bytes for the same files (sorted, no times, no owners)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
-        for path in files:
+        for path in sorted(files):
             info = tarfile.TarInfo(path.name)
-            data = path.read_bytes()
+            data = read_own_file(path)
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -257,6 +292,17 @@ def resolve(engine: Engine, prefix: str) -> str:
     raise UserError(f"{prefix!r} names {len(found)} versions: {', '.join(found)}", "give more of it", 1)
 
 
+def stored_size(engine: Engine, version: str) -> int | None:
+    """The stored size of a version's blob (None: no such version), read before the blob itself."""
+    with engine.connect() as conn:
+        return conn.scalar(select(model_versions.c.size_bytes).where(model_versions.c.version == version))
+
+
+def table_names(engine: Engine, version: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.scalars(select(model_tables.c.name).where(model_tables.c.version == version)))
+
+
 @dataclass(frozen=True)
 class Fetched:
     version: str
@@ -346,32 +392,59 @@ def history(engine: Engine, limit: int = 20) -> list[Assignment]:
 
 def assign(engine: Engine, role: str, version: str | None, set_by: str, action: str) -> Assignment:
     """Append an assignment of ``role`` (None turns the shadow off), recording what it replaces."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
-    if role == "live" and version is None:
-        raise ValueError("the live role always has a version")
+    return assign_roles(engine, {role: version}, set_by, action)[0]
+
+
+def assign_roles(
+    engine: Engine, changes: dict[str, str | None], set_by: str, action: str, only_if_newest: dict | None = None
+) -> list[Assignment]:
+    """Append the assignments of ``changes`` (role -> version; None turns the shadow off) in one transaction, each
+    recording what it replaces; with ``only_if_newest`` (role -> assignment id), nothing unless those are still
+    the newest of their roles (a revert does not undo what someone assigned since). Serialized: two commands assigning at once each see the other's row (PostgreSQL: a
+    transaction-level advisory lock; SQLite serializes writers), so ``previous`` is always the role's version
+    before it and ``rollback`` goes where the history says."""
+    for role, version in changes.items():
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+        if role == "live" and version is None:
+            raise ValueError("the live role always has a version")
+    done = []
     with engine.begin() as conn:
-        if (
-            version is not None
-            and not conn.execute(select(model_versions.c.version).where(model_versions.c.version == version)).first()
-        ):
-            raise UserError(f"no version {version!r} in the model store", "`sentiment model list` shows the versions")
-        current = conn.execute(
-            select(model_assignments.c.version)
-            .where(model_assignments.c.role == role)
-            .order_by(model_assignments.c.id.desc())
-            .limit(1)
-        ).first()
-        values = dict(
-            role=role,
-            version=version,
-            previous=current.version if current else None,
-            set_at=now(),
-            set_by=set_by,
-            action=action,
-        )
-        new_id = conn.execute(insert(model_assignments).values(**values)).inserted_primary_key[0]
-    return Assignment(id=new_id, **values)
+        _lock_assignments(conn)
+        if only_if_newest and any(_newest_id(conn, role) != id_ for role, id_ in only_if_newest.items()):
+            return []
+        for role, version in changes.items():
+            if version is not None and not _has(conn, version):
+                raise UserError(f"no version {version!r} in the model store", "`sentiment model list` shows the versions")
+            current = conn.execute(
+                select(model_assignments.c.version)
+                .where(model_assignments.c.role == role)
+                .order_by(model_assignments.c.id.desc())
+                .limit(1)
+            ).first()
+            values = dict(
+                role=role, version=version, previous=current.version if current else None, set_at=now(),
+                set_by=set_by, action=action,
+            )  # fmt: skip
+            new_id = conn.execute(insert(model_assignments).values(**values)).inserted_primary_key[0]
+            done.append(Assignment(id=new_id, **values))
+    return done
+
+
+ASSIGNMENTS_LOCK = 0x5E17_0026  # the advisory lock key of model_assignments' writers
+
+
+def _lock_assignments(conn) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ASSIGNMENTS_LOCK})
+
+
+def _newest_id(conn, role: str) -> int | None:
+    return conn.scalar(select(func.max(model_assignments.c.id)).where(model_assignments.c.role == role))
+
+
+def _has(conn, version: str) -> bool:
+    return conn.execute(select(model_versions.c.version).where(model_versions.c.version == version)).first() is not None
 
 
 def rollback_target(engine: Engine) -> tuple[str, str]:
@@ -401,6 +474,9 @@ class WorkerState:
     refused: str | None
     seen_at: datetime
     evidence: str | None = None  # shadow against live on the rated reviews both scored (stream/accuracy.py)
+    loading: str | None = None  # the version it is loading and checking now
+    loading_since: datetime | None = None
+    refused_assignment: int | None = None
 
 
 def report_worker(engine: Engine, state: WorkerState) -> None:
@@ -408,6 +484,7 @@ def report_worker(engine: Engine, state: WorkerState) -> None:
     values = dict(
         live=state.live, shadow=state.shadow, refused=state.refused, seen_at=state.seen_at,
         evidence=None if state.evidence is None else state.evidence[:500],
+        loading=state.loading, loading_since=state.loading_since, refused_assignment=state.refused_assignment,
     )  # fmt: skip
     with engine.begin() as conn:
         done = conn.execute(update(model_workers).where(model_workers.c.worker == state.worker).values(**values))
@@ -415,14 +492,24 @@ def report_worker(engine: Engine, state: WorkerState) -> None:
             conn.execute(insert(model_workers).values(worker=state.worker, **values))
 
 
-def running_workers(engine: Engine, within: float = 10.0) -> list[WorkerState]:
-    """The workers that reported within the last ``within`` seconds."""
-    since = now() - timedelta(seconds=within)
+def workers(engine: Engine) -> list[WorkerState]:
+    """Every worker that ever reported, with when it last did."""
     with engine.connect() as conn:
         rows = conn.execute(select(model_workers).order_by(model_workers.c.worker)).all()
     # compared in Python: SQLite hands back naive datetimes
-    found = [WorkerState(r.worker, r.live, r.shadow, r.refused, _aware(r.seen_at), r.evidence) for r in rows]
-    return [w for w in found if w.seen_at >= since]
+    return [
+        WorkerState(
+            r.worker, r.live, r.shadow, r.refused, _aware(r.seen_at), r.evidence, r.loading,
+            None if r.loading_since is None else _aware(r.loading_since), r.refused_assignment,
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def running_workers(engine: Engine, within: float = 10.0) -> list[WorkerState]:
+    """The workers that reported within the last ``within`` seconds."""
+    since = now() - timedelta(seconds=within)
+    return [w for w in workers(engine) if w.seen_at >= since]
 
 
 def _aware(moment: datetime) -> datetime:

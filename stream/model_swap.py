@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.engine import Engine
@@ -96,6 +97,7 @@ class ModelSwitch:
             changes.append(("shadow", old_shadow.version if old_shadow else None, self.version_of("shadow")))
         pause = time.perf_counter() - started
         metrics.MODEL_SWAP_PAUSE_SECONDS.observe(pause)
+        self.forget_series(changes)
         self.to_release = True
         for role, old_version, new_version in changes:
             self.swaps += 1
@@ -108,6 +110,14 @@ class ModelSwitch:
                 pause * 1000,
             )
         return changes
+
+    def forget_series(self, changes: list[tuple[str, str | None, str | None]]) -> None:
+        """The series labelled by a version that no role has any more leave the metrics (its accuracy, shadow
+        agreement, score histogram): a version's figures are exported only while it scores."""
+        kept = {self.live.version, self.shadow.version if self.shadow else None}
+        for _, old_version, _ in changes:
+            if old_version is not None and old_version not in kept:
+                metrics.forget_version(old_version)
 
     async def apply_between_batches(self) -> None:
         """Apply what is offered as soon as no batch is being scored (an idle stream switches too), then give the
@@ -153,7 +163,8 @@ def worker_name(settings: Settings) -> str:
 
 class ModelWatcher:
     """Polls the store, loads and checks new versions off the event loop, offers them to the switch, and reports
-    what this worker runs."""
+    what this worker runs (and, while it loads one, what and since when: its heartbeat goes on meanwhile). One load
+    at a time: a poll that comes while another loads only reports."""
 
     def __init__(
         self,
@@ -163,6 +174,7 @@ class ModelWatcher:
         load: Callable[[Engine, str, Settings], LoadedModel] = load_checked,
         refused: str | None = None,
         evidence: Callable[[], str | None] = lambda: None,
+        health=None,
     ) -> None:
         self.engine = engine
         self.evidence = evidence  # shadow against live on rated reviews, in words, once measured (reported)
@@ -172,9 +184,30 @@ class ModelWatcher:
         self.name = worker_name(settings)
         self.tried: set[tuple[str, int]] = set()  # (role, assignment id) already loaded or refused
         self.refused = refused  # the last refusal, as reported to the store
+        self.refused_assignment: int | None = None
+        self.loading: tuple[str, datetime] | None = None  # the version being loaded, since when
+        self.busy = False
         self.store_away = False
+        self.health = health
+
+    def start_with(self, role: str, model: LoadedModel, assignment: int) -> None:
+        """A version loaded and checked before the stream started (the shadow set before start): in place before
+        the first batch, and not loaded again."""
+        self.switch.offer(role, model)
+        self.switch.apply()
+        self.tried.add((role, assignment))
 
     async def poll(self) -> None:
+        if self.busy:  # another poll is loading a version: this one only says the worker is alive
+            await self.report()
+            return
+        self.busy = True
+        try:
+            await self._poll()
+        finally:
+            self.busy = False
+
+    async def _poll(self) -> None:
         try:
             wanted = await asyncio.to_thread(model_store.wanted, self.engine)
         except SQLAlchemyError as exc:
@@ -186,6 +219,24 @@ class ModelWatcher:
         await self.follow("live", wanted.live)
         await self.follow("shadow", wanted.shadow)
         await self.switch.apply_between_batches()
+        self.say_readiness(wanted)
+        await self.report()
+
+    def say_readiness(self, wanted: model_store.Wanted) -> None:
+        """A worker that does not run the store's live version says so: ``/readyz`` and
+        ``sentiment_model_live_mismatch``."""
+        from stream.health import health as worker_health
+
+        live = wanted.live_version
+        running = self.switch.live.version
+        problem = None
+        if live is not None and live != running:
+            why = self.refused if self.refused and self.refused.startswith(live) else "not loaded yet"
+            problem = f"runs {running}, not the store's live version {live} ({why})"
+        (self.health or worker_health).update(model_error=problem)
+        metrics.MODEL_LIVE_MISMATCH.set(0 if problem is None else 1)
+
+    async def report(self) -> None:
         state = model_store.WorkerState(
             self.name,
             self.switch.live.version,
@@ -193,6 +244,9 @@ class ModelWatcher:
             self.refused,
             model_store.now(),
             self.evidence(),
+            self.loading[0] if self.loading else None,
+            self.loading[1] if self.loading else None,
+            self.refused_assignment,
         )
         try:
             await asyncio.to_thread(model_store.report_worker, self.engine, state)
@@ -205,39 +259,50 @@ class ModelWatcher:
         target = assignment.version
         if target == self.switch.version_of(role) or (role, assignment.id) in self.tried:
             return
+        self.tried.add((role, assignment.id))  # loaded or refused once: not again until the store changes
         if target is None:
-            self.tried.add((role, assignment.id))
             self.switch.offer(role, None)
             return
         log.info("model store: %s version is %s (set by %s); loading it", role, target, assignment.set_by)
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self.load, self.engine, target, self.settings)
+            model = await self._load_reporting(target)
         except SQLAlchemyError as exc:  # the store went away while fetching: try again at the next poll
+            self.tried.discard((role, assignment.id))
             log.warning("cannot fetch model %s from the store (will try again): %s", target, first_line(exc))
             return
         except Refused as exc:
-            self.refuse(role, target, exc)
-            self.tried.add((role, assignment.id))
+            self.refuse(role, target, exc, assignment.id)
             return
         except Exception as exc:  # noqa: BLE001 - any other failure to load is a refusal too, never a crash
-            self.refuse(role, target, Refused("load_failed", first_line(exc)))
-            self.tried.add((role, assignment.id))
+            self.refuse(role, target, Refused("load_failed", first_line(exc)), assignment.id)
             return
-        self.tried.add((role, assignment.id))
         metrics.MODEL_LOAD_SECONDS.observe(time.perf_counter() - started)
-        log.info(
-            "model %s loaded and checked in %.1f s; switching %s at the next batch",
-            target,
-            time.perf_counter() - started,
-            role,
-        )
+        log.info("model %s loaded and checked in %.1f s; switching %s at the next batch", target,
+                 time.perf_counter() - started, role)  # fmt: skip
         self.switch.offer(role, model)
 
-    def refuse(self, role: str, version: str, why: Refused) -> None:
+    async def _load_reporting(self, target: str) -> LoadedModel:
+        """Load ``target`` in a thread while the heartbeat says "loading TARGET since T" every poll interval."""
+        self.loading = (target, model_store.now())
+        beating = asyncio.create_task(self._heartbeat())
+        try:
+            return await asyncio.to_thread(self.load, self.engine, target, self.settings)
+        finally:
+            beating.cancel()
+            self.loading = None
+            await asyncio.to_thread(release_memory)  # what the load left (a refused version's arrays) goes back
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self.report()
+            await asyncio.sleep(self.settings.model_poll_interval)
+
+    def refuse(self, role: str, version: str, why: Refused, assignment: int | None = None) -> None:
         metrics.MODEL_SWAP_FAILURES.labels(version=version, reason=why.reason).inc()
         kept = self.switch.version_of(role)
         log.warning(
             "refused model %s as %s (%s): %s; keeping %s", version, role, why.reason, why.detail, kept or "no shadow"
         )
         self.refused = f"{version} as {role}: {why.reason}: {why.detail}"[:500]
+        self.refused_assignment = assignment

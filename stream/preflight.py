@@ -28,6 +28,8 @@ class Ready:
     server: MetricsServer | None
     live_assignment: int | None = None  # the model store's live assignment the model follows (None: none set)
     refused: str | None = None  # the store's live version, when it was refused at start
+    shadow: Any = None  # stream.model_gate.LoadedModel: the store's shadow version, loaded before the first batch
+    shadow_assignment: int | None = None
 
 
 def preflight(settings: Settings) -> Ready:
@@ -74,8 +76,11 @@ def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
     from stream.model_gate import starting_model
 
     try:
-        model, live_assignment, refused = starting_model(engine, settings)
+        start = starting_model(engine, settings)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UserError(f"cannot load the model at {settings.model}: {exc}", "set SENTIMENT_MODEL / --model") from exc
     health.update(model_loaded=True)
-    return Ready(model.artifact, model.scorer, engine, server, live_assignment, refused)
+    return Ready(
+        start.live.artifact, start.live.scorer, engine, server, start.live_assignment, start.refused,
+        start.shadow, start.shadow_assignment,
+    )  # fmt: skip

@@ -26,7 +26,19 @@ def variant(dest: Path, *, bias_shift: float = 0.0, flip: bool = False) -> Path:
     last.set_weights([kernel, bias + bias_shift])
     (dest / "model.keras").unlink()
     model.save(dest / "model.keras")
+    bind_metrics(dest)
     return dest
+
+
+def bind_metrics(folder: Path) -> None:
+    """Name the folder's model.keras in its metrics.json, as training does (the copied figures are the default's)."""
+    import hashlib
+    import json
+
+    metrics_file = folder / "metrics.json"
+    digest = hashlib.sha256((folder / "model.keras").read_bytes()).hexdigest()
+    metrics = json.loads(metrics_file.read_text()) | {"model_sha256": digest, "model_version": digest[:12]}
+    metrics_file.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def _dense_layers(layer, keras) -> list:

@@ -49,7 +49,7 @@ def stored(engine, tmp_path: Path, content: bytes = b"model one") -> str:
     folder = fake_folder(tmp_path / content.decode().replace(" ", "-"), content)
     version = model_version(folder / "model.keras")
     manifest = {"version": version, "canary": {"accuracy": 1.0, "scores": None}}
-    blob = model_store.pack(model_store.artifact_files(folder))
+    blob = model_store.pack(model_store.artifact_files(folder, 1 << 20))
     assert model_store.add_version(engine, version, blob, manifest, {"fast-x.npz": b"tables"}, "tester@here")
     return version
 
@@ -78,7 +78,7 @@ def test_a_version_is_stored_whole_named_by_its_model_file_and_added_once(engine
 
 def test_a_failed_add_leaves_no_half_version(engine, tmp_path):
     folder = fake_folder(tmp_path / "m", b"model two")
-    blob = model_store.pack(model_store.artifact_files(folder))
+    blob = model_store.pack(model_store.artifact_files(folder, 1 << 20))
     with pytest.raises(TypeError):  # fails on the tables, after the version's own row was inserted
         model_store.add_version(engine, "v2", blob, {}, {"fast-v2.npz": None}, "me")
     assert counts(engine) == (0, 0) and not model_store.has_version(engine, "v2")

@@ -8,6 +8,7 @@ Choices (hyperparameters, early stopping) see only a validation split cut from `
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -331,6 +332,8 @@ def export(
     save_model(model, staging / MODEL_FILE)
     version = model_version(staging / MODEL_FILE)
     metrics = {**metrics, "model_version": version, "artifact_bytes": (staging / MODEL_FILE).stat().st_size}
+    # binds these metrics to this model file: `sentiment model add` refuses a metrics.json of another model
+    metrics["model_sha256"] = hashlib.sha256((staging / MODEL_FILE).read_bytes()).hexdigest()
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (staging / "reference_scores.json").write_text(
         json.dumps({"source": metrics["drift_reference"], "scores": [round(float(s), 5) for s in reference_scores]})
