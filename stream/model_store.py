@@ -17,6 +17,7 @@ event and row (``model_version``).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import io
@@ -26,6 +27,7 @@ import shutil
 import socket
 import tarfile
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -408,6 +410,11 @@ def assign_roles(
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
         if role == "live" and version is None:
             raise ValueError("the live role always has a version")
+    with _SQLITE_ASSIGNMENTS if engine.dialect.name == "sqlite" else contextlib.nullcontext():
+        return _assign_locked(engine, changes, set_by, action, only_if_newest)
+
+
+def _assign_locked(engine: Engine, changes, set_by: str, action: str, only_if_newest) -> list[Assignment]:
     done = []
     with engine.begin() as conn:
         _lock_assignments(conn)
@@ -432,6 +439,9 @@ def assign_roles(
 
 
 ASSIGNMENTS_LOCK = 0x5E17_0026  # the advisory lock key of model_assignments' writers
+
+
+_SQLITE_ASSIGNMENTS = threading.Lock()  # SQLite (one host, tests): its deferred transactions read before they lock
 
 
 def _lock_assignments(conn) -> None:
