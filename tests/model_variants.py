@@ -10,12 +10,12 @@ from pathlib import Path
 from core.settings import DEFAULT_MODEL
 
 
-def variant(dest: Path, *, bias_shift: float = 0.0, flip: bool = False) -> Path:
+def variant(dest: Path, *, bias_shift: float = 0.0, flip: bool = False, source: Path = DEFAULT_MODEL) -> Path:
     """A copy of the default artifact in ``dest`` whose model.keras differs: the last Dense layer's bias moved by
     ``bias_shift``, and with ``flip`` its kernel and bias negated (P(positive) becomes P(negative))."""
     from model.keras_model import import_keras, load_keras_model
 
-    shutil.copytree(DEFAULT_MODEL, dest)
+    shutil.copytree(source, dest)
     model = load_keras_model(dest / "model.keras")
     last = _dense_layers(model, import_keras())[-1]  # the output layer, whatever the layers before it are
     kernel, bias = last.get_weights()

@@ -284,3 +284,124 @@ def test_a_weaker_shadow_loses_by_evidence_and_the_same_model_as_shadow_does_not
     assert gauge("sentiment_shadow_mcnemar_p_value", **same) == 1.0
     assert gauge("sentiment_shadow_accuracy_difference", bound="estimate", **same) == 0
     assert worker.stop() == 0, worker.tail()
+
+
+# --- issue 26: a newcomer's model, and candidates the workers refuse --------------------------------------------------
+
+NEWCOMER_CONFIG = """\
+name = "small"
+ngrams = 2
+max_epochs = 3
+# The coordinator removes this line once the compiled scorer serves mask_unknown = false exactly (issue 26's other
+# half); until then a config without it is not served compiled, and `model add` refuses it.
+mask_unknown = true
+"""
+
+
+def small_data(data_dir: Path, folder: Path, train: int = 2000) -> Path:
+    """A data folder of a few thousand real reviews: trains in about 30 s here."""
+    import csv
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train), ("test", 500), ("unsup", 100)):
+        with gzip.open(data_dir / f"imdb_{split}.csv.gz", "rt", encoding="utf-8", newline="") as src:
+            rows = random.Random(1).sample(list(csv.DictReader(src)), n)
+        with gzip.open(folder / f"imdb_{split}.csv.gz", "wt", encoding="utf-8", newline="") as dst:
+            writer = csv.DictWriter(dst, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return folder
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def tamper_tables(settings, version: str) -> None:
+    """Edit one embedding row of a version's stored compiled tables (a row no check text touches) and record the
+    new bytes' SHA-256, as an attacker with write access to the store would."""
+    import numpy as np
+
+    engine = make_engine(settings.database_url)
+    with engine.begin() as conn:
+        name, content = conn.execute(
+            text("SELECT name, content FROM model_tables WHERE version = :v"), {"v": version}
+        ).one()
+        with np.load(io.BytesIO(bytes(content))) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["embedding"] = arrays["embedding"].copy()
+        arrays["embedding"][len(arrays["embedding"]) - 7] += 1
+        out = io.BytesIO()
+        np.savez(out, **arrays)
+        conn.execute(
+            text("UPDATE model_tables SET content = :c, sha256 = :s WHERE version = :v AND name = :n"),
+            {"c": out.getvalue(), "s": model_store.sha256_of(out.getvalue()), "v": version, "n": name},
+        )
+    engine.dispose()
+
+
+def test_a_newcomers_model_is_served_and_candidates_workers_refuse_leave_live_and_events_unchanged(
+    stream_settings, start_worker, imdb_test_rows, data_dir, tmp_path, capsys
+):
+    from sentiment.cli import main
+
+    settings = stream_settings
+    config = tmp_path / "small.toml"
+    config.write_text(NEWCOMER_CONFIG)
+    started = time.monotonic()
+    assert main(["train", "--config", str(config), "--data", str(small_data(data_dir, tmp_path / "data")),
+                 "--out", str(tmp_path / "runs")]) == 0  # fmt: skip
+    print(f"\ntrained in {time.monotonic() - started:.0f} s")
+    [run] = (tmp_path / "runs").glob("small-*")
+    small = models.add(settings, run)
+    flipped = models.add(settings.model_copy(update={"canary_min_accuracy": 0.0}),  # the adder's floor, not theirs
+                         variant(tmp_path / "flipped", flip=True, source=run))  # fmt: skip
+    tampered = models.add(settings, variant(tmp_path / "shifted", bias_shift=0.05, source=run))
+    tamper_tables(settings, tampered)
+    default = model_store.wanted(make_engine(settings.database_url)).live_version
+    workers = [start_worker(), start_worker()]
+    assert wait_until(lambda: workers_report(settings, default, 2), 90, on_poll=workers[0].assert_alive)
+    rows = random.Random(26).sample(imdb_test_rows, 900)
+    produce_reviews(settings, rows[:300], progress=False)
+    capsys.readouterr()
+    assert models.promote(settings, small, offline=False, wait=90) == 0, capsys.readouterr().err
+    assert f"2 of 2 workers run {small}" in capsys.readouterr().out
+    produce_reviews(settings, rows[300:600], progress=False)
+    assert wait_until(lambda: stored_count(settings.database_url) == 600, 60), workers[0].tail()
+    rss = {w.process.pid: rss_mb(w.process.pid) for w in workers}
+    for candidate, reason in ((flipped, "below_floor"), (tampered, "tampered")):
+        assert models.promote(settings, candidate, offline=False, wait=90) == 1
+        err = capsys.readouterr().err
+        assert f"0 of 2 workers run {candidate}" in err and f"refused {candidate} as live: {reason}" in err, err
+        assert f"live is back to {small}" in err
+        assert model_store.wanted(make_engine(settings.database_url)).live_version == small
+    after = {pid: rss_mb(pid) for pid in rss}
+    print("worker RSS before / after the two refused candidates, MB:",
+          {pid: (round(rss[pid]), round(after[pid])) for pid in rss})  # fmt: skip
+    assert all(after[pid] <= 1.05 * rss[pid] for pid in rss), (rss, after)
+    produce_reviews(settings, rows[600:], progress=False)
+    events = events_of(settings, len(rows), workers[0])
+    by_id = {e["review_id"]: e for e in events}
+    assert {by_id[r.review_id]["model_version"] for r in rows[600:]} == {small}
+    assert {by_id[r.review_id]["model_version"] for r in rows[300:600]} == {small}
+    for w in workers:
+        assert w.stop() == 0, w.tail()
+
+
+def test_concurrent_promotes_on_postgresql_leave_a_history_rollback_can_follow(stream_settings, variants):
+    settings = stream_settings
+    engine = make_engine(settings.database_url)
+    versions = [models.add(settings, settings.model)] + [models.add(settings, variants[k]) for k in ("shifted", "weaker")]
+    threads = [threading.Thread(target=model_store.assign, args=(engine, "live", v, "me", "promote"))
+               for v in versions[1:] * 5]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = list(reversed(model_store.history(engine, 100)))
+    assert all(row.previous == before.version for before, row in zip(rows, rows[1:]))
+    engine.dispose()
