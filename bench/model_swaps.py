@@ -105,7 +105,7 @@ def main() -> int:
     batches = [messages(texts[i : i + 256]) for i in range(0, len(texts), 256)]
 
     batch_scorer = BatchScorer(None, max_text_chars=50_000, max_message_bytes=1_000_000)
-    switch = ModelSwitch(starting_model(engine, settings)[0], batch_scorer)
+    switch = ModelSwitch(starting_model(engine, settings).live, batch_scorer)
     batch_scorer.scorer = switch.live.scorer
     watcher = ModelWatcher(engine, settings, switch)
     versions = [v.version for v in model_store.versions(engine)]

@@ -119,6 +119,46 @@ def report(phases: dict[str, tuple[float, float]], sampler: Sampler, events: lis
               f"{p50:5.0f} ms, p99 {p99:5.0f} ms ({mask.sum():,} reviews)  vs before: {ratios}")  # fmt: skip
 
 
+def run_phases(args, data: Path, settings: Settings, engine, worker, candidate: str, default: str) -> None:
+    """Stream, promote the candidate after one phase, stream another phase; print the figures of each."""
+    count = int(args.rate * (2 * args.phase + 120))
+    rows = random.Random(3).sample(list(read_reviews(data / "imdb_test.csv.gz")), count)
+    stop = threading.Event()
+    sent = [0]
+
+    def paced():
+        started = time.monotonic()
+        for i, row in enumerate(rows):
+            if stop.is_set():
+                return
+            sent[0] += 1
+            if i % 50 == 0:
+                time.sleep(max(0.0, started + i / args.rate - time.monotonic()))
+            yield row
+
+    sender = threading.Thread(target=lambda: produce_reviews(settings, paced(), progress=False), daemon=True)
+    sampler = Sampler(worker.pid)
+    began = time.time()
+    sender.start()
+    time.sleep(args.phase)
+    asked = time.time()
+    said = io.StringIO()
+    code = models.promote(settings, candidate, offline=False, wait=300, out=said)
+    refused = time.time()
+    print(f"promote {candidate}: exit {code} after {refused - asked:.1f} s; live is "
+          f"{model_store.wanted(engine).live_version} (default {default})", flush=True)  # fmt: skip
+    time.sleep(args.phase)
+    ended = time.time()
+    stop.set()
+    sender.join(60)
+    time.sleep(3)
+    sampler.running = False
+    events = read_events(settings, sent[0])
+    report({"before": (began + 2, asked), "during": (asked, refused), "after": (refused, ended)}, sampler, events)
+    versions = {e["model_version"] for e in events}
+    print(f"versions in the {len(events):,} events: {sorted(versions)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=500)
@@ -137,8 +177,13 @@ def main() -> int:
         create_topics(broker.bootstrap, ["bench-reviews", "bench-sentiments", "bench-dlq"], 4)
         print("adding the default model and a below-floor candidate (a child process, with TensorFlow) ...", flush=True)
         add_cache = workdir / "add-cache"
-        done = subprocess.run([sys.executable, "-c", PREPARE, pg.url, str(workdir / "variants"), str(add_cache)],
-                              check=True, env=os.environ | {"PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-c", PREPARE, pg.url, str(workdir / "variants"), str(add_cache)],
+            check=True,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+        )
         candidate = done.stdout.strip().splitlines()[-1].split()[1]
         engine = make_engine(pg.url)
         default = model_store.wanted(engine).live_version
@@ -153,42 +198,7 @@ def main() -> int:
             if worker.poll() is not None:
                 raise SystemExit(f"the worker exited: see {workdir}/worker.log")
             time.sleep(0.5)
-        count = int(args.rate * (2 * args.phase + 120))
-        rows = random.Random(3).sample(list(read_reviews(data / "imdb_test.csv.gz")), count)
-        stop = threading.Event()
-        sent = [0]
-
-        def paced():
-            started = time.monotonic()
-            for i, row in enumerate(rows):
-                if stop.is_set():
-                    return
-                sent[0] += 1
-                if i % 50 == 0:
-                    time.sleep(max(0.0, started + i / args.rate - time.monotonic()))
-                yield row
-
-        sender = threading.Thread(target=lambda: produce_reviews(settings, paced(), progress=False), daemon=True)
-        sampler = Sampler(worker.pid)
-        began = time.time()
-        sender.start()
-        time.sleep(args.phase)
-        asked = time.time()
-        said = io.StringIO()
-        code = models.promote(settings, candidate, offline=False, wait=300, out=said)
-        refused = time.time()
-        print(f"promote {candidate}: exit {code} after {refused - asked:.1f} s; live is "
-              f"{model_store.wanted(engine).live_version} (default {default})", flush=True)  # fmt: skip
-        time.sleep(args.phase)
-        ended = time.time()
-        stop.set()
-        sender.join(60)
-        time.sleep(3)
-        sampler.running = False
-        events = read_events(settings, sent[0])
-        report({"before": (began + 2, asked), "during": (asked, refused), "after": (refused, ended)}, sampler, events)
-        versions = {e["model_version"] for e in events}
-        print(f"versions in the {len(events):,} events: {sorted(versions)}")
+        run_phases(args, data, settings, engine, worker, candidate, default)
         engine.dispose()
     finally:
         if worker is not None:

@@ -63,32 +63,7 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
     finally:
         engine.dispose()
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "versions": [
-                        {
-                            "version": v.version,
-                            "sha256": v.sha256,
-                            "bytes": v.size_bytes,
-                            "added_at": v.added_at.isoformat(),
-                            "added_by": v.added_by,
-                            "roles": roles_of(v.version, wanted),
-                            "manifest": {k: val for k, val in v.manifest.items() if k != "canary"}
-                            | {"canary_accuracy": v.manifest["canary"]["accuracy"]},
-                        }
-                        for v in stored
-                    ],
-                    "live": _assignment_json(wanted.live),
-                    "shadow": _assignment_json(wanted.shadow),
-                    "history": [_assignment_json(a) for a in history],
-                    "workers": [w.__dict__ | {"seen_at": w.seen_at.isoformat()} for w in workers],
-                },
-                indent=2,
-                default=str,
-            ),
-            file=out,
-        )
+        print(_store_json(stored, wanted, history, workers), file=out)
         return
     if not stored:
         print(f"the model store is empty; workers run the configured model ({settings.model})", file=out)
@@ -127,6 +102,32 @@ def list_store(settings: Settings, as_json: bool, out=None) -> None:
         print(f"  {w.worker}: live {w.live}, shadow {w.shadow or 'off'}{loading}{refused}", file=out)
         if w.evidence:
             print(f"    {w.evidence}", file=out)
+
+
+def _store_json(stored, wanted: model_store.Wanted, history, workers) -> str:
+    return json.dumps(
+        {
+            "versions": [
+                {
+                    "version": v.version,
+                    "sha256": v.sha256,
+                    "bytes": v.size_bytes,
+                    "added_at": v.added_at.isoformat(),
+                    "added_by": v.added_by,
+                    "roles": roles_of(v.version, wanted),
+                    "manifest": {k: val for k, val in v.manifest.items() if k != "canary"}
+                    | {"canary_accuracy": v.manifest["canary"]["accuracy"]},
+                }
+                for v in stored
+            ],
+            "live": _assignment_json(wanted.live),
+            "shadow": _assignment_json(wanted.shadow),
+            "history": [_assignment_json(a) for a in history],
+            "workers": [w.__dict__ | {"seen_at": w.seen_at.isoformat()} for w in workers],
+        },
+        indent=2,
+        default=str,
+    )
 
 
 def roles_of(version: str, wanted: model_store.Wanted) -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from core.errors import UserError
 from core.messages import first_line
 from core.settings import Settings
 from model.samples import SAMPLE_REVIEWS, hostile_texts
-from model.scorer import MODEL_FILE, ModelArtifact, Scorer, load_configured_scorer, model_version
+from model.scorer import MODEL_FILE, ModelArtifact, Scorer, load_configured_scorer
 from stream.model_store import (
     CorruptVersion,
     artifact_files,
@@ -70,7 +69,9 @@ class Prepared:
     tables: dict[str, bytes]
 
 
-def prepare(folder: Path, settings: Settings, *, allow_tensorflow: bool = False, without_metrics: bool = False) -> Prepared:
+def prepare(
+    folder: Path, settings: Settings, *, allow_tensorflow: bool = False, without_metrics: bool = False
+) -> Prepared:
     """A run folder made ready for the store, checked as a worker will check it: its files (:func:`artifact_files`),
     its metrics (they must be this model's), loaded with TensorFlow, its compiled tables built and checked (kept in
     the cache too), its canary scores taken, and :func:`check` passed. Raises :class:`UserError` (exit 2) for a
@@ -263,7 +264,9 @@ def _fetch_unpacked(engine: Engine, version: str, settings: Settings) -> dict:
     if size is None:
         raise Refused("missing", f"version {version} is not in the model store")
     if size > settings.model_max_bytes:
-        raise Refused("too_large", f"it holds {size:,} bytes, more than SENTIMENT_MODEL_MAX_BYTES {settings.model_max_bytes:,}")
+        raise Refused(
+            "too_large", f"it holds {size:,} bytes, more than SENTIMENT_MODEL_MAX_BYTES {settings.model_max_bytes:,}"
+        )
     fetched = fetch(engine, version)
     if fetched is None:
         raise Refused("missing", f"version {version} is not in the model store")
@@ -285,7 +288,9 @@ def _load_scorer(engine: Engine, version: str, manifest: dict, settings: Setting
     if served.scoring == "compiled":
         why = build_tables_in_child(artifact, settings.cache_dir)
         if why is not None:
-            raise Refused("scoring_path", f"compiled scoring cannot serve it ({why}) and it was not added for TensorFlow")
+            raise Refused(
+                "scoring_path", f"compiled scoring cannot serve it ({why}) and it was not added for TensorFlow"
+            )
         _compare_stored_tables(engine, version, settings.cache_dir)
     try:
         scorer = load_scorer(

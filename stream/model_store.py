@@ -422,7 +422,9 @@ def _assign_locked(engine: Engine, changes, set_by: str, action: str, only_if_ne
             return []
         for role, version in changes.items():
             if version is not None and not _has(conn, version):
-                raise UserError(f"no version {version!r} in the model store", "`sentiment model list` shows the versions")
+                raise UserError(
+                    f"no version {version!r} in the model store", "`sentiment model list` shows the versions"
+                )
             current = conn.execute(
                 select(model_assignments.c.version)
                 .where(model_assignments.c.role == role)
@@ -509,8 +511,15 @@ def workers(engine: Engine) -> list[WorkerState]:
     # compared in Python: SQLite hands back naive datetimes
     return [
         WorkerState(
-            r.worker, r.live, r.shadow, r.refused, _aware(r.seen_at), r.evidence, r.loading,
-            None if r.loading_since is None else _aware(r.loading_since), r.refused_assignment,
+            r.worker,
+            r.live,
+            r.shadow,
+            r.refused,
+            _aware(r.seen_at),
+            r.evidence,
+            r.loading,
+            None if r.loading_since is None else _aware(r.loading_since),
+            r.refused_assignment,
         )  # fmt: skip
         for r in rows
     ]
