@@ -41,6 +41,7 @@ from stream.model_store import (
     read_own_file,
     sha256_of,
     stored_size,
+    table_names,
     unpack,
 )
 
@@ -344,19 +345,54 @@ def check(scorer: Scorer, manifest: dict, settings: Settings) -> None:
 def _compare_stored_tables(engine: Engine, version: str, cache_dir: Path) -> None:
     """The compiled tables stored with the version, compared array by array, row by row, with the ones this worker
     built from the version's weights: stored tables are never used, but tables that differ mean the store was
-    written to by something other than ``sentiment model add``."""
+    written to by something other than ``sentiment model add``. In a child process: the stored tables (50 MB for the
+    default model, twice that on the wire) never enter the worker's memory."""
+    import subprocess
+    import sys
+
     from model.compiled.cache import cache_path
 
-    built = cache_path(version, cache_dir)
-    stored = fetch_table(engine, version, built.name)
-    if stored is None:  # built for another TensorFlow or code version, or none stored: nothing to compare
+    if cache_path(version, cache_dir).name not in table_names(engine, version):
+        return  # built for another TensorFlow or code version, or none stored: nothing to compare
+    job = {"url": engine.url.render_as_string(hide_password=False), "version": version,
+           "built": str(cache_path(version, cache_dir))}  # fmt: skip
+    try:
+        done = subprocess.run([sys.executable, "-m", "stream.model_gate"], input=json.dumps(job), capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Refused("load_failed", f"its stored tables could not be compared: {exc}") from exc
+    said = (done.stdout.strip().splitlines() or [""])[-1]
+    if done.returncode == 0:
         return
+    if done.returncode in (3, 4):
+        raise Refused("tampered" if done.returncode == 3 else "corrupt", said)
+    why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    raise Refused("load_failed", f"its stored tables could not be compared: {why}")
+
+
+def compare_in_child(job: dict) -> int:
+    """``python -m stream.model_gate`` (a job as JSON on stdin): 0 when the stored tables are the built ones (or
+    none of that name is stored), 3 when they differ, 4 when their bytes do not have their stored hash; the reason
+    on stdout."""
+    from stream.db import make_engine
+
+    built = Path(job["built"])
+    engine = make_engine(job["url"])
+    try:
+        stored = fetch_table(engine, job["version"], built.name)
+    finally:
+        engine.dispose()
+    if stored is None:
+        return 0
     sha256, data = stored
     if sha256_of(data) != sha256:
-        raise Refused("corrupt", f"its stored compiled tables {built.name} do not have the stored hash")
+        print(f"its stored compiled tables {built.name} do not have the stored hash")
+        return 4
     difference = tables_difference(built, data)
-    if difference is not None:
-        raise Refused("tampered", f"its stored compiled tables differ from those built from its weights: {difference}")
+    if difference is None:
+        return 0
+    print(f"its stored compiled tables differ from those built from its weights: {difference}")
+    return 3
 
 
 def tables_difference(built: Path, stored: bytes) -> str | None:
@@ -429,3 +465,9 @@ def _refused_at_start(version: str, role: str, exc: Refused, settings: Settings)
         health.update(model_error=f"refused the store's live version: {refusal}")
         metrics.MODEL_LIVE_MISMATCH.set(1)
     return refusal
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(compare_in_child(json.loads(sys.stdin.read())))

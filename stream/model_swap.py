@@ -191,10 +191,9 @@ class ModelWatcher:
         self.health = health
 
     def start_with(self, role: str, model: LoadedModel, assignment: int) -> None:
-        """A version loaded and checked before the stream started (the shadow set before start): in place before
-        the first batch, and not loaded again."""
+        """A version loaded and checked before the stream started (the shadow set before start): applied before
+        the first batch is scored (the agent applies what is offered first), and not loaded again."""
         self.switch.offer(role, model)
-        self.switch.apply()
         self.tried.add((role, assignment))
 
     async def poll(self) -> None:
