@@ -41,7 +41,7 @@ from stream.model_store import (
     read_own_file,
     sha256_of,
     stored_size,
-    table_names,
+    table_hashes,
     unpack,
 )
 
@@ -144,7 +144,11 @@ def _checked_tables(scorer: Scorer, version: str, cache_dir: Path) -> dict[str, 
     from model.compiled.cache import cache_path
 
     table_file = cache_path(version, cache_dir)
-    return {table_file.name: table_file.read_bytes()} if scorer.scoring == "compiled" and table_file.exists() else {}
+    if scorer.scoring != "compiled" or not table_file.exists():
+        return {}
+    data = table_file.read_bytes()
+    compared_marker(table_file, sha256_of(data)).touch()  # stored from these very tables
+    return {table_file.name: data}
 
 
 def _manifest(folder, files, model_sha256, metrics, scores, tables) -> dict:
@@ -294,24 +298,33 @@ def _load_scorer(engine: Engine, version: str, manifest: dict, settings: Setting
             )
         _compare_stored_tables(engine, version, settings.cache_dir)
     try:
-        scorer = load_scorer(
-            artifact, scoring=served.scoring, cache_dir=settings.cache_dir, threads=settings.scoring_threads
-        )
+        if served.scoring == "compiled":
+            return _compiled_scorer(artifact, settings)
+        return load_scorer(artifact, scoring="tensorflow", cache_dir=settings.cache_dir)
+    except Refused:
+        raise
     except Exception as exc:  # noqa: BLE001 - a model that does not load is refused, whatever the error
         raise Refused("load_failed", first_line(exc)) from exc
-    if scorer.scoring != served.scoring:  # the tables went missing between the build and the load
-        raise Refused("scoring_path", f"it scores with {scorer.scoring}, not {served.scoring}")
-    return scorer
+
+
+def _compiled_scorer(artifact: ModelArtifact, settings: Settings) -> Scorer:
+    """The compiled scorer from the cached tables, never TensorFlow's (it would stay in the worker's memory)."""
+    from model.compiled.cache import load_cached
+
+    fast = load_cached(artifact.version, settings.cache_dir)
+    if fast is None:
+        raise Refused("scoring_path", "its compiled tables are not in the cache (removed while it loaded)")
+    if settings.scoring_threads:
+        fast.threads = settings.scoring_threads
+    return Scorer(None, artifact.version, fast=fast, model_file=artifact.model_file)
 
 
 def _forget(version: str, cache_dir: Path) -> None:
-    """A refused version's files and tables leave the cache (a version is tried again only when assigned again)."""
+    """A refused version's files leave the cache (its compiled tables, built here from its weights, stay: another
+    worker on this host may be loading them)."""
     import shutil
 
-    from model.compiled.cache import cache_path
-
     shutil.rmtree(cache_dir / "models" / version, ignore_errors=True)
-    cache_path(version, cache_dir).unlink(missing_ok=True)
 
 
 def load_configured(settings: Settings) -> LoadedModel:
@@ -352,8 +365,12 @@ def _compare_stored_tables(engine: Engine, version: str, cache_dir: Path) -> Non
 
     from model.compiled.cache import cache_path
 
-    if cache_path(version, cache_dir).name not in table_names(engine, version):
+    built = cache_path(version, cache_dir)
+    recorded = table_hashes(engine, version).get(built.name)
+    if recorded is None:
         return  # built for another TensorFlow or code version, or none stored: nothing to compare
+    if compared_marker(built, recorded).exists():
+        return  # these very bytes were compared with these tables on this host (or stored from them by add)
     job = {"url": engine.url.render_as_string(hide_password=False), "version": version,
            "built": str(cache_path(version, cache_dir))}  # fmt: skip
     try:
@@ -363,11 +380,17 @@ def _compare_stored_tables(engine: Engine, version: str, cache_dir: Path) -> Non
         raise Refused("load_failed", f"its stored tables could not be compared: {exc}") from exc
     said = (done.stdout.strip().splitlines() or [""])[-1]
     if done.returncode == 0:
+        compared_marker(built, recorded).touch()
         return
     if done.returncode in (3, 4):
         raise Refused("tampered" if done.returncode == 3 else "corrupt", said)
     why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
     raise Refused("load_failed", f"its stored tables could not be compared: {why}")
+
+
+def compared_marker(built: Path, sha256: str) -> Path:
+    """The file that says: stored tables with this SHA-256 are the tables ``built`` from the weights here."""
+    return built.with_name(f"{built.name}.stored-{sha256[:16]}.same")
 
 
 def compare_in_child(job: dict) -> int:

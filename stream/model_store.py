@@ -300,9 +300,11 @@ def stored_size(engine: Engine, version: str) -> int | None:
         return conn.scalar(select(model_versions.c.size_bytes).where(model_versions.c.version == version))
 
 
-def table_names(engine: Engine, version: str) -> list[str]:
+def table_hashes(engine: Engine, version: str) -> dict[str, str]:
+    """The stored tables of a version: name -> recorded SHA-256 (without their bytes)."""
     with engine.connect() as conn:
-        return list(conn.scalars(select(model_tables.c.name).where(model_tables.c.version == version)))
+        rows = conn.execute(select(model_tables.c.name, model_tables.c.sha256).where(model_tables.c.version == version))
+        return {r.name: r.sha256 for r in rows}
 
 
 @dataclass(frozen=True)

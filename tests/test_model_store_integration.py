@@ -136,9 +136,9 @@ def test_promote_and_rollback_reach_every_running_worker_between_batches_with_no
             started = time.monotonic()
             said = io.StringIO()
             if action == "promote":
-                assert models.promote(settings, shifted, offline=False, wait=10, out=said) == 0, worker.tail()
+                assert models.promote(settings, shifted, offline=False, wait=30, out=said) == 0, worker.tail()
             else:
-                assert models.rollback(settings, offline=False, wait=10, out=said) == 0, worker.tail()
+                assert models.rollback(settings, offline=False, wait=30, out=said) == 0, worker.tail()
             timeline.append((action, time.monotonic() - started))
             assert f"2 of 2 workers run {version}" in said.getvalue(), said.getvalue()
             # the page and its API use the live version
