@@ -326,3 +326,38 @@ def test_promoting_the_live_version_changes_nothing_and_an_unknown_one_is_refuse
     assert outcome.already and outcome.exit_code == 0
     with pytest.raises(UserError, match="no version"):
         model_lifecycle.promote(engine, settings_for(db_url), "feedbeef", wait=1, offline=True)
+
+
+CHECK_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+from core.settings import Settings
+from stream.db import make_engine, upgrade
+from stream.model_gate import Refused, load_checked
+from tests.test_model_lifecycle import big_version
+tmp = Path(sys.argv[1])
+upgrade(f"sqlite:///{tmp / 'store.db'}")
+engine = make_engine(f"sqlite:///{tmp / 'store.db'}")
+version = big_version(engine, tmp)
+try:
+    load_checked(engine, version, Settings(cache_dir=tmp / "cache"))
+except Refused as exc:
+    print("REFUSED", exc.reason, "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+@pytest.mark.integration  # its child process imports TensorFlow (a minute or more on a busy machine)
+def test_a_worker_refuses_a_version_the_compiled_path_cannot_serve_without_importing_tensorflow(tmp_path):
+    """The check that made a worker hold TensorFlow (RSS 296 -> 830 MB): the tables are built in a child; when it
+    fails, the version is refused (scoring_path), and this process never imported TensorFlow."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_IN_A_FRESH_PROCESS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    assert done.stdout.split() == ["REFUSED", "scoring_path", "False", "False"], done.stdout + done.stderr[-2000:]
