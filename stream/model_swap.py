@@ -287,10 +287,12 @@ class ModelWatcher:
         beating = asyncio.create_task(self._heartbeat())
         try:
             return await asyncio.to_thread(self.load, self.engine, target, self.settings)
+        except BaseException:
+            await asyncio.to_thread(release_memory)  # what a refused version's check left goes back to the system
+            raise
         finally:
             beating.cancel()
             self.loading = None
-            await asyncio.to_thread(release_memory)  # what the load left (a refused version's arrays) goes back
 
     async def _heartbeat(self) -> None:
         while True:

@@ -128,7 +128,7 @@ def test_promote_and_rollback_reach_every_running_worker_between_batches_with_no
     second = start_worker()
     assert wait_until(lambda: workers_report(settings, default, 2), 90, on_poll=worker.assert_alive), worker.tail()
     assert probe(web_port, "/api/live")[1]["model_version"] == default
-    rows = random.Random(20).sample(imdb_test_rows, 3000)
+    rows = random.Random(20).sample(imdb_test_rows, 4500)  # 30 s: the three steps fit on a busy machine
     timeline = []
     with Stream(settings, rows, per_second=150):
         time.sleep(4)
