@@ -121,8 +121,8 @@ def report(phases: dict[str, tuple[float, float]], sampler: Sampler, events: lis
 
 def run_phases(args, data: Path, settings: Settings, engine, worker, candidate: str, default: str) -> None:
     """Stream, promote the candidate after one phase, stream another phase; print the figures of each."""
-    count = int(args.rate * (2 * args.phase + 120))
-    rows = random.Random(3).sample(list(read_reviews(data / "imdb_test.csv.gz")), count)
+    reviews = list(read_reviews(data / "imdb_test.csv.gz"))
+    rows = random.Random(3).sample(reviews, min(len(reviews), int(args.rate * (2 * args.phase + 120))))
     stop = threading.Event()
     sent = [0]
 
