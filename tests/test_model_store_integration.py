@@ -146,7 +146,6 @@ def test_promote_and_rollback_reach_every_running_worker_between_batches_with_no
             assert score_via_api(web_port)["model_version"] == version
             time.sleep(5)
     print(f"confirmed by both workers after: {timeline}")
-    print("".join(line for line in worker.log.read_text().splitlines(keepends=True) if "loaded and checked" in line))
     assert all(seconds < 10 for _, seconds in timeline)
     events = events_of(settings, len(rows), worker)
     by_id = {e["review_id"]: e for e in events}
