@@ -79,6 +79,23 @@ class Settings(BaseSettings):
     batch_wait: float = Field(
         0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
     )
+    lean_path: bool = Field(
+        True,
+        description="Drain each fetched batch straight into micro-batches (stream/consumer.py); false: Faust's own "
+        "per-message path, with the same fetch settings (for comparison).",
+    )
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="Most milliseconds a fetch waits at the broker when no record is there."
+    )
+    fetch_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes one fetch brings per partition (a larger message still comes).",
+    )
+    fetch_max_records: int = Field(0, ge=0, description="Most records handed over per fetch (0: no limit).")
+    stream_buffer: int = Field(
+        4096, ge=1, le=1_000_000, description="Messages buffered per topic before its partitions are paused."
+    )
     topic_reviews: str = Field("reviews", description="Topic the worker reads reviews from.")
     topic_sentiments: str = Field("sentiments", description="Topic the worker writes one result per review to.")
     topic_dlq: str = Field("reviews.dlq", description="Dead-letter topic for rejected reviews.")

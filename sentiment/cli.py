@@ -46,12 +46,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.preflight import preflight
+    from stream.supervisor import parse_processes
 
     settings = settings_from(args)
+    processes = parse_processes(args.processes)
+    if processes > 1:
+        from stream.supervisor import run_supervisor
+
+        return run_supervisor(settings, processes, _worker_options(args))
     ready = preflight(settings)
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 
     return run_worker(settings, ready)
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The setting options given to ``sentiment worker``, for each of its processes."""
+    options = []
+    for name, value in _overrides(args).items():
+        options += [SETTING_OPTIONS[name][0], str(value)]
+    if args.debug:
+        options.append("--debug")
+    return options
 
 
 MAX_SKIPS_SHOWN = 20
@@ -376,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run the Faust worker: reviews in, scores out to Kafka and the database")
+    p.add_argument(
+        "--processes",
+        default="1",
+        metavar="N|auto",
+        help="worker processes in one consumer group under one supervisor, one log, one metrics endpoint "
+        "(auto: the usable cores; default 1)",
+    )
     _add_settings(p, *SETTING_OPTIONS)
     p.set_defaults(func=cmd_worker)
 

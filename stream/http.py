@@ -215,9 +215,11 @@ def add_probes(app: web.Application, health: Health | None) -> None:
     app.router.add_get("/readyz", readyz)
 
 
-def metrics_app(health: Health, limits: Limits) -> web.Application:
+def metrics_app(health: Health, limits: Limits, collect: Callable[[], bytes] = generate_latest) -> web.Application:
+    """``collect``: the exposition (this process's metrics; under --processes, every child's: stream/supervisor.py)."""
+
     async def metrics(request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(generate_latest)
+        body = await asyncio.to_thread(collect)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def unknown(request: web.Request) -> web.Response:
@@ -234,10 +236,17 @@ class MetricsServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` on an event loop of its own, in one thread for all connections.
     It listens from construction on, so a port in use fails at start, and answers while the model loads."""
 
-    def __init__(self, health: Health, host: str, port: int, limits: Limits = Limits()) -> None:
+    def __init__(
+        self,
+        health: Health,
+        host: str,
+        port: int,
+        limits: Limits = Limits(),
+        collect: Callable[[], bytes] = generate_latest,
+    ) -> None:
         self.host = host
         self.loop = asyncio.new_event_loop()
-        self.listener = Listener(metrics_app(health, limits), limits)
+        self.listener = Listener(metrics_app(health, limits, collect), limits)
         self.thread = threading.Thread(target=self.loop.run_forever, name="metrics-http", daemon=True)
         self.thread.start()
         try:
