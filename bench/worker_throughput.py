@@ -65,16 +65,34 @@ def peak_rss_mb(pid: int) -> float:
 class WorkerRun:
     rate: float  # reviews/s from 10% to 100% of the backlog, all workers together
     profile: str  # py-spy's top functions by own time (first worker), when asked for
-    peak_rss_mb: list[float]  # each worker's
+    peak_rss_mb: list[float]  # each worker process's (under --processes: each child's, not the supervisor's)
 
 
-def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, workers: int = 1) -> WorkerRun:
-    """Drain ``count`` reviews already in the topic with ``workers`` worker processes in one group."""
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def worker_rate(
+    settings: Settings,
+    count: int,
+    workdir: Path,
+    profile: bool,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    app_id: str | None = None,
+) -> WorkerRun:
+    """Drain ``count`` reviews already in the topic with ``workers`` worker commands in one group (each given
+    ``args``, e.g. ``--processes 2``, and ``env`` on top of the bench's settings)."""
     ports = [free_port() for _ in range(workers)]
-    logs = [open(workdir / f"worker-{settings.topic_reviews}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
+    group = app_id or f"bench-{settings.topic_reviews}"
+    logs = [open(workdir / f"worker-{group}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "sentiment", "worker"], env=worker_env(settings, port, f"bench-{settings.topic_reviews}"),
+            [sys.executable, "-m", "sentiment", "worker", *args], env=worker_env(settings, port, group) | (env or {}),
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir,  # where Faust keeps its "<app id>-data" folder
         )
         for port, log in zip(ports, logs)
@@ -83,6 +101,7 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
     try:
         t10 = n10 = None
         deadline = time.monotonic() + 600
+        rss: dict[int, float] = {}
         while time.monotonic() < deadline:
             n = sum(read_metric(port, "sentiment_reviews_scored_total") or 0 for port in ports)
             if t10 is None and n >= count // 10:
@@ -90,13 +109,22 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
                 if profile:
                     spy = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
-                         "-o", str(workdir / "worker.stacks"), "--pid", str(procs[0].pid)],
+                         "--gil", "-o", str(workdir / "worker.stacks"), "--pid", str(procs[0].pid)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
+            for p in procs:  # each worker process's peak, children of a supervisor included
+                for pid in [p.pid, *children(p.pid)]:
+                    try:
+                        rss[pid] = peak_rss_mb(pid)
+                    except OSError:
+                        pass
             if n >= count:
                 rate = (count - n10) / (time.perf_counter() - t10)
+                supervisors = {p.pid for p in procs if children(p.pid)}
                 return WorkerRun(
-                    rate, top_functions(workdir / "worker.stacks", spy), [peak_rss_mb(p.pid) for p in procs]
+                    rate,
+                    top_functions(workdir / "worker.stacks", spy),
+                    [mb for pid, mb in rss.items() if pid not in supervisors],
                 )
             for p in procs:
                 if p.poll() is not None:
@@ -112,7 +140,9 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
             log.close()
 
 
-def top_functions(stacks: Path, spy, n: int = 12) -> str:
+def top_functions(stacks: Path, spy, n: int = 15) -> str:
+    """py-spy's samples of the thread holding the GIL (--gil: where the Python time goes, idle waits left out), by
+    own time."""
     if spy is None:
         return ""
     spy.send_signal(2)
@@ -128,10 +158,21 @@ def top_functions(stacks: Path, spy, n: int = 12) -> str:
     return "\n".join(f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n))
 
 
-def noop_rate(broker: str, topic: str, count: int, workdir: Path) -> float:
-    out = workdir / f"{topic}.rate"
+def noop_rate(broker: str, topic: str, count: int, workdir: Path, lean: bool = False, app_id: str = "") -> float:
+    """The no-op agent's rate on ``topic`` (stock Faust, or ``lean``: the worker's path with scoring off)."""
+    app_id = app_id or f"{topic}-app"
+    out = workdir / f"{app_id}.rate"
     done = subprocess.run(
-        [sys.executable, str(HERE / "noop_agent.py"), broker, topic, f"{topic}-app", str(count), str(out)],
+        [
+            sys.executable,
+            str(HERE / "noop_agent.py"),
+            broker,
+            topic,
+            app_id,
+            str(count),
+            str(out),
+            *(["256", "--lean"] if lean else []),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,

@@ -20,7 +20,7 @@ processes in one consumer group and is, to the outside, one worker:
   exit code.
 
 The children start one after the other's readiness (the first builds the compiled scorer's cache, if missing, alone),
-and each scores with ``cores / N`` threads unless ``SENTIMENT_SCORING_THREADS`` says otherwise.
+and each scores with ``cores / N`` threads unless ``SENTIMENT_SCORING_THREADS`` is set (not 0).
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ class Supervisor:
         }
         if child.index != 0:
             env["SENTIMENT_WEB_PORT"] = "0"  # one page: child 0's
-        if "SENTIMENT_SCORING_THREADS" not in os.environ:
+        if self.settings.scoring_threads == 0:  # 0: the default, which would give each child every core
             env["SENTIMENT_SCORING_THREADS"] = str(max(1, usable_cores() // len(self.children)))
         return env
 
