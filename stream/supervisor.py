@@ -52,12 +52,32 @@ CHILD_UNHEALTHY_AFTER = 30.0  # a child that has not answered /healthz for this 
 
 
 def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity, which a container's cpuset narrows)."""
-    return len(os.sched_getaffinity(0))
+    """The CPUs this process may use: its affinity (which a container's cpuset narrows), and at most its CPU quota
+    (a container's CPU limit, cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), rounded down, at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    return max(1, min(cores, int(quota))) if quota is not None else cores
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPUs' worth of time this process's cgroup may use per period; None without a limit."""
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
 
 
 def parse_processes(value: str) -> int:
-    """``--processes``: a count of at least 1, or ``auto`` (the usable cores)."""
+    """``--processes``: a count of at least 1, or ``auto`` (the usable cores: :func:`usable_cores`)."""
     if value == "auto":
         return usable_cores()
     try:
