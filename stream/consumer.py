@@ -275,6 +275,10 @@ class LeanStream(faust.Stream):
                 if batch:
                     self.events_total += len(batch)
                     yield batch
+        except StopAsyncIteration:
+            # Faust ends a stream's iteration by throwing this into its queue (on stop); a batch being filled then
+            # stays unacked and is scored again after a restart
+            return
         finally:
             self._channel_stop_iteration(channel)
 
