@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sql_sink  # noqa: E402
 from performance import Table, latency  # noqa: E402
-from worker_throughput import noop_rate, worker_rate  # noqa: E402
+from worker_throughput import noop_measure, worker_rate  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, scratch_dir  # noqa: E402
@@ -43,27 +43,35 @@ from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 VARIANTS = ("stock no-op", "lean no-op", "worker, stock path", "worker, lean", "worker --processes 2")
 
 
-def one_round(settings: Settings, broker: LocalBroker, server: str, n: int, workdir: Path, i: int, profile: bool):
+def postmaster_pid(pg: LocalPostgres) -> int:
+    return int((pg.datadir / "postmaster.pid").read_text().split()[0])
+
+
+def one_round(settings: Settings, broker: LocalBroker, pg: LocalPostgres, n: int, workdir: Path, i: int, profile: bool):
+    """One run of each variant, in order: rates, CPU ms per review (by process), peak RSS, profiles."""
     rates: dict[str, float] = {}
+    cpu: dict[str, dict[str, float]] = {}
     rss: list[float] = []
     profiles: dict[str, str] = {}
     topic = settings.topic_reviews
-    rates["stock no-op"] = noop_rate(broker.url, topic, n, workdir, lean=False, app_id=f"noop-stock-{i}")
-    rates["lean no-op"] = noop_rate(broker.url, topic, n, workdir, lean=True, app_id=f"noop-lean-{i}")
+    for name, lean in (("stock no-op", False), ("lean no-op", True)):
+        rates[name], noop_cpu = noop_measure(broker.url, topic, n, workdir, lean=lean, app_id=f"{name[:4]}-{i}")
+        cpu[name] = {"worker": noop_cpu}
+    watch = {"broker": broker.process.pid, "postgres": postmaster_pid(pg)}
     for name, env, args in (
         ("worker, stock path", {"SENTIMENT_LEAN_PATH": "false"}, ()),
         ("worker, lean", {}, ()),
         ("worker --processes 2", {}, ("--processes", "2")),
     ):
-        run_settings = settings.model_copy(update={"database_url": sql_sink.database(server)})
+        run_settings = settings.model_copy(update={"database_url": sql_sink.database(pg.url)})
         group = f"bench-{name.replace(' ', '').replace(',', '-')}-{i}"
         spy = profile and i == 0 and not args  # the one-process workers of the first round
-        run = worker_rate(run_settings, n, workdir, spy, env=env, args=args, app_id=group)
-        rates[name] = run.rate
+        run = worker_rate(run_settings, n, workdir, spy, env=env, args=args, app_id=group, watch=watch)
+        rates[name], cpu[name] = run.rate, run.cpu_ms
         rss += run.peak_rss_mb
         if run.profile:
             profiles[name] = run.profile
-    return rates, rss, profiles
+    return rates, cpu, rss, profiles
 
 
 def main() -> None:
@@ -91,11 +99,12 @@ def main() -> None:
         produce_reviews(settings, rows, progress=False)
         n = len(rows)
         print(f"{n:,} real reviews preloaded, 4 partitions, batches of 256, Tansu + PostgreSQL, {args.rounds} rounds")
-        rounds, rss, profiles = [], [], {}
+        rounds, cpus, rss, profiles = [], [], [], {}
         for i in range(args.rounds):
-            rates, round_rss, round_profiles = one_round(settings, broker, pg.url, n, workdir, i, args.profile)
+            rates, cpu, round_rss, round_profiles = one_round(settings, broker, pg, n, workdir, i, args.profile)
             print(f"round {i + 1}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()), flush=True)
             rounds.append(rates)
+            cpus.append(cpu)
             rss += round_rss
             profiles |= round_profiles
         table = Table()
@@ -118,6 +127,14 @@ def main() -> None:
         ):
             value, note = ratio(a, b)
             table.add("ratios", figure, value, "x", goal, note)
+        # CPU per review: what a review costs whatever else loads the machine; 1000 / it = reviews/s per busy core
+        for name in VARIANTS:
+            ms = statistics.median(c[name]["worker"] for c in cpus)
+            table.add("cpu", f"{name}: CPU per review", ms, "ms", "", f"= {1000 / ms:,.0f} reviews/s per core")
+        for part in ("broker", "postgres"):
+            ms = statistics.median(c["worker, lean"][part] for c in cpus)
+            table.add("cpu", f"{part} under the lean worker: CPU per review", ms, "ms", "",
+                      f"= {1000 / ms:,.0f} reviews/s per core")  # fmt: skip
         table.add("e2e", "with PostgreSQL, 1 host, best of 1 or 2 proc.", max(median("worker, lean"),
                   median("worker --processes 2")), "reviews/s", ">= 10,000")  # fmt: skip
         table.add("memory", "peak RSS per worker process (largest)", max(rss), "MB", "< 400")
@@ -126,7 +143,8 @@ def main() -> None:
         for name, profile in profiles.items():
             print(f"\npy-spy --gil, {name}, own time (Python level, thread holding the GIL):\n{profile}")
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rounds": rounds, "rows": table.rows, "profiles": profiles}, indent=2))
+        result = {"rounds": rounds, "cpu_ms": cpus, "rows": table.rows, "profiles": profiles}
+        args.json.write_text(json.dumps(result, indent=2))
         print(f"written: {args.json}")
     finally:
         pg.stop()

@@ -19,7 +19,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
@@ -66,6 +66,7 @@ class WorkerRun:
     rate: float  # reviews/s from 10% to 100% of the backlog, all workers together
     profile: str  # py-spy's top functions by own time (first worker), when asked for
     peak_rss_mb: list[float]  # each worker process's (under --processes: each child's, not the supervisor's)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per review over the same stretch, by process
 
 
 def children(pid: int) -> list[int]:
@@ -73,6 +74,27 @@ def children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def process_tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children(found[-1])
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants alive now: what a review costs in
+    CPU, whatever else loads the machine."""
+    total = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def worker_rate(
@@ -84,9 +106,12 @@ def worker_rate(
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
     app_id: str | None = None,
+    watch: dict[str, int] | None = None,
 ) -> WorkerRun:
     """Drain ``count`` reviews already in the topic with ``workers`` worker commands in one group (each given
-    ``args``, e.g. ``--processes 2``, and ``env`` on top of the bench's settings)."""
+    ``args``, e.g. ``--processes 2``, and ``env`` on top of the bench's settings). ``watch``: other processes (the
+    broker, PostgreSQL) whose CPU per review is measured beside the workers'."""
+    watch = watch or {}
     ports = [free_port() for _ in range(workers)]
     group = app_id or f"bench-{settings.topic_reviews}"
     logs = [open(workdir / f"worker-{group}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
@@ -106,6 +131,8 @@ def worker_rate(
             n = sum(read_metric(port, "sentiment_reviews_scored_total") or 0 for port in ports)
             if t10 is None and n >= count // 10:
                 t10, n10 = time.perf_counter(), n
+                cpu10 = {"worker": sum(cpu_seconds(p.pid) for p in procs)}
+                cpu10 |= {name: cpu_seconds(pid) for name, pid in watch.items()}
                 if profile:
                     spy = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
@@ -120,11 +147,14 @@ def worker_rate(
                         pass
             if n >= count:
                 rate = (count - n10) / (time.perf_counter() - t10)
+                cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs)}
+                cpu |= {name: cpu_seconds(pid) for name, pid in watch.items()}
                 supervisors = {p.pid for p in procs if children(p.pid)}
                 return WorkerRun(
                     rate,
                     top_functions(workdir / "worker.stacks", spy),
                     [mb for pid, mb in rss.items() if pid not in supervisors],
+                    {name: 1000 * (cpu[name] - cpu10[name]) / (n - n10) for name in cpu},
                 )
             for p in procs:
                 if p.poll() is not None:
@@ -160,6 +190,13 @@ def top_functions(stacks: Path, spy, n: int = 15) -> str:
 
 def noop_rate(broker: str, topic: str, count: int, workdir: Path, lean: bool = False, app_id: str = "") -> float:
     """The no-op agent's rate on ``topic`` (stock Faust, or ``lean``: the worker's path with scoring off)."""
+    return noop_measure(broker, topic, count, workdir, lean, app_id)[0]
+
+
+def noop_measure(
+    broker: str, topic: str, count: int, workdir: Path, lean: bool = False, app_id: str = ""
+) -> tuple[float, float]:
+    """The no-op agent's rate and CPU milliseconds per message."""
     app_id = app_id or f"{topic}-app"
     out = workdir / f"{app_id}.rate"
     done = subprocess.run(
@@ -180,7 +217,8 @@ def noop_rate(broker: str, topic: str, count: int, workdir: Path, lean: bool = F
     )
     if not out.exists():
         raise SystemExit(f"the no-op agent wrote no rate:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
-    return float(out.read_text())
+    rate, cpu_ms = out.read_text().split()
+    return float(rate), float(cpu_ms)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ processes in one consumer group and is, to the outside, one worker:
   first start (a broker or database it cannot reach, a bad setting) stops them all, with that child's message and
   exit code.
 
-The children start one after the other's readiness (the first builds the compiled scorer's cache, if missing, alone),
+The children start together (one rebalance; a missing compiled-scorer cache is built by each, written atomically),
 and each scores with ``cores / N`` threads unless ``SENTIMENT_SCORING_THREADS`` is set (not 0).
 """
 
@@ -285,22 +285,16 @@ class Supervisor:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def _supervise(self) -> int:
-        pending = list(self.children)  # started one after the other's readiness (or first answer, after a while)
+        for child in self.children:  # all at once: they join the group together, one rebalance
+            self._start(child)
         while not self.stopping and self.failed is None:
             now = time.monotonic()
-            if pending and (pending[0].index == 0 or self._ready_to_start_next(now)):
-                self._start(pending.pop(0))
             for child in self.children:
                 self._look(child)
                 if child.restart_at is not None and now >= child.restart_at and not self.stopping:
                     self._start(child)
             time.sleep(POLL)
         return self._stop_all()
-
-    def _ready_to_start_next(self, now: float) -> bool:
-        started = [c for c in self.children if c.process is not None]
-        last = started[-1]
-        return last.ever_ready or now - last.started > 60
 
     def _stop_all(self) -> int:
         self.health.stopping = True
