@@ -138,8 +138,13 @@ def main() -> None:
         table.add("e2e", "with PostgreSQL, 1 host, best of 1 or 2 proc.", max(median("worker, lean"),
                   median("worker --processes 2")), "reviews/s", ">= 10,000")  # fmt: skip
         table.add("memory", "peak RSS per worker process (largest)", max(rss), "MB", "< 400")
-        latency(table, settings.model_copy(update={"database_url": sql_sink.database(pg.url)}), broker, rows, 200, 20,
-                workdir)  # fmt: skip
+        for name, update in (
+            ("stock path: ", {"lean_path": False}),
+            ("lean: ", {}),
+            ("lean, fetch wait 50 ms: ", {"fetch_max_wait_ms": 50}),
+        ):
+            run_settings = settings.model_copy(update={"database_url": sql_sink.database(pg.url), **update})
+            latency(table, run_settings, broker, rows, 200, 20, workdir, name)
         for name, profile in profiles.items():
             print(f"\npy-spy --gil, {name}, own time (Python level, thread holding the GIL):\n{profile}")
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ def worker_env(settings: Settings, port: int, app_id: str = "bench-worker") -> d
         "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
         "SENTIMENT_SCORING": settings.scoring,
         "SENTIMENT_SCORING_THREADS": str(settings.scoring_threads),
+        "SENTIMENT_LEAN_PATH": str(settings.lean_path).lower(),
+        "SENTIMENT_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
     }
 
 
