@@ -263,7 +263,8 @@ class LeanStream(faust.Stream):
                         value = queue.get_nowait()
                     message = value.message
                     if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-                        value.ack()  # a stale event, as stock skips it: acked so that it does not hold offsets up
+                        # fetched before a rebalance: dropped unacked (stock acks it, which may let a commit pass
+                        # it); whoever owns its partition now reads it again from the committed offset
                         continue
                     if message.topic in acking_topics and not message.tracked:
                         message.tracked = True
