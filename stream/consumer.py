@@ -117,8 +117,7 @@ class LeanConsumer(TunedConsumer):
                 set_flag(CONSUMER_FETCHING)
                 records, active = await self._wait_next_records(1.0)
                 await asyncio.sleep(0)
-                if not records or self.should_stop:
-                    unset_flag(CONSUMER_FETCHING)
+                if self.should_stop:
                     continue
                 if not self.flow_active:
                     # as stock getmany: records fetched while the flow stopped are dropped, and the offsets go back
@@ -126,6 +125,9 @@ class LeanConsumer(TunedConsumer):
                         await self.perform_seek()
                     except Exception as exc:  # noqa: BLE001 - stock logs it and goes on
                         self.log.warning(f"exception performing seek when flow not active {exc}")
+                    continue
+                if not records:
+                    unset_flag(CONSUMER_FETCHING)
                     continue
                 generation = self.app.consumer_generation_id
                 for tp, tp_records in records.items():
