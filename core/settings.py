@@ -125,14 +125,33 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the page and API listen on (0.0.0.0: every interface).")
     web_token: SecretStr | None = Field(
         None,
-        description="Bearer token the page and API require (Authorization: Bearer, or ?token= to open the page); "
-        "needed when SENTIMENT_WEB_HOST is not loopback; never logged.",
+        description="Bearer token the API requires (Authorization: Bearer <token>, the scheme in any case; the page: "
+        "open it as /#token=<token>, never ?token=); needed when SENTIMENT_WEB_HOST is not loopback; never logged.",
     )
     http_timeout: float = Field(
         5.0, gt=0, le=300, description="Seconds a client of either HTTP server has to send a whole request."
     )
     http_max_connections: int = Field(
         100, ge=1, le=100_000, description="Most open connections per HTTP server; more get a 503 and are closed."
+    )
+    http_client_connections: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="Most open connections to the page and API from one client address; more get a 429 and are closed.",
+    )
+    http_client_rate: float = Field(
+        20.0,
+        gt=0,
+        le=1_000_000,
+        description="Requests per second one client address may send to the page and API (bursts of twice as many); "
+        "more get a 429 with Retry-After. Behind a proxy every client is the proxy's address.",
+    )
+    http_client_body_rate: float = Field(
+        4_000_000.0,
+        gt=0,
+        description="Request body bytes per second one client address may send to the API (bursts of one largest "
+        "request); a request over it gets a 429 with Retry-After before its body is read.",
     )
     access_log: bool = Field(False, description="Log every HTTP request (off: scrapes and polls are not worth a line).")
     api_max_concurrent: int = Field(
