@@ -221,13 +221,23 @@ def _not_finite(name: str) -> Any:
     raise _NotFinite(name)
 
 
+class WrittenNumber(Decimal):
+    """A decimal that remembers how it was written (an error message quotes it so)."""
+
+    written: str
+
+    def __str__(self) -> str:
+        return self.written[:40] + ("..." if len(self.written) > 40 else "")
+
+
 def _number(text: str) -> int | Decimal:
     """A JSON number with a fraction or an exponent, read as the decimal it says, never rounded to a float
     (``9.9999999999999999`` is not 10, ``1e400`` is not infinity): an integral one of a sensible size is an int (so
     ``10.0`` is the integer 10 it says), any other stays a :class:`~decimal.Decimal`."""
-    value = Decimal(text)
+    value = WrittenNumber(text)
     if value == value.to_integral_value() and value.adjusted() < 20:
         return int(value)
+    value.written = text
     return value
 
 

@@ -453,6 +453,23 @@ def refusal(status: int, error: str, reason: str | None = None, **kwargs) -> web
     return response
 
 
+SMALL_UNREAD_BODY = 65_536  # a refused request's body up to this size is read before the answer; a larger one is not
+
+
+async def drained(request: web.Request, response: web.Response) -> web.Response:
+    """``response`` to a request refused before its body was read. A small body is read first (briefly): closing a
+    connection with unread bytes resets it, and the client may lose the answer; a large one is left unread, and the
+    connection closed."""
+    size = request.content_length
+    if request.body_exists and size is not None and size <= SMALL_UNREAD_BODY:
+        try:
+            async with asyncio.timeout(1.0):
+                await request.read()
+        except Exception:  # noqa: BLE001 - the answer goes out anyway; the client may not get it
+            pass
+    return response
+
+
 def client_rates(clients: Clients, open_paths: frozenset[str] = frozenset()) -> Callable:
     """Middleware: each client's request rate, and the body bytes it declares, within its buckets (else 429 with
     ``Retry-After``), checked before anything else is done for the request. The probes are not counted."""
@@ -469,12 +486,12 @@ def client_rates(clients: Clients, open_paths: frozenset[str] = frozenset()) -> 
             if wait and client.requests is not None:
                 client.requests.tokens += 1  # refused: the request is not counted
         if wait:
-            return refusal(
+            return await drained(request, refusal(
                 429,
                 f"too many requests from your address; retry after {math.ceil(wait)} s",
                 "rate_limited",
                 headers={"Retry-After": str(math.ceil(wait))},
-            )
+            ))  # fmt: skip
         return await handler(request)
 
     return middleware
@@ -506,7 +523,9 @@ def client_limits(
         if request.path in json_paths and request.method == "POST":
             if request.content_type != "application/json":
                 shown = request.content_type if _PRINTABLE.fullmatch(request.content_type or "") else "another type"
-                return refusal(415, f"send JSON with Content-Type: application/json, not {shown or 'none'}")
+                return await drained(
+                    request, refusal(415, f"send JSON with Content-Type: application/json, not {shown or 'none'}")
+                )
             if request.content_length is None:
                 return refusal(411, "send the body with a Content-Length header (not chunked)")
         if not request.body_exists:
@@ -517,9 +536,9 @@ def client_limits(
         held = size if size is not None else most
         if budget is not None:
             if budget.held + held > budget.most:
-                return refusal(
+                return await drained(request, refusal(
                     503, "the server holds too many request bodies; retry later", "busy", headers={"Retry-After": "1"}
-                )
+                ))  # fmt: skip
             budget.held += held
         try:
             try:
@@ -560,6 +579,10 @@ def bearer_token(token: str | None, open_paths: frozenset[str] = PROBES) -> Call
 
     @web.middleware
     async def middleware(request: web.Request, handler):
+        response = await check(request, handler)
+        return await drained(request, response) if response.status == 401 else response
+
+    async def check(request: web.Request, handler):
         if expected is None or request.path in PROBES:
             return await handler(request)
         if "token" in request.query:
