@@ -268,20 +268,9 @@ class _Handler(RequestHandler):
         return response
 
 
-class _Busy(asyncio.Protocol):
-    """What a connection over a cap gets: an answer and the door."""
-
-    def __init__(self, rejections: Rejections) -> None:
-        self.rejections = rejections
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.rejections.note(peer_address(transport), 503, "too_many_connections")
-        transport.write(BUSY)  # type: ignore[attr-defined]
-        transport.close()
-
-
 class _Counted(asyncio.Protocol):
-    """aiohttp's handler for one connection, which tells the :class:`Listener` when the connection is gone."""
+    """aiohttp's handler for one connection, admitted by the :class:`Listener` once its address is known, which
+    tells the listener when the connection is gone."""
 
     def __init__(self, handler: RequestHandler, listener: Listener) -> None:
         self.handler = handler
@@ -292,25 +281,19 @@ class _Counted(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        address = peer_address(transport)
-        listener = self.listener
-        cap = listener.limits.client_connections
-        if cap is not None:
-            client = listener.clients.get(address)
-            if client.connections >= cap:
-                listener.rejections.note(address, 429, "too_many_connections")
-                transport.write(CLIENT_BUSY)  # type: ignore[attr-defined]
-                transport.close()
-                return
-            client.connections += 1
-            self.address = address
+        self.address = peer_address(transport)
+        refusal = self.listener.admit(self)
+        if refusal is not None:
+            transport.write(refusal)  # type: ignore[attr-defined]
+            transport.close()
+            return
         self.started = True
         self.handler.connection_made(transport)
 
     def idle(self) -> bool:
         """True when no request is being handled: a header still arriving, or a keep-alive between requests."""
         handler = self.handler
-        return self.transport is not None and not handler._request_in_progress and not handler._messages
+        return self.started and not handler._request_in_progress and not handler._messages
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.gone(self)
@@ -335,20 +318,15 @@ class _Counted(asyncio.Protocol):
 
 class Listener:
     """An aiohttp application listening on ``host:port`` under :class:`Limits` (on the running loop). ``server``
-    names it in the rejections metric ("page" or "metrics"). ``evict_idle``: at the connection cap, a new connection
-    closes the oldest idle one instead of getting a 503 (the metrics server's rule)."""
+    names it in the rejections metric ("page" or "metrics").
 
-    def __init__(
-        self,
-        app: web.Application,
-        limits: Limits,
-        *,
-        server: str = "page",
-        evict_idle: bool = True,
-        max_body: int = 0,
-    ) -> None:
+    At the connection cap a new connection is not simply turned away: the client holding the most connections gives
+    up its oldest idle one (a slow header, a keep-alive between requests), unless the newcomer is that client, which
+    is then refused. So whoever holds a server full cannot keep anyone else out (a scrape always gets in), nor churn
+    its own connections to do so; only when every connection is busy with a request does a newcomer get a 503."""
+
+    def __init__(self, app: web.Application, limits: Limits, *, server: str = "page", max_body: int = 0) -> None:
         self.limits = limits
-        self.evict_idle = evict_idle
         self.clients: Clients = app.get(CLIENTS_KEY) or Clients(limits, max_body)
         self.rejections: Rejections = app.get(REJECTIONS_KEY) or Rejections(server, self.clients)
         self.runner = web.AppRunner(
@@ -363,7 +341,8 @@ class Listener:
             lingering_time=0,
         )
         self.server: asyncio.AbstractServer | None = None
-        self.connections: OrderedDict[_Counted, None] = OrderedDict()  # accepted and not yet closed, oldest first
+        self.connections: OrderedDict[_Counted, None] = OrderedDict()  # admitted and not yet closed, oldest first
+        self.by_address: dict[str, int] = {}  # admitted connections per client address
 
     @property
     def open(self) -> int:
@@ -378,23 +357,35 @@ class Listener:
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.Protocol:
-            # counted from the accept to the close, not by aiohttp (which counts a connection only once its
-            # handler has started: a burst accepted at once, or on a starved loop, slipped past the cap)
-            if len(self.connections) >= self.limits.max_connections and not self._evict():
-                return _Busy(self.rejections)
-            connection = _Counted(handler_class(server, loop=loop, **server._kwargs), self)
-            self.connections[connection] = None
-            return connection
+            return _Counted(handler_class(server, loop=loop, **server._kwargs), self)
 
         self.server = await loop.create_server(protocol, host, port, reuse_address=True)
         return self.server.sockets[0].getsockname()[1]
 
-    def _evict(self) -> bool:
-        """Close the oldest idle connection to make room; False when every connection is busy with a request."""
-        if not self.evict_idle:
+    def admit(self, connection: _Counted) -> bytes | None:
+        """Count ``connection`` in, or the answer that refuses it. Counted from the accept to the close, not by
+        aiohttp (which counts a connection only once its handler has started: a burst accepted at once, or on a
+        starved loop, slipped past the cap)."""
+        address = connection.address or "unknown"
+        held = self.by_address.get(address, 0)
+        cap = self.limits.client_connections
+        if cap is not None and held >= cap:
+            self.rejections.note(address, 429, "too_many_connections")
+            return CLIENT_BUSY
+        if len(self.connections) >= self.limits.max_connections and not self._make_room(address, held):
+            self.rejections.note(address, 503, "too_many_connections")
+            return BUSY
+        self.connections[connection] = None
+        self.by_address[address] = held + 1
+        return None
+
+    def _make_room(self, newcomer: str, newcomer_holds: int) -> bool:
+        """Close the oldest idle connection of the client that holds the most, unless that is the newcomer."""
+        heaviest, most = max(self.by_address.items(), key=lambda item: item[1])
+        if most <= newcomer_holds:
             return False
         for connection in self.connections:
-            if connection.idle():
+            if connection.address == heaviest and connection.idle():
                 self.gone(connection)
                 connection.transport.close()  # type: ignore[union-attr]
                 return True
@@ -402,8 +393,11 @@ class Listener:
 
     def gone(self, connection: _Counted) -> None:
         if self.connections.pop(connection, False) is None:
-            if connection.address is not None:
-                self.clients.get(connection.address).connections -= 1
+            left = self.by_address[connection.address] - 1
+            if left:
+                self.by_address[connection.address] = left
+            else:
+                del self.by_address[connection.address]
 
     async def stop(self) -> None:
         if self.server is not None:

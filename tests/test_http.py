@@ -73,21 +73,28 @@ def test_slow_clients_are_closed_within_the_timeout_without_a_thread_each(metric
     assert get(f"{metrics_server.url}/healthz")[0] == 200
 
 
-def test_a_full_metrics_server_makes_room_for_a_scrape_by_closing_the_oldest_idle_connection():
+def test_a_full_metrics_server_makes_room_for_a_scrape_and_refuses_the_client_that_filled_it():
     health = Health()
     health.update(model_loaded=True, joined=True, database_error=None, broker_error=None)
     # a timeout long enough that the held connections stay open on a loaded machine
     server = MetricsServer(health, "127.0.0.1", 0, Limits(timeout=30.0, max_connections=20))
     try:
-        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
-        for conn in held:
+        held = []
+        for i in range(20):  # two clients (addresses of the loopback network) hold every connection
+            conn = socket.create_connection(("127.0.0.1", server.port), source_address=(f"127.0.1.{1 + i % 2}", 0))
             conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # half a header, then nothing
+            held.append(conn)
         time.sleep(0.2)
-        for _ in range(5):  # each scrape closes one of the slow ones; none is refused
+        # a client that holds the most cannot churn its own connections to keep the server full: refused
+        again = socket.create_connection(("127.0.0.1", server.port), source_address=("127.0.1.2", 0))
+        again.settimeout(5)
+        assert again.recv(1024).startswith(b"HTTP/1.1 503")
+        again.close()
+        for _ in range(5):  # each scrape (from 127.0.0.1) closes one of the slow ones; none is refused
             assert get(f"{server.url}/metrics")[0] == 200
         assert server.listener.open <= 20
         held[0].settimeout(5)
-        assert held[0].recv(1024) == b""  # the oldest was closed to make room
+        assert held[0].recv(1024) == b""  # the oldest of the heaviest client was closed to make room
         for conn in held:
             conn.close()
     finally:
@@ -249,9 +256,9 @@ def raw_request(port: int, request: bytes, timeout: float = 5) -> bytes:
     """Send ``request`` as it is and read the answer until the server closes or stops sending."""
     conn = socket.create_connection(("127.0.0.1", port))
     conn.settimeout(timeout)
+    answer = b""
     try:
         conn.sendall(request)
-        answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
             if b"\r\n\r\n" in answer:
