@@ -272,8 +272,9 @@ class _Counted(asyncio.Protocol):
     """aiohttp's handler for one connection, admitted by the :class:`Listener` once its address is known, which
     tells the listener when the connection is gone."""
 
-    def __init__(self, handler: RequestHandler, listener: Listener) -> None:
-        self.handler = handler
+    def __init__(self, make_handler: Callable[[], RequestHandler], listener: Listener) -> None:
+        self.make_handler = make_handler
+        self.handler: RequestHandler = None  # type: ignore[assignment] - made once admitted: a refusal costs less
         self.listener = listener
         self.transport: asyncio.BaseTransport | None = None
         self.address: str | None = None  # counted against this client
@@ -287,6 +288,7 @@ class _Counted(asyncio.Protocol):
             transport.write(refusal)  # type: ignore[attr-defined]
             transport.close()
             return
+        self.handler = self.make_handler()
         self.started = True
         self.handler.connection_made(transport)
 
@@ -321,8 +323,8 @@ class Listener:
     names it in the rejections metric ("page" or "metrics").
 
     At the connection cap a new connection is not simply turned away: the client holding the most connections gives
-    up its oldest idle one (a slow header, a keep-alive between requests), unless the newcomer is that client, which
-    is then refused. So whoever holds a server full cannot keep anyone else out (a scrape always gets in), nor churn
+    up its oldest idle one (a slow header, a keep-alive between requests), unless the newcomer holds half as many or
+    more (that client itself, or one of its like), which is then refused. So whoever holds a server full cannot keep anyone else out (a scrape always gets in), nor churn
     its own connections to do so; only when every connection is busy with a request does a newcomer get a 503."""
 
     def __init__(self, app: web.Application, limits: Limits, *, server: str = "page", max_body: int = 0) -> None:
@@ -357,7 +359,7 @@ class Listener:
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.Protocol:
-            return _Counted(handler_class(server, loop=loop, **server._kwargs), self)
+            return _Counted(lambda: handler_class(server, loop=loop, **server._kwargs), self)
 
         self.server = await loop.create_server(protocol, host, port, reuse_address=True)
         return self.server.sockets[0].getsockname()[1]
@@ -380,9 +382,10 @@ class Listener:
         return None
 
     def _make_room(self, newcomer: str, newcomer_holds: int) -> bool:
-        """Close the oldest idle connection of the client that holds the most, unless that is the newcomer."""
+        """Close the oldest idle connection of the client that holds the most, if it holds more than twice as many
+        as the newcomer (so that clients holding about as many do not churn each other's connections)."""
         heaviest, most = max(self.by_address.items(), key=lambda item: item[1])
-        if most <= newcomer_holds:
+        if most <= 2 * newcomer_holds or heaviest == newcomer:
             return False
         for connection in self.connections:
             if connection.address == heaviest and connection.idle():
