@@ -311,6 +311,7 @@ def database_url_with(url: str, password: SecretStr | None) -> str:
         )
     return parsed.set(password=password.get_secret_value()).render_as_string(hide_password=False)
 
+
 # Variables read outside the Settings object, listed by `sentiment settings` too.
 OTHER_VARIABLES = {
     "SENTIMENT_TEST_DATABASE_URL": "PostgreSQL server the tests use instead of starting their own (tests only).",

@@ -54,7 +54,8 @@ REJECTION_LOG_LINES = 20  # at most this many such lines per interval, over all 
 CLIENTS_KEPT = 4096  # clients whose rates and log state are remembered; the quietest are forgotten first
 
 
-def _canned(status: str, reason: str, error: str, retry_after: int | None = None) -> bytes:
+def _canned(status: str, error: str, retry_after: int | None = None) -> bytes:
+    """A whole HTTP answer that closes the connection, for a connection refused before aiohttp sees it."""
     body = json.dumps({"error": error}).encode() + b"\n"
     retry = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
     return (
@@ -63,10 +64,8 @@ def _canned(status: str, reason: str, error: str, retry_after: int | None = None
     ).encode() + body
 
 
-BUSY = _canned("503 Service Unavailable", "too_many_connections", "too many connections, retry later", 1)
-CLIENT_BUSY = _canned(
-    "429 Too Many Requests", "too_many_connections", "too many connections from your address; close some first", 1
-)
+BUSY = _canned("503 Service Unavailable", "too many connections, retry later", 1)
+CLIENT_BUSY = _canned("429 Too Many Requests", "too many connections from your address; close some first", 1)
 
 
 @dataclass(frozen=True)
@@ -114,15 +113,11 @@ class Bucket:
             return 0.0
         return (amount - self.tokens) / self.rate
 
-    def full_at(self, now: float) -> bool:
-        return self.tokens + (now - self.at) * self.rate >= self.burst
-
 
 @dataclass
 class Client:
-    """What one client address holds and has spent."""
+    """What one client address has spent, and its refusals not yet logged."""
 
-    connections: int = 0
     requests: Bucket | None = None
     body_bytes: Bucket | None = None
     refused: dict[str, int] = field(default_factory=dict)  # "413 too_large" -> count, since the last log line
@@ -130,7 +125,7 @@ class Client:
 
 
 class Clients:
-    """Every client address seen lately (at most ``CLIENTS_KEPT``; the idle ones go first)."""
+    """Every client address seen lately (at most ``CLIENTS_KEPT``; the least recently seen are forgotten first)."""
 
     def __init__(self, limits: Limits, max_body: int = 0) -> None:
         self.limits = limits
@@ -155,9 +150,7 @@ class Clients:
 
     def _forget(self, now: float) -> None:
         for address in list(self.by_address)[: len(self.by_address) - CLIENTS_KEPT // 2]:
-            client = self.by_address[address]
-            if client.connections == 0:
-                del self.by_address[address]
+            del self.by_address[address]
 
 
 class Rejections:

@@ -139,7 +139,7 @@ def test_nan_or_infinity_anywhere_is_refused_with_a_reason(obj, constant, data):
     obj = {"review_id": "r", "movie_id": "m", "text": "fine", **obj}
     key = data.draw(st.sampled_from([*sorted(obj), "extra"]))
     nested = data.draw(st.booleans())
-    value = f"[1, {{\"x\": {constant}}}]" if nested else constant
+    value = f'[1, {{"x": {constant}}}]' if nested else constant
     raw = json.dumps({k: v for k, v in obj.items() if k != key})[:-1] + f", {json.dumps(key)}: {value}}}"
     result = decode_review(raw.encode(), **LIMITS)
     assert result == Rejection("invalid_json", f"message holds {constant}, which is no JSON number (RFC 8259)")
@@ -156,7 +156,11 @@ def test_a_rating_is_read_as_the_decimal_it_says_never_rounded(rating):
         assert isinstance(result, Review) and result.rating == int(rating)
     else:
         assert isinstance(result, Rejection) and result.detail.startswith("rating:"), (text, result)
-        assert text.rstrip("0").rstrip(".")[:10] in result.detail or "maximum" in result.detail or "minimum" in result.detail
+        assert (
+            text.rstrip("0").rstrip(".")[:10] in result.detail
+            or "maximum" in result.detail
+            or "minimum" in result.detail
+        )
 
 
 def test_created_at_must_be_rfc_3339():

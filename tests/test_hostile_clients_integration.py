@@ -8,7 +8,6 @@ would: per-client limits are then what they meet, and the prober and scraper (12
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 import http.client
 import multiprocessing
 import os
@@ -19,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -139,10 +139,12 @@ def attack(web_port: int, metrics_port: int, stop, results, kinds: tuple[str, ..
     slow_sources = [f"127.0.1.{i}" for i in range(1, 11)]  # 10 clients of 10 slow connections each, per port
     threads = {
         "flood": threading.Thread(target=flood, args=(web_port, ["127.0.2.1", "127.0.2.2"], stop, flooded)),
-        "slow": threading.Thread(target=slow_clients, args=({web_port: slow_sources, metrics_port: slow_sources}, 100,
-                                                            stop, opened)),  # fmt: skip
-        "bad": threading.Thread(target=bad_requests, args=(web_port, [f"127.0.3.{i}" for i in range(1, 11)], 200, stop,
-                                                           bad)),  # fmt: skip
+        "slow": threading.Thread(
+            target=slow_clients, args=({web_port: slow_sources, metrics_port: slow_sources}, 100, stop, opened)
+        ),  # fmt: skip
+        "bad": threading.Thread(
+            target=bad_requests, args=(web_port, [f"127.0.3.{i}" for i in range(1, 11)], 200, stop, bad)
+        ),  # fmt: skip
     }
     for kind in kinds:
         threads[kind].start()

@@ -425,7 +425,9 @@ def test_large_hostile_bodies_cost_milliseconds(body, status, says):
         st.binary(max_size=200),
         st.recursive(
             st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-            lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+            lambda children: (
+                st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+            ),
             max_leaves=30,
         ).map(lambda v: json.dumps(v).encode()),
         st.fixed_dictionaries(
@@ -454,7 +456,10 @@ def test_a_duplicate_key_is_refused_on_the_fast_path_too():
     api = ScoringApi(FakeScorer(), None, uncertain_band=0.1, min_known_share=0.3, max_concurrent=1, cpu_share=1.0,
                      max_texts=4, max_text_chars=200_000)  # fmt: skip
     big = "x" * 100_000  # past the size where a refusal is read again the stream's way
-    for body in (f'{{"texts": ["{big}"], "texts": ["b"]}}', f'{{"texts": ["{big}:"], "explain": true, "explain": false}}'):
+    for body in (
+        f'{{"texts": ["{big}"], "texts": ["b"]}}',
+        f'{{"texts": ["{big}:"], "explain": true, "explain": false}}',
+    ):
         with pytest.raises(ApiError) as caught:
             api.parse(body.encode())
         assert "duplicate key" in caught.value.message
