@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import weakref
 from collections import deque
@@ -120,8 +121,14 @@ def shadow_now(scorer) -> str | None:
     return getattr(shadow, "version", None)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class ApiError(Exception):
+    """A 4xx for the client: its message is one line, whatever of the request it quotes (a key, a JSON path)."""
+
     def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+        message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
         super().__init__(message)
         self.status = status
         self.message = message
