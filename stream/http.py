@@ -471,8 +471,10 @@ def client_rates(clients: Clients, open_paths: frozenset[str] = frozenset()) -> 
         client = clients.get(client_address(request))
         now = time.monotonic()
         wait = client.requests.take(1, now) if client.requests is not None else 0.0
-        if not wait and client.body_bytes is not None and request.content_length:
-            wait = client.body_bytes.take(request.content_length, now)
+        size = request.content_length
+        # (a body larger than the bucket can ever hold is over the size limit: client_limits answers it 413)
+        if not wait and client.body_bytes is not None and size and size <= client.body_bytes.burst:
+            wait = client.body_bytes.take(size, now)
             if wait and client.requests is not None:
                 client.requests.tokens += 1  # refused: the request is not counted
         if wait:
@@ -562,7 +564,7 @@ def bearer_token(token: str | None, open_paths: frozenset[str] = PROBES) -> Call
     """Middleware: with a token set, every path but ``open_paths`` needs ``Authorization: Bearer <token>`` (the
     scheme in any case, RFC 7235); compared in constant time. A token in the query string (``?token=``, accepted
     once) is refused with a 401 that says to send the header: a query string lands in every proxy's log."""
-    expected = token.encode("ascii") if token else None
+    expected = token.encode() if token else None
 
     def unauthorized(error: str, problem: str = "invalid_token") -> web.Response:
         return refusal(401, error, "unauthorized", headers={"WWW-Authenticate": f'Bearer error="{problem}"'})

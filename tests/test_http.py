@@ -463,3 +463,15 @@ def test_a_duplicate_key_is_refused_on_the_fast_path_too():
         with pytest.raises(ApiError) as caught:
             api.parse(body.encode())
         assert "duplicate key" in caught.value.message
+
+
+def test_a_body_over_the_limit_is_a_413_not_a_429_at_the_default_rates():
+    served = serve_page()  # the default per-client rates
+    try:
+        head = (
+            b"POST /api/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 13000000\r\n\r\n"
+        )
+        assert status_of(raw_request(served.port, head)) == 413
+    finally:
+        served.stop()
