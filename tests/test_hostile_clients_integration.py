@@ -250,7 +250,7 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
     settings = stream_settings.model_copy(
         update={"metrics_port": free_port(), "web_port": free_port(), "session_timeout": 10.0}
     )
-    worker = start_worker(settings, {"SENTIMENT_WEB_TOKEN": TOKEN, "SENTIMENT_HTTP_TIMEOUT": "2"})
+    worker = start_worker(settings, {"SENTIMENT_WEB_TOKEN": TOKEN})  # the default limits
     port, web_port = settings.metrics_port, settings.web_port
     assert wait_until(lambda: probe(port, "/readyz")[0] == 200, 90, on_poll=worker.assert_alive), worker.tail()
     rows = random.Random(27).sample(imdb_test_rows, 3 * REVIEWS + 500)
