@@ -219,6 +219,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def spent_since(pid: int, before: tuple[float, float]) -> str:
+    user, system = user_system(pid)
+    return f"user {user - before[0]:.1f} s, system {system - before[1]:.1f} s"
+
+
 def drain_rate(settings, base: int, n: int, worker) -> tuple[float, float]:
     """(reviews/s from 10% to 100% of the backlog stored, seconds to drain it all)."""
     started = time.perf_counter()
@@ -261,14 +273,16 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
     pid = worker.process.pid
     phase_rows = {name: rows[500 + i * REVIEWS : 500 + (i + 1) * REVIEWS] for i, name in enumerate(("A1", "B", "A2"))}
     stored_before = 500
+    spent: dict[str, str] = {}  # the worker's CPU in each phase, user and system
 
     def undisturbed(name: str, prober: Prober | None = None) -> tuple[float, float]:
         nonlocal stored_before
         backlog(settings, events(phase_rows[name], name), pid)
         if prober is not None:
             prober.on.set()
-        cpu = cpu_seconds(pid)
+        cpu, threads = cpu_seconds(pid), user_system(pid)
         rate, _ = drain_rate(settings, stored_before, REVIEWS, worker)
+        spent[name] = spent_since(pid, threads)
         if prober is not None:
             prober.on.clear()
         stored_before += REVIEWS
@@ -294,8 +308,9 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
             spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--format", "raw",
                                     "--rate", "50", "--threads", "-o", os.environ["HOSTILE_PROFILE"], "--pid", str(pid)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        cpu = cpu_seconds(pid)
+        cpu, threads = cpu_seconds(pid), user_system(pid)
         under_attack, drained_in = drain_rate(settings, stored_before, REVIEWS, worker)
+        spent["B"] = spent_since(pid, threads)
         cpu_attacked = cpu_seconds(pid) - cpu
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -332,7 +347,9 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
         f"without the attack p50 {np.percentile(quiet_latencies, 50):.1f} ms, p99 {np.percentile(quiet_latencies, 99):.1f} ms"
         f"\nscrapes: {len(prober.scrapes)}, statuses {sorted(set(prober.scrapes))}; HTTP refusals counted "
         f"{rejected_http:,.0f}; worker log: {len(log_lines)} lines during the attack"
-        f"\nscored {scored:,.0f} of {total:,} reviews, {stored_count(settings.database_url):,} rows; dead letters "
+        f"\nthe worker's CPU: "
+        + "; ".join(f"{name}: {where}" for name, where in spent.items())
+        + f"\nscored {scored:,.0f} of {total:,} reviews, {stored_count(settings.database_url):,} rows; dead letters "
         f"{reasons}"
     )
     assert under_attack >= 0.8 * alone
