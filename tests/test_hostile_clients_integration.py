@@ -352,8 +352,6 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
         + f"\nscored {scored:,.0f} of {total:,} reviews, {stored_count(settings.database_url):,} rows; dead letters "
         f"{reasons}"
     )
-    assert under_attack >= 0.8 * alone
-    assert np.percentile(latencies, 99) < 100 and health_statuses == {200}
     assert prober.scrapes and set(prober.scrapes) == {200}
     assert stored_count(settings.database_url) == total and scored == total  # each review scored once
     assert {value: reasons.get(value) for value in BAD_EVENTS} == BAD_EVENTS
@@ -362,6 +360,9 @@ def test_hostile_clients_do_not_slow_the_stream_nor_reach_the_log(stream_setting
     log = worker.log.read_text(errors="replace")
     assert TOKEN not in log and TOKEN[:8] not in log and "QQQQ" not in log
     assert "Traceback" not in log
+    # last, so that a loaded machine failing these still shows that everything above held
+    assert under_attack >= 0.8 * alone
+    assert np.percentile(latencies, 99) < 100 and health_statuses == {200}
 
 
 def test_sigterm_with_the_broker_gone_stops_within_the_grace(stream_settings, start_worker, workdir):
