@@ -582,7 +582,7 @@ def _log_level_is_debug() -> bool:
 
     try:
         return Settings().log_level.lower() == "debug"
-    except ValidationError:
+    except (ValidationError, UserError):
         return False
 
 

@@ -230,6 +230,12 @@ class GroupOffsets:
     def committed(self, tp) -> int | None:
         return self.consumer._committed_offset.get(tp)
 
+    def fetch_age(self, tp) -> float | None:
+        """Seconds since a Fetch answer last told the partition's high watermark (aiokafka's last_poll_timestamp);
+        None before the first. While the agent is blocked no fetch is made, and the high watermark goes stale."""
+        stamp = self.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+        return None if stamp is None else max(0.0, time.time() - stamp / 1000)
+
 
 def incoming(message) -> Incoming:
     """A Kafka message as the batch scorer takes it."""

@@ -227,7 +227,8 @@ SCORING_INFO = Gauge(
 )
 CONSUMER_LAG = Gauge(
     "sentiment_consumer_lag_messages",
-    "Messages waiting in the assigned partitions (Fetch high watermark minus committed offset), every few seconds.",
+    "Messages waiting in the assigned partitions (Fetch high watermark minus committed offset), every few seconds; "
+    "NaN when unknown (no Fetch answer for 15 s: the consumer is blocked, or the broker away).",
     multiprocess_mode="livesum",
 )
 SINCE_PROGRESS = Gauge(
@@ -240,6 +241,18 @@ LAST_SUCCESS = Gauge(
 )
 SINCE_LAST_SUCCESS = Gauge(
     "sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.", multiprocess_mode="livemax"
+)
+HTTP_REJECTED = Counter(
+    "sentiment_http_rejected_total",
+    "HTTP requests and connections refused, by server (page, metrics) and reason (too_large, rate_limited, "
+    "unauthorized, too_many_connections, malformed_http, invalid_json, ...): every 4xx and 5xx answered.",
+    ["server", "reason"],
+)
+CONSUMER_LAG_AGE = Gauge(
+    "sentiment_consumer_lag_age_seconds",
+    "Seconds since the broker last told the high watermark of the assigned partitions that tells the longest "
+    "(a Fetch answer); sentiment_consumer_lag_messages is NaN (unknown) while this is over 15 s.",
+    multiprocess_mode="livemax",
 )
 READY = Gauge(
     "sentiment_ready",
