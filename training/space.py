@@ -82,3 +82,28 @@ def agreement(keras_model, reviews: list[str], explained: int = 20) -> Agreement
         e = explainer.explain(text)
         gaps.append(abs(e.total - (e.score - e.base)))
     return Agreement(worst["check"], worst["reviews"], max(gaps, default=0.0))
+
+
+def random_model(cfg: TrainConfig, texts: list[str], seed: int = 0):
+    """The exported Keras model of ``cfg`` with its vocabulary adapted to ``texts`` and random weights instead of
+    fitted ones (the [UNK] row as large as any), the naive-Bayes branch and the calibration too when ``cfg`` has
+    them: every layer the config puts in a served model, in a second, without fitting."""
+    from training.naive_bayes import NaiveBayesBranch
+    from training.pipeline import Branches, build, end_to_end
+
+    rng = np.random.default_rng(seed)
+    vectorizer, core = build(cfg, texts)
+    for layer in core.layers:
+        weights = layer.get_weights()
+        if weights:  # embedding rows of size ~1; dense layers that keep the logit in a range where scores differ
+            scale = 1.0 if layer.name == "embedding" else 1.0 / np.sqrt(weights[0].shape[0])
+            layer.set_weights([rng.normal(0.0, scale, w.shape).astype(np.float32) for w in weights])
+    size = vectorizer.vocabulary_size()
+    naive_bayes = None
+    if cfg.nb_branch:
+        weights = np.concatenate([[0.0, 0.0], rng.normal(0.0, 0.3, size - 2)])
+        naive_bayes = NaiveBayesBranch(weights=weights, bias=0.1, history={})
+    calibration = None
+    if cfg.calibrate:
+        calibration = np.array([0.8, 1.2, -0.1] if naive_bayes is not None else [0.8, -0.1])
+    return end_to_end(cfg, Branches(vectorizer, core, naive_bayes, calibration))
