@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from training.config import KEYS, TrainConfig
+from training.config import KEYS
 from training.datasets import imdb_split
 from training.space import SMALL, agreement, small_config, train_small
 
@@ -41,7 +41,7 @@ def main() -> int:
     base = small_config()
     print(f"base: every key at its default but {', '.join(f'{k} = {v}' for k, v in SMALL.items())}")
     print(f"trained on {len(texts)} imdb_train reviews; compared on the check texts and 500 imdb_test reviews\n")
-    print(f"| key | value | check texts | 500 imdb_test | attributions | s |\n|---|---|---:|---:|---:|---:|")
+    print("| key | value | check texts | 500 imdb_test | attributions | s |\n|---|---|---:|---:|---:|---:|")
     worst = 0.0
     for key in (k for k in KEYS if k.name in wanted):
         for value in key.probe_values():

@@ -57,7 +57,7 @@ class Key:
         high = f"< {_show(self.below)}" if self.below is not None else (
             f"<= {_show(self.maximum)}" if self.maximum is not None else "")  # fmt: skip
         if self.pattern:
-            return f"matching `{self.pattern}`"
+            return f"a string matching `{self.pattern}`"
         return " and ".join(part for part in (low, high) if part) or "any"
 
     def check(self, value: Any, source: str) -> Any:
@@ -115,8 +115,8 @@ class TrainConfig:
     # vectorization
     cleaning: str = key(
         "full",
-        "text cleaning: full (clean_text: markup, entities, negations; ! and ? kept as words), tokens (the same, "
-        "every punctuation character a word), basic (Keras' lower_and_strip_punctuation)",
+        "full: markup, entities, negations cleaned, ! and ? words, other punctuation dropped; tokens: the same, "
+        "every punctuation character a word; basic: Keras' lower_and_strip_punctuation",
         choices=CLEANING_CHOICES, group="vectorization", served=True,
     )  # fmt: skip
     max_tokens: int = key(
@@ -157,7 +157,7 @@ class TrainConfig:
                               group="naive-Bayes branch", probes=(0.5, 1.0))  # fmt: skip
     calibrate: bool = key(
         False, "weigh the branches and calibrate by logistic regression on the validation split (in the weights)",
-        group="naive-Bayes branch", served=True, probes=(False, True),
+        group="calibration", served=True, probes=(False, True),
     )  # fmt: skip
     # fitting
     batch_size: int = key(64, "reviews per gradient step", minimum=1, maximum=65_536, group="fitting",
