@@ -57,7 +57,7 @@ def unknown_and_long_texts() -> list[str]:
         "Terrible zqxwv. Boring blorptastic plot, awful acting!",
         " ".join((words + made_up) * 60),  # ~1,900 words: past most sequence lengths
         " ".join(f"{w} {made_up[i % 6]}{i}" for i, w in enumerate(words * 700)),  # ~23,000 words, half unknown
-        ("bad " * 5 + "zqxwv " * 5) * 5001,  # 50,010 words: past the largest sequence length (50,000)
+        ("bad " * 5 + "zqxwv " * 5) * 1001,  # 10,010 words: past the largest sequence length (10,000)
     ]
 
 

@@ -79,7 +79,7 @@ def test_a_key_nothing_resembles_lists_the_keys():
         ("cleaning", "Basic", 'cleaning must be "full", "tokens", "basic", not "Basic"'),
         ("quantize", "int4", 'quantize must be "none", "int8", not "int4"'),
         ("dropout", 1.0, "dropout must be >= 0.0 and < 1.0, not 1.0"),
-        ("sequence_length", 0, "sequence_length must be >= 1 and <= 50_000, not 0"),
+        ("sequence_length", 0, "sequence_length must be >= 1 and <= 10_000, not 0"),
         ("max_tokens", 2_000_000, "max_tokens must be >= 10 and <= 1_000_000, not 2_000_000"),
         ("learning_rate", 0, "learning_rate must be > 0.0 and <= 1.0, not 0.0"),
         ("mask_unknown", 1, "mask_unknown must be bool, not int"),
@@ -150,7 +150,7 @@ def test_list_keys_prints_every_key_with_its_type_allowed_values_and_default(cap
     for k in KEYS:
         assert f"  {k.name} " in out and k.description in out
     assert 'default "full"; allowed: "full", "tokens", "basic"' in out
-    assert "default 500; allowed: >= 1 and <= 50_000" in out
+    assert "default 500; allowed: >= 1 and <= 10_000" in out
 
 
 def test_train_refuses_a_bad_config_in_one_line_before_importing_tensorflow(tmp_path):

@@ -60,7 +60,7 @@ def agreement(keras_model, reviews: list[str], explained: int = 10) -> Agreement
     """How the compiled path scores ``keras_model`` against TensorFlow: on the check texts (what the gate reads) and
     on ``reviews``; and whether the explanations of every third check text and the first ``explained`` reviews add
     up (their attributions to the score minus the base value)."""
-    from model.compiled.build import from_keras
+    from model.compiled.build import from_keras, tensorflow_scores_of
     from model.samples import check_texts
     from model.scorer import Scorer
 
@@ -73,7 +73,7 @@ def agreement(keras_model, reviews: list[str], explained: int = 10) -> Agreement
     worst = {}
     for name, texts in (("check", check_texts()), ("reviews", reviews)):
         ours = fast.score(texts).scores
-        theirs = scorer.inspect_tensorflow(texts).scores
+        theirs = tensorflow_scores_of(lambda batch: scorer.inspect_tensorflow(batch).scores, texts)
         worst[name] = float(np.max(np.abs(ours - theirs), initial=0.0))
     from model.explain import Explainer
 
