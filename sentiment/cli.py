@@ -213,10 +213,19 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
+    from training.config import ConfigError, load_config, reference_text
+
+    if args.list_keys:
+        print(reference_text(), end="")
+        return 0
+    if not args.config:
+        raise UserError("say which config to train: sentiment train --config FILE.toml (keys: --list-keys)")
+    try:  # before minutes of training, and before TensorFlow is imported
+        configs = [load_config(path) for path in args.config]
+    except ConfigError as exc:
+        raise UserError(str(exc), exit_code=2) from exc
     from training.pipeline import run
 
-    configs = [load_config(path) for path in args.config]
     if args.promote and len(configs) > 1:
         raise UserError("--promote takes one --config: which of the runs should be the live version?")
     if args.seed is not None:  # another draw: its runs are named apart from the config's own seed's
@@ -457,9 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a config file")
     p.add_argument(
-        "--config", type=Path, required=True, action="append",
+        "--config", type=Path, action="append",
         help="TOML file with every hyperparameter; give several to train each and compare them in one table",
     )  # fmt: skip
+    p.add_argument("--list-keys", action="store_true", help="print every config key (type, allowed, default) and exit")
     p.add_argument("--data", type=Path, help="folder of imdb_*.csv.gz, an aclImdb folder, or aclImdb_v1.tar.gz")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where run folders go (default runs/)")
     p.add_argument("--download", action="store_true", help="fetch the original aclImdb_v1.tar.gz first")
