@@ -294,7 +294,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentiment.demo import run_demo
 
-    return run_demo(file=args.file, count=args.count, keep=args.keep, shift=args.shift)
+    return run_demo(file=args.file, count=args.count, keep=args.keep, shift=args.shift, seconds=args.seconds)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -363,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_positive_int, default=3000, help="how many reviews to stream (default 3000)")
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
     p.add_argument("--shift", action="store_true", help="then stream Amazon product reviews and show drift rising")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="keep the worker and its page up this long after the summary (default: until Ctrl-C; 0: stop at once)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
