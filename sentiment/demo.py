@@ -160,7 +160,9 @@ def stream_shift(settings: Settings, port: int, already: int, worker, log: Path)
         if at is None:
             print(f"  {what} stayed below its alert threshold over {sent:,} shifted reviews")
         else:
-            print(f"  {what}: first reading above its threshold after {at:,} shifted reviews (read every {SHIFT_READING_EVERY})")
+            print(
+                f"  {what}: first reading above its threshold after {at:,} shifted reviews (read every {SHIFT_READING_EVERY})"
+            )
 
 
 def stay_up(seconds: float | None, web_port: int, worker, log: Path) -> None:

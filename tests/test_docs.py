@@ -106,7 +106,9 @@ def test_every_link_and_path_exists(page: Path) -> None:
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             missing.append(target)
     for code in _code(text):
-        for path in re.findall(r"(?<![\w/.])((?:bench|tests|training|deploy|model|stream|schemas)/[\w./-]+\.\w+)", code):
+        for path in re.findall(
+            r"(?<![\w/.])((?:bench|tests|training|deploy|model|stream|schemas)/[\w./-]+\.\w+)", code
+        ):
             if "<" not in path and not (ROOT / path).exists():
                 missing.append(path)
     assert not missing, f"{page.name} points at what is not there: {', '.join(sorted(set(missing)))}"
