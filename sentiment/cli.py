@@ -164,6 +164,7 @@ def cmd_movies(args: argparse.Namespace) -> int:
         top, bottom = top_and_bottom_movies(engine, limit=args.limit, min_reviews=args.min_reviews)
     finally:
         engine.dispose()
+    bottom = [film for film in bottom if film not in top]  # with few films the two lists would share some
     if args.json:
         print(json.dumps({"top": top, "bottom": bottom}, default=str, indent=2))
         return 0
@@ -175,24 +176,38 @@ def cmd_movies(args: argparse.Namespace) -> int:
                 f"  {r['movie_id']:<12} {r['review_count']:>7} {r['positive_count']:>8} "
                 f"{r['mean_score']:>6.3f} {r['rating']:>6.1f}"
             )
-        if not rows:
-            print("  (none yet)")
+        if not rows and title.startswith("Top"):
+            fewer = " (--min-reviews 1 lists every film)" if args.min_reviews > 1 else ""
+            print(
+                f"  (no film has {args.min_reviews} readable review{'s' if args.min_reviews != 1 else ''} yet{fewer})"
+            )
     return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from stream.db import DATABASE_HINT, upgrade
+    from stream.db import DATABASE_HINT, current_revision, head_revision, make_engine, upgrade
 
     settings = settings_from(args)
     try:
-        upgrade(settings.database_url, args.revision, settings.connect_timeout)
+        engine = make_engine(settings.database_url, settings.connect_timeout)
+        try:
+            before = current_revision(engine)
+            upgrade(settings.database_url, args.revision, settings.connect_timeout)
+            after = current_revision(engine)
+        finally:
+            engine.dispose()
     except SQLAlchemyError as exc:
         raise UserError(
             f"cannot migrate the database at {redact(settings.database_url)}: {first_line(exc)}", DATABASE_HINT
         ) from exc
-    print(f"database at {redact(settings.database_url)} is at revision {args.revision}")
+    where = redact(settings.database_url)
+    latest = " (the latest)" if after == head_revision() else ""
+    if before == after:
+        print(f"database at {where} was already at revision {after}{latest}: nothing to do")
+    else:
+        print(f"database at {where} migrated from revision {before or 'none (empty)'} to {after}{latest}")
     return 0
 
 
@@ -426,7 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("movies", help="top and bottom films by mean sentiment (SQL on movie_sentiment)")
     p.add_argument("--limit", type=int, default=5, help="films in each list (default 5)")
-    p.add_argument("--min-reviews", type=int, default=1, help="only films with at least this many reviews")
+    p.add_argument(
+        "--min-reviews",
+        type=_positive_int,
+        default=5,
+        help="only films with at least this many readable reviews (default 5: one review says little of a film)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_settings(p, "database_url")
     p.set_defaults(func=cmd_movies)
