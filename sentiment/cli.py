@@ -534,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="evaluate a random sample of N reviews (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_settings(p, "model")
+    # the older spelling, --model MODEL, still works; --help names the model once
+    p.add_argument("--model", dest="model", type=str, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("settings", help="every SENTIMENT_* setting: the value in effect and where it came from")

@@ -103,3 +103,12 @@ def test_produce_worker_consume_movies(stream_settings, start_worker, tmp_path):
     assert films["top"][0]["movie_id"] == "good-film" and films["top"][0]["review_count"] == 2
     assert films["bottom"][0]["movie_id"] == "bad-film"
     assert films["top"][0]["rating"] > 5 > films["bottom"][0]["rating"]
+
+
+def test_evaluate_names_its_model_argument_once_and_keeps_the_old_spelling(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    help_text = capsys.readouterr().out
+    assert help_text.count("model folder") == 1 and "--model" not in help_text, help_text
+    args = build_parser().parse_args(["evaluate", "--model", "somewhere", "--data", "x.csv"])
+    assert args.model == "somewhere"  # --model MODEL, the older spelling, still works
