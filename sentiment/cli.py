@@ -54,10 +54,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream.supervisor import run_supervisor
 
         return run_supervisor(settings, processes, _worker_options(args))
+    # the first line within a second, before the checks and the model load (a first start builds the compiled
+    # tables: 15 s or more in which a silent worker looks hung)
+    print(
+        "sentiment worker: checking the broker and the database, then loading the model "
+        "(a first start of a model builds its compiled tables: about 15 s) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     ready = preflight(settings)
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 
-    return run_worker(settings, ready)
+    return run_worker(settings, ready, verbose=args.verbose)
 
 
 def _worker_options(args: argparse.Namespace) -> list[str]:
@@ -67,6 +75,8 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
         options += [SETTING_OPTIONS[name][0], str(value)]
     if args.debug:
         options.append("--debug")
+    if args.verbose:
+        options.append("--verbose")
     return options
 
 
@@ -428,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|auto",
         help="worker processes in one consumer group under one supervisor, one log, one metrics endpoint "
         "(auto: the usable cores; default 1)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also Faust's and the Kafka client's own info lines (quiet by default)"
     )
     _add_settings(p, *SETTING_OPTIONS)
     p.set_defaults(func=cmd_worker)
