@@ -54,10 +54,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream.supervisor import run_supervisor
 
         return run_supervisor(settings, processes, _worker_options(args))
+    # the first line within a second, before the checks and the model load (a first start builds the compiled
+    # tables: 15 s or more in which a silent worker looks hung)
+    print(
+        "sentiment worker: checking the broker and the database, then loading the model "
+        "(a first start of a model builds its compiled tables: about 15 s) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     ready = preflight(settings)
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 
-    return run_worker(settings, ready)
+    return run_worker(settings, ready, verbose=args.verbose)
 
 
 def _worker_options(args: argparse.Namespace) -> list[str]:
@@ -67,6 +75,8 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
         options += [SETTING_OPTIONS[name][0], str(value)]
     if args.debug:
         options.append("--debug")
+    if args.verbose:
+        options.append("--verbose")
     return options
 
 
@@ -180,6 +190,7 @@ def cmd_movies(args: argparse.Namespace) -> int:
         top, bottom = top_and_bottom_movies(engine, limit=args.limit, min_reviews=args.min_reviews)
     finally:
         engine.dispose()
+    bottom = [film for film in bottom if film not in top]  # with few films the two lists would share some
     if args.json:
         print(json.dumps({"top": top, "bottom": bottom}, default=str, indent=2))
         return 0
@@ -191,24 +202,38 @@ def cmd_movies(args: argparse.Namespace) -> int:
                 f"  {r['movie_id']:<12} {r['review_count']:>7} {r['positive_count']:>8} "
                 f"{r['mean_score']:>6.3f} {r['rating']:>6.1f}"
             )
-        if not rows:
-            print("  (none yet)")
+        if not rows and title.startswith("Top"):
+            fewer = " (--min-reviews 1 lists every film)" if args.min_reviews > 1 else ""
+            print(
+                f"  (no film has {args.min_reviews} readable review{'s' if args.min_reviews != 1 else ''} yet{fewer})"
+            )
     return 0
 
 
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from stream.db import DATABASE_HINT, upgrade
+    from stream.db import DATABASE_HINT, current_revision, head_revision, make_engine, upgrade
 
     settings = settings_from(args)
     try:
-        upgrade(settings.database_url, args.revision, settings.connect_timeout)
+        engine = make_engine(settings.database_url, settings.connect_timeout)
+        try:
+            before = current_revision(engine)
+            upgrade(settings.database_url, args.revision, settings.connect_timeout)
+            after = current_revision(engine)
+        finally:
+            engine.dispose()
     except SQLAlchemyError as exc:
         raise UserError(
             f"cannot migrate the database at {redact(settings.database_url)}: {first_line(exc)}", DATABASE_HINT
         ) from exc
-    print(f"database at {redact(settings.database_url)} is at revision {args.revision}")
+    where = redact(settings.database_url)
+    latest = " (the latest)" if after == head_revision() else ""
+    if before == after:
+        print(f"database at {where} was already at revision {after}{latest}: nothing to do")
+    else:
+        print(f"database at {where} migrated from revision {before or 'none (empty)'} to {after}{latest}")
     return 0
 
 
@@ -319,7 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sentiment.demo import run_demo
 
-    return run_demo(file=args.file, count=args.count, keep=args.keep, shift=args.shift)
+    return run_demo(file=args.file, count=args.count, keep=args.keep, shift=args.shift, seconds=args.seconds)
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -388,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_positive_int, default=3000, help="how many reviews to stream (default 3000)")
     p.add_argument("--keep", action="store_true", help="leave the scratch folder (logs, database) behind")
     p.add_argument("--shift", action="store_true", help="then stream Amazon product reviews and show drift rising")
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="keep the worker and its page up this long after the summary (default: until Ctrl-C; 0: stop at once)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -407,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|auto",
         help="worker processes in one consumer group under one supervisor, one log, one metrics endpoint "
         "(auto: the usable cores; default 1)",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also Faust's and the Kafka client's own info lines (quiet by default)"
     )
     _add_settings(p, *SETTING_OPTIONS)
     p.set_defaults(func=cmd_worker)
@@ -452,7 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("movies", help="top and bottom films by mean sentiment (SQL on movie_sentiment)")
     p.add_argument("--limit", type=int, default=5, help="films in each list (default 5)")
-    p.add_argument("--min-reviews", type=int, default=1, help="only films with at least this many reviews")
+    p.add_argument(
+        "--min-reviews",
+        type=_positive_int,
+        default=5,
+        help="only films with at least this many readable reviews (default 5: one review says little of a film)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_settings(p, "database_url")
     p.set_defaults(func=cmd_movies)
@@ -561,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, help="evaluate a random sample of N reviews (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_settings(p, "model")
+    # the older spelling, --model MODEL, still works; --help names the model once
+    p.add_argument("--model", dest="model", type=str, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("settings", help="every SENTIMENT_* setting: the value in effect and where it came from")

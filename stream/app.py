@@ -135,7 +135,8 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
 
         @app.timer(settings.progress_interval)
         async def log_progress() -> None:
-            log.info(observer.progress_line())
+            if line := observer.progress_line():  # (None: idle, and nothing changed since the last line)
+                log.info(line)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app, assigned, **kwargs) -> None:
@@ -301,11 +302,12 @@ def log_assignment(topic: str, assigned) -> None:
         )
 
 
-def run_worker(settings: Settings, ready: Ready | None = None) -> int:
-    """Run one worker process until SIGINT/SIGTERM; returns its exit code."""
+def run_worker(settings: Settings, ready: Ready | None = None, verbose: bool = False) -> int:
+    """Run one worker process until SIGINT/SIGTERM; returns its exit code. ``verbose``: Faust's and the Kafka
+    client's own info lines too."""
     app = create_app(settings, ready)
     server = ready.server if ready is not None else None
-    worker = ScorerWorker(app, loglevel=settings.log_level.upper(), grace=settings.shutdown_grace)
+    worker = ScorerWorker(app, loglevel=settings.log_level.upper(), grace=settings.shutdown_grace, verbose=verbose)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -68,6 +68,25 @@ class RepeatedLines(logging.Filter):
         return any(name == prefix or name.startswith(prefix + ".") for prefix in self.loggers)
 
 
+OWN_LOGGERS = "sentiment"  # every logger of the project's own is sentiment.<part>
+
+
+class OwnLinesOnly(logging.Filter):
+    """A handler filter: below warning, only the project's own lines. At info, Faust, mode and the Kafka client say
+    about 48 lines at every start (each service starting, subscription tables, group joins) and as many at every
+    stop; the worker's own lines say what a reader needs (what it reads, where it writes, the model, ready)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == OWN_LOGGERS or record.name.startswith("sentiment.")
+
+
+def own_lines_only(logger: logging.Logger | None = None) -> None:
+    """Put an ``OwnLinesOnly`` filter on every handler of ``logger`` (the root logger)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, OwnLinesOnly) for f in handler.filters):
+            handler.addFilter(OwnLinesOnly())
+
+
 def quiet_repeats(logger: logging.Logger | None = None, every: float = REPEAT_EVERY) -> RepeatedLines:
     """Put one ``RepeatedLines`` filter on every handler of ``logger`` (the root logger): records of all loggers pass
     through these handlers, whereas a filter on a logger sees only that logger's own records."""

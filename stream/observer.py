@@ -118,6 +118,7 @@ class BatchObserver:
         self.scored = 0  # totals since start, for the progress line
         self.rejected = 0
         self.at_last_line = (time.monotonic(), 0, 0)  # when, scored, rejected
+        self.idle_said: tuple | None = None  # what the last idle progress line said (lag, readiness), if it was idle
         self.verdict = NAN  # the latest input drift verdict, NaN until the window is ready
         self.last_offsets: dict[tuple[str, int], int] = {}  # the last processed offset of each partition
         self.clock = clock
@@ -455,15 +456,23 @@ class BatchObserver:
             return None
         return found
 
-    def progress_line(self) -> str:
+    def progress_line(self) -> str | None:
         """The periodic progress line of the log: the rate and counts since the last line, the totals, lag, live
-        accuracy once measured, ready."""
+        accuracy once measured, ready. None while idle and nothing changed since the last line: an idle worker says
+        so once, not every interval."""
         lag = self.lag()
         now = time.monotonic()
         then, scored, rejected = self.at_last_line
         self.at_last_line = (now, self.scored, self.rejected)
-        rate = (self.scored - scored) / max(now - then, 1e-9)
         lag_text = "unknown" if lag != lag else f"{lag:,.0f}"
+        readiness = "ready" if self.health.ready else "NOT ready: " + "; ".join(self.health.reasons())
+        if self.scored == scored and self.rejected == rejected:
+            said, self.idle_said = self.idle_said, (lag_text, readiness)
+            if said == self.idle_said:
+                return None
+        else:
+            self.idle_said = None
+        rate = (self.scored - scored) / max(now - then, 1e-9)
         accuracy = "".join(
             f"{v.role} accuracy {100 * v.accuracy:.1f}% on {v.reviews:,} rated reviews, "
             for v in self.accuracy.versions()
@@ -472,7 +481,7 @@ class BatchObserver:
         return (
             f"progress: {rate:,.1f} reviews/s, scored {self.scored - scored:,} and rejected {self.rejected - rejected:,} "
             f"in the last {now - then:,.0f} s ({self.scored:,} and {self.rejected:,} in all), lag {lag_text}, {accuracy}"
-            f"{'ready' if self.health.ready else 'NOT ready: ' + '; '.join(self.health.reasons())}"
+            f"{readiness}"
         )
 
     def sample_live(self) -> None:

@@ -12,7 +12,7 @@ import time
 import faust
 
 from stream.health import health
-from stream.logs import log_thread_deaths, quiet_repeats
+from stream.logs import log_thread_deaths, own_lines_only, quiet_repeats
 
 log = logging.getLogger("sentiment.worker")
 
@@ -25,8 +25,9 @@ class ScorerWorker(faust.Worker):
     it exits at once. Offsets only ever cover stored and delivered results, so nothing unstored is acknowledged
     either way; a second Ctrl-C exits at once too."""
 
-    def __init__(self, *args, grace: float, **kwargs) -> None:
+    def __init__(self, *args, grace: float, verbose: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.verbose = verbose
         # no terminal spinner in a service: with it, Faust lowers the root logger to DEBUG (so that every record
         # spins it), and each debug line of aiokafka, one per request, is built and then dropped
         self.spinner = None
@@ -37,6 +38,8 @@ class ScorerWorker(faust.Worker):
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
+        if not self.verbose and level > logging.DEBUG:
+            own_lines_only(logger)
         quiet_repeats(logger)
         log_thread_deaths(show_traceback=lambda: logger.isEnabledFor(logging.DEBUG))
 

@@ -104,8 +104,8 @@ def test_live_accuracy_matches_the_offline_accuracy_of_the_same_reviews(
 
 
 def readme_sql(comment: str) -> str:
-    """The statement of the README that follows ``comment``, up to its semicolon."""
-    readme = (ROOT / "README.md").read_text()
+    """The statement of the docs (docs/model-lifecycle.md) that follows ``comment``, up to its semicolon."""
+    readme = (ROOT / "docs" / "model-lifecycle.md").read_text()
     start = readme.index(comment)
     return readme[start : readme.index(";", start)]
 

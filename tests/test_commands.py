@@ -7,6 +7,7 @@ accepts and never answers, and database files that are missing or unmigrated.
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import sqlite3
@@ -125,9 +126,33 @@ def test_an_unmigrated_database_says_to_run_db_upgrade(tmp_path):
     done = run("movies", env_extra=env)
     assert_plain_failure(done, within=10, mentions="has no tables yet")
     assert "sentiment db upgrade" in done.stderr
-    assert run("db", "upgrade", env_extra=env).returncode == 0
+    upgraded = run("db", "upgrade", env_extra=env)
+    assert upgraded.returncode == 0
+    assert re.search(r"migrated from revision none \(empty\) to \d{4} \(the latest\)", upgraded.stdout), upgraded.stdout
+    again = run("db", "upgrade", env_extra=env)
+    assert "already at revision" in again.stdout and "nothing to do" in again.stdout, again.stdout
     ranked = run("movies", "--json", env_extra=env)
     assert ranked.returncode == 0 and json.loads(ranked.stdout) == {"top": [], "bottom": []}
+
+
+def test_movies_lists_films_with_enough_reviews_and_never_one_in_both_lists(tmp_path):
+    db = tmp_path / "films.db"
+    env = {"SENTIMENT_DATABASE_URL": f"sqlite:///{db}"}
+    assert run("db", "upgrade", env_extra=env).returncode == 0
+    with sqlite3.connect(db) as conn:  # three films: one with a single review, two with five
+        for movie, count, mean in (("tt-one", 1, 0.99), ("tt-good", 5, 0.9), ("tt-bad", 5, 0.1)):
+            conn.execute(
+                "INSERT INTO movie_sentiment (movie_id, review_count, positive_count, uncertain_count, score_sum, "
+                "mean_score, rating, unreadable_count, updated_at) VALUES (?, ?, 0, 0, ?, ?, ?, 0, '2026-01-01')",
+                (movie, count, mean * count, mean, 1 + 9 * mean),
+            )
+    listed = json.loads(run("movies", "--json", env_extra=env).stdout)
+    assert [f["movie_id"] for f in listed["top"]] == ["tt-good", "tt-bad"]
+    assert listed["bottom"] == []  # both films are in the top list already
+    everything = run("movies", "--min-reviews", "1", env_extra=env).stdout
+    assert "tt-one" in everything
+    none = run("movies", "--min-reviews", "6", env_extra=env)
+    assert "no film has 6 readable reviews yet (--min-reviews 1 lists every film)" in none.stdout
 
 
 def test_the_default_database_is_the_same_file_from_every_folder(tmp_path):
@@ -149,9 +174,9 @@ def test_settings_prints_values_in_effect_and_where_they_came_from():
     assert rows["SENTIMENT_SASL_PASSWORD"]["value"] == "***" and "s3cret" not in done.stdout
     for listed_in_readme in ("SENTIMENT_DATA_DIR", "SENTIMENT_TEST_DATABASE_URL", "SENTIMENT_CONNECT_TIMEOUT"):
         assert listed_in_readme in rows
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name in rows if f"`{name}`" not in readme]
-    assert not missing, f"settings the README does not list: {missing}"
+    reference = (ROOT / "docs" / "settings.md").read_text()
+    missing = [name for name in rows if f"`{name}`" not in reference]
+    assert not missing, f"settings docs/settings.md does not list: {missing}"
 
 
 @pytest.mark.parametrize("command", [["settings"], ["movies"], ["worker"]])

@@ -1,4 +1,4 @@
-"""The layer rule of the README's architecture section, checked on the source: an import only ever points down.
+"""The layer rule of the architecture page (docs/architecture.md), checked on the source: an import only ever points down.
 
     sentiment/   the command line, the demo, local services      (top: nothing imports it)
     stream/      the worker's parts and its Faust wiring
@@ -84,7 +84,7 @@ def test_imports_only_point_down():
         for target in sorted(targets)
         if (theirs := target.split(".")[0]) != (ours := module.split(".")[0]) and theirs not in MAY_IMPORT[ours]
     ]
-    assert not upward, "imports that point up or sideways (see the README's architecture section):\n" + "\n".join(
+    assert not upward, "imports that point up or sideways (see the architecture page (docs/architecture.md)):\n" + "\n".join(
         upward
     )
 

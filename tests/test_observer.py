@@ -135,6 +135,23 @@ def test_the_progress_line_counts_since_the_last_line_and_in_all():
     assert "lag 5," in line and line.endswith(", ready")
 
 
+def test_an_idle_worker_says_so_once_and_again_only_when_something_changes():
+    health = Health()
+    consumer = FakeConsumer({TP("reviews", 0): 0})
+    observer = observer_for(consumer, health)
+    health.update(model_loaded=True, joined=True, database_error=None, broker_error=None)
+    first = observer.progress_line()
+    assert first is not None and "scored 0 and rejected 0" in first and first.endswith(", ready")
+    assert observer.progress_line() is None and observer.progress_line() is None  # idle, nothing new: no line
+    health.update(database_error="connection refused")
+    assert "NOT ready: database" in observer.progress_line()  # readiness changed: said at once
+    assert observer.progress_line() is None
+    observer.delivered(*scored_batch([0.9, 0.1]))
+    assert "scored 2 and rejected 0" in observer.progress_line()  # work again: a line every interval
+    again = observer.progress_line()
+    assert again is not None and "scored 0 and rejected 0" in again  # the first idle line after work
+
+
 def test_score_drift_and_the_input_verdict_appear_once_the_window_is_ready():
     observer = observer_for(FakeConsumer({}), min_scores=4)
     observer.delivered(*scored_batch([0.9, 0.8, 0.7]))
