@@ -286,13 +286,13 @@ def test_a_weaker_shadow_loses_by_evidence_and_the_same_model_as_shadow_does_not
 
 # --- issue 26: a newcomer's model, and candidates the workers refuse --------------------------------------------------
 
+# only the keys a newcomer writes: mask_unknown, cleaning, quantize and nb_branch at their defaults (mask_unknown
+# false pools [UNK]; before issue 26 the compiled scorer could not serve that, and `model add` now refuses what the
+# workers would refuse)
 NEWCOMER_CONFIG = """\
 name = "small"
 ngrams = 2
 max_epochs = 3
-# The coordinator removes this line once the compiled scorer serves mask_unknown = false exactly (issue 26's other
-# half); until then a config without it is not served compiled, and `model add` refuses it.
-mask_unknown = true
 """
 
 
