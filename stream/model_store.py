@@ -279,6 +279,9 @@ def has_version(engine: Engine, version: str) -> bool:
         )
 
 
+MIN_PREFIX = 4  # hex digits of a version that name it on the command line (fewer would soon be ambiguous)
+
+
 def resolve(engine: Engine, prefix: str) -> str:
     """The stored version that ``prefix`` names (a whole version, or its start when that is unambiguous)."""
     with engine.connect() as conn:
@@ -287,7 +290,13 @@ def resolve(engine: Engine, prefix: str) -> str:
         ).all()
     if prefix in found:
         return prefix
-    if len(found) == 1 and len(prefix) >= 4:
+    if found and len(prefix) < MIN_PREFIX:
+        raise UserError(
+            f"a version prefix needs at least {MIN_PREFIX} characters; {prefix!r} has {len(prefix)}",
+            f"give at least {MIN_PREFIX} of the version's hex digits, e.g. {found[0][:MIN_PREFIX]!r} for {found[0]}",
+            2,
+        )
+    if len(found) == 1:
         return found[0]
     if not found:
         raise UserError(f"no version {prefix!r} in the model store", "`sentiment model list` shows the versions", 1)

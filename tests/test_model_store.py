@@ -112,6 +112,14 @@ def test_an_unknown_version_changes_nothing(engine, tmp_path):
     assert counts(engine) == before
 
 
+def test_a_short_prefix_says_how_long_one_must_be(engine, tmp_path):
+    version = stored(engine, tmp_path)
+    assert model_store.resolve(engine, version[:4]) == version
+    with pytest.raises(UserError, match="at least 4 characters; '[0-9a-f]{3}' has 3") as refused:
+        model_store.resolve(engine, version[:3])
+    assert refused.value.exit_code == 2 and version[:4] in refused.value.hint
+
+
 def test_a_version_is_unpacked_only_when_its_bytes_are_what_was_stored(engine, tmp_path):
     version = stored(engine, tmp_path)
     fetched = model_store.fetch(engine, version)
