@@ -62,3 +62,25 @@ def test_unknown_format_is_a_clear_error(tmp_path):
     path.write_text("")
     with pytest.raises(ValueError, match="expected .csv, .jsonl"):
         read_reviews(path)
+
+
+@pytest.mark.parametrize(
+    "header, says, hint",
+    [
+        ("id,film,review", "no 'movie_id' column (it has 'id', 'film', 'review')", "is 'film' that column?"),
+        ("review_id,movie_id,body", "no 'review' or 'text' column", "is 'body' that column?"),
+        ("movie_id,review", "no 'id' or 'review_id' column", "add a column 'id'"),
+        ("id;movie_id;review", "looks separated by semicolons, not commas", "comma-separated"),
+        ("id\tmovie_id\treview", "looks separated by tabs, not commas", "comma-separated"),
+    ],
+)
+def test_a_csv_header_the_reader_cannot_use_is_one_error_not_a_skip_per_row(tmp_path, header, says, hint):
+    from core.errors import UserError
+    from training.datasets import read_records
+
+    path = tmp_path / "reviews.csv"
+    sep = ";" if ";" in header else "\t" if "\t" in header else ","
+    path.write_text(header + "\n" + "\n".join(sep.join(["r1", "tt1", "Great film"]) for _ in range(3000)) + "\n")
+    with pytest.raises(UserError) as refused:
+        list(read_records(path))
+    assert says in refused.value.message and hint in refused.value.hint and refused.value.exit_code == 2
