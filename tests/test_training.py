@@ -224,3 +224,41 @@ def test_the_run_ends_saying_it_is_served_compiled(tiny_run):
     line = serving(load_scorer(tiny_run))
     assert line.startswith("served compiled: largest difference from TensorFlow "), line
     assert float(line.split()[-5]) <= 1e-5
+
+
+def test_train_to_a_file_writes_one_line_per_epoch_and_nothing_from_tensorflow(tiny_data, tmp_path):
+    """What `sentiment train > train.log` leaves: the epochs as lines (no progress bar redrawn into the file), the
+    serving line at the end, and a standard error free of TensorFlow's start-up lines and Keras' warnings."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "small.toml"
+    config.write_text('name = "small"\nmax_tokens = 2000\nsequence_length = 64\nmax_epochs = 2\npatience = 5\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "SENTIMENT_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "sentiment", "train", "--config", str(config), "--data", str(tiny_data),
+         "--out", str(tmp_path / "runs")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "\x08" not in done.stdout and "\r" not in done.stdout, "a progress bar was redrawn into the file"
+    assert sum(line.startswith("Epoch ") for line in done.stdout.splitlines()) == 2, done.stdout
+    assert "served compiled: largest difference from TensorFlow" in done.stdout
+    noise = [line for line in done.stderr.splitlines() if line.strip()]
+    assert not noise, "\n".join(noise)
+    assert not list((tmp_path / "runs").glob(".*-staging")), "a staging folder was left behind"
+
+
+def test_a_training_stopped_while_writing_its_run_leaves_no_staging_folder(tiny_run, tmp_path, monkeypatch):
+    import training.pipeline as pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "plot_curves", interrupted)
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    scorer = load_scorer(tiny_run)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export(TINY, scorer.keras_model, tmp_path, metrics, np.zeros(10, np.float32))
+    assert list(tmp_path.iterdir()) == []

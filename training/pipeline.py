@@ -12,7 +12,9 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ quiet_tensorflow()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+# Keras says this after every pass over a dataset of unknown length (ours are finite by design): noise
+warnings.filterwarnings("ignore", message=".*[Yy]our input ran out of data.*")
 
 from model.cleaning import CLEANINGS  # noqa: E402
 from model.layers import DistinctSum, ForgetUnknown, MaskedAverage  # noqa: E402
@@ -152,7 +157,10 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
         monitor=cfg.monitor, mode=mode, patience=cfg.patience, restore_best_weights=True
     )
     started = time.perf_counter()
-    history = core.fit(train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=[stop], verbose=verbose)
+    # (shuffle=False: the datasets shuffle themselves; Keras ignores the flag for a dataset and warns when it is on)
+    history = core.fit(
+        train_ds, validation_data=val_ds, epochs=cfg.max_epochs, callbacks=[stop], verbose=verbose, shuffle=False
+    )
     return {
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "best_epoch": int((np.argmin if mode == "min" else np.argmax)(history.history[cfg.monitor])) + 1,
@@ -266,7 +274,10 @@ def refit(
     keras.utils.set_random_seed(cfg.seed)
     core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
     history = core.fit(
-        _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed), epochs=epochs, verbose=verbose
+        _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
+        epochs=epochs,
+        verbose=verbose,
+        shuffle=False,
     )
     branches = Branches(vectorizer, core, calibration=calibration)
     record = {}
@@ -329,6 +340,16 @@ def export(
     staging = out_dir / f".{cfg.name}-staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        return _write_run(cfg, model, out_dir, staging, metrics, reference_scores)
+    except BaseException:  # Ctrl-C or an error half-way: no half-written folder is left behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write_run(
+    cfg: TrainConfig, model: keras.Model, out_dir: Path, staging: Path, metrics: dict, reference_scores: np.ndarray
+) -> Path:
     save_model(model, staging / MODEL_FILE)
     version = model_version(staging / MODEL_FILE)
     metrics = {**metrics, "model_version": version, "artifact_bytes": (staging / MODEL_FILE).stat().st_size}
@@ -492,15 +513,21 @@ mixed reviews are often misread. Do not use it to make decisions about people.
 """
 
 
+def progress_verbosity() -> int:
+    """Keras' progress bar on a terminal; one line per epoch otherwise (a bar redrawn into a log file is noise)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
 def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = "runs") -> Path:
     """The whole pipeline; returns the run folder."""
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}", flush=True)
-    model, fitted, val_scores, calibration = train_and_validate(cfg, train, val)
+    verbose = progress_verbosity()
+    model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose)
     if cfg.refit_on_all:
         print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews for {fitted['best_epoch']} epochs")
-        model, refitted = refit(cfg, train, val, fitted["best_epoch"], calibration)
+        model, refitted = refit(cfg, train, val, fitted["best_epoch"], calibration, verbose=verbose)
         fitted = {**fitted, **refitted, "training_seconds": fitted["training_seconds"] + refitted["refit_seconds"]}
     test_scores = predict(model, [r.text for r in test_rows])
     metrics = {
