@@ -92,3 +92,10 @@ def broker_timeout_error(settings: Settings, exc: Exception) -> UserError:
         f"{settings.connect_timeout:g} s ({type(exc).__name__}: {exc})",
         BROKER_HINT,
     )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS picks it), for a service to bind next."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.network import free_port  # noqa: F401  (here since the start; tests and the demo import it from here)
+
 PG_BIN_DIRS = [Path(p) for p in os.environ.get("SENTIMENT_PG_BIN", "").split(":") if p] + [
     Path("/usr/lib/postgresql/15/bin"),
     Path("/usr/lib/postgresql/16/bin"),
@@ -25,12 +27,6 @@ PG_BIN_DIRS = [Path(p) for p in os.environ.get("SENTIMENT_PG_BIN", "").split(":"
 
 class ServiceError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float, name: str, log: Path) -> None:

@@ -146,7 +146,7 @@ def _probe(port: int, path: str) -> tuple[int, dict]:
 
 class Supervisor:
     def __init__(self, settings: Settings, processes: int, argv: list[str]) -> None:
-        from sentiment.local import free_port
+        from core.network import free_port
 
         self.settings = settings
         self.argv = argv  # the worker's own options, passed on to every child
