@@ -33,6 +33,15 @@ class TrainConfig:
     nb_learning_rate: float = 3e-3
     nb_steps: int = 250
     nb_smoothing: float = 1.0
+    # the context branch (training.context, issue 29): a weight per n-gram from the unlabelled reviews (imdb_unsup:
+    # train/unsup/ of an aclImdb folder or tarball), averaged over the review's known n-grams and added to the logit:
+    # reviews -> context_dims-dimension SVD of idf-weighted binary unigrams; an n-gram in at least
+    # context_min_reviews of the training and unlabelled reviews -> the mean vector of those reviews; a logistic
+    # regression (L2 context_l2) on a review's mean n-gram vector, folded into one weight per n-gram
+    context_branch: bool = False
+    context_dims: int = 200
+    context_min_reviews: int = 5
+    context_l2: float = 1e-3
     # weigh the branches and calibrate (Platt scaling with one branch) by logistic regression on the validation
     # split's logits of the held-out fit; the exported model carries the result in its weights
     calibrate: bool = False

@@ -59,7 +59,7 @@ def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
 def from_keras(keras_model) -> FastModel:
     """Read the exported model's vocabulary, weights and cleaning; measure TensorFlow's character tables."""
     keras = import_keras()
-    from model.layers import DistinctSum
+    from model.layers import DistinctSum, KnownAverage
 
     vectorizer, core, _ = model_parts(keras_model)
     config = vectorizer.get_config()
@@ -79,6 +79,7 @@ def from_keras(keras_model) -> FastModel:
             kernel, bias = (np.asarray(w.numpy(), dtype=np.float32) for w in layer.weights)
             dense.append((kernel, bias, layer.get_config()["activation"]))
     naive_bayes = next((layer for layer in core.layers if isinstance(layer, DistinctSum)), None)
+    context = next((layer for layer in core.layers if isinstance(layer, KnownAverage)), None)
     activations = [layer for layer in core.layers if isinstance(layer, keras.layers.Activation)]
     if len(activations) > 1 or (activations and activations[0] is not core.layers[-1]):
         raise ValueError("the fast path handles one activation layer, the model's last")
@@ -92,6 +93,7 @@ def from_keras(keras_model) -> FastModel:
         sequence_length=config["output_sequence_length"],
         naive_bayes=None if naive_bayes is None else np.asarray(naive_bayes.weight.numpy(), dtype=np.float32),
         output=activations[0].get_config()["activation"] if activations else "linear",
+        context=None if context is None else np.asarray(context.weight.numpy(), dtype=np.float32),
     )
 
 
