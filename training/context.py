@@ -23,10 +23,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 UNKNOWN_ID = 1  # TextVectorization: 0 padding, 1 [UNK]
-CHUNK = 1 << 19  # (pair) rows per piece of a sparse product: bounds its memory to CHUNK x k floats
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,30 +84,43 @@ class Positions:
 
 def _rows_times(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, dense: np.ndarray, n_rows: int) -> np.ndarray:
     """``S @ dense`` for the sparse ``S`` given by (row, col, value) triples sorted by row."""
-    out = np.zeros((n_rows, dense.shape[1]), dtype=np.float64)
-    for start in range(0, len(rows), CHUNK):
-        r = rows[start : start + CHUNK]
-        terms = dense[cols[start : start + CHUNK]] * values[start : start + CHUNK, None]
-        heads = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-        out[r[heads]] += np.add.reduceat(terms, heads, axis=0)
+    starts = np.searchsorted(rows, np.arange(n_rows + 1))
+    return _csr_times(starts, cols.astype(np.int64), values.astype(np.float32), np.ascontiguousarray(dense, np.float32))
+
+
+@numba.njit(cache=True, parallel=True)
+def _csr_times(starts, cols, values, dense):
+    out = np.zeros((len(starts) - 1, dense.shape[1]), dtype=np.float64)
+    for r in numba.prange(len(starts) - 1):
+        for i in range(starts[r], starts[r + 1]):
+            c, v = cols[i], values[i]
+            for d in range(dense.shape[1]):
+                out[r, d] += v * dense[c, d]
     return out
 
 
 class Sparse:
-    """A sparse matrix of (row, col, value) triples with products on both sides (numpy only)."""
+    """A sparse matrix of (row, col, value) triples, sorted by row, with products on both sides (numpy only)."""
 
     def __init__(self, rows, cols, values, shape) -> None:
-        order = np.lexsort((cols, rows))
-        self.rows, self.cols, self.values = rows[order], cols[order], values[order].astype(np.float32)
-        by_col = np.argsort(self.cols, kind="stable")
-        self.t_rows, self.t_cols, self.t_values = self.cols[by_col], self.rows[by_col], self.values[by_col]
+        if len(rows) > 1 and np.any(rows[1:] < rows[:-1]):
+            raise ValueError("the triples must be sorted by row")
+        self.rows, self.cols, self.values = rows, cols, values.astype(np.float32)
         self.shape = shape
 
     def times(self, dense: np.ndarray) -> np.ndarray:
         return _rows_times(self.rows, self.cols, self.values, dense.astype(np.float32), self.shape[0])
 
     def transposed_times(self, dense: np.ndarray) -> np.ndarray:
-        return _rows_times(self.t_rows, self.t_cols, self.t_values, dense.astype(np.float32), self.shape[1])
+        by_col = np.argsort(self.cols, kind="stable")
+        return _rows_times(
+            self.cols[by_col], self.rows[by_col], self.values[by_col], dense.astype(np.float32), self.shape[1]
+        )
+
+
+def _by_col(rows, cols, values):
+    order = np.argsort(cols, kind="stable")
+    return cols[order], rows[order], values[order]
 
 
 def review_vectors(corpus: Positions, is_unigram: np.ndarray, dims: int, seed: int, power: int = 2) -> np.ndarray:
@@ -122,6 +135,8 @@ def review_vectors(corpus: Positions, is_unigram: np.ndarray, dims: int, seed: i
     norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=n))
     values = values / np.maximum(norms, 1e-12)[rows]
     matrix = Sparse(rows, cols, values, (n, len(used)))
+    transposed = Sparse(*_by_col(rows, cols, values), (len(used), n))
+    matrix.transposed_times = transposed.times  # one sort by column for the 2 + power products
     rng = np.random.default_rng(seed)
     basis = matrix.times(rng.standard_normal((len(used), dims + 20)))
     for _ in range(power):
