@@ -555,6 +555,8 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
     unlabelled = [r.text for r in imdb_split("unsup", data)] if cfg.context_branch else None
+    if unlabelled is not None and not unlabelled:  # before minutes of fitting, not after
+        raise ValueError("context_branch needs unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's train/unsup/")
     shown = f"  unlabelled {len(unlabelled):,}" if unlabelled is not None else ""
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}{shown}", flush=True)
     model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, unlabelled=unlabelled)
