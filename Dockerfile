@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY sentiment ./sentiment
 COPY stream ./stream
 COPY model ./model

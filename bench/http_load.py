@@ -1,7 +1,7 @@
 """The stream comes first: the worker's stream throughput with and without HTTP scoring load, and slow clients.
 
     .venv/bin/python bench/http_load.py [--reviews 20000] [--rounds 2] [--clients 4] [--slow 200] [--profile]
-                                        [--json runs/http_load.json]
+                                        [--json runs/http_load.json] [--hostile]
 
 Starts a Tansu broker, a PostgreSQL cluster and one real worker (`sentiment worker`, page and API on, metrics on),
 then, in one run:
@@ -19,9 +19,16 @@ then, in one run:
 3. slow bodies: ``--slow`` requests to the page with Content-Length 10,000 sent at 10 bytes/s: how many got a 408
    within the timeout + 1 s.
 
-Goals, from the hardening issue: stream loaded / unloaded >= 0.8, worker under 1 GB resident, every slow connection
-closed within the timeout. With --profile, py-spy samples the worker during the first loaded phase (Python level)
-and the top functions by own time are printed.
+4. with ``--hostile`` (and only that): the attacks of the second hardening issue, one at a time, each beside
+   undisturbed runs (alone, attack, alone, ...): a flood of 12.8 MB ``[[],[],...]`` bodies, 100 slow clients
+   holding connections on the page and on the metrics port, 200 malformed requests per second. The attackers come
+   from loopback addresses of their own (127.0.x.y: other clients, as the per-client limits see them) and run at
+   nice 19 (they stand for other machines). For each: the stream's rate, its ratio to the mean of the undisturbed
+   runs beside it, the worker's CPU per 1,000 reviews, and /healthz on the metrics port (p50, p99).
+
+Goals, from the hardening issues: stream loaded / unloaded >= 0.8, worker under 1 GB resident, every slow connection
+closed within the timeout; under each attack >= 0.8 and /healthz p99 < 100 ms. With --profile, py-spy samples the
+worker during the first loaded phase (Python level) and the top functions by own time are printed.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import numpy as np
 from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.test_hostile_clients_integration: the attacks
 
 from performance import Table  # noqa: E402
 from worker_throughput import top_functions, worker_env  # noqa: E402
@@ -176,7 +184,9 @@ def stored(engine) -> int:
         return conn.execute(text("SELECT count(*) FROM review_scores")).scalar_one()
 
 
-def stream_phase(name: str, settings: Settings, engine, rows, pid: int, load: Load | None = None) -> Phase:
+def stream_phase(
+    name: str, settings: Settings, engine, rows, pid: int, load: Load | None = None, on_resume=None
+) -> Phase:
     """A backlog of ``rows`` (under fresh review ids) drained by the worker, timed until all of them are stored.
 
     The worker is stopped (SIGSTOP) while the backlog is produced: a producer in this process is no faster than the
@@ -189,6 +199,8 @@ def stream_phase(name: str, settings: Settings, engine, rows, pid: int, load: Lo
             produce_reviews(settings, rows, progress=False)
         finally:
             os.kill(pid, signal.SIGCONT)
+        if on_resume is not None:
+            on_resume()
         resumed, since = time.perf_counter(), time.time()
         t10 = None
         while (count := stored(engine) - base) < n:
@@ -291,6 +303,68 @@ def scrape_status(port: int) -> str:
         return type(exc).__name__
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hostile_table(table: Table, settings: Settings, engine, rows, pid: int, web_port: int, port: int) -> list:
+    """Section 4: each attack alone, between undisturbed runs of the same backlog."""
+    from tests.test_hostile_clients_integration import Prober, attack
+
+    ctx = multiprocessing.get_context("spawn")
+    runs = []
+
+    def run(name: str, kind: str | None) -> dict:
+        stop, results = ctx.Event(), ctx.Queue()
+        attacker = None
+        if kind is not None:
+            attacker = ctx.Process(target=attack, args=(web_port, port, stop, results, (kind,)))
+            attacker.start()
+            time.sleep(3)  # under way
+        with Prober(port) as prober:
+            cpu = cpu_seconds(pid)
+            # probed from the worker's resumption on (stream_phase stops it while it produces the backlog)
+            phase = stream_phase(name, settings, engine, rows, pid, None, on_resume=prober.on.set)
+            prober.on.clear()
+            cpu = cpu_seconds(pid) - cpu
+        attacked = {}
+        if attacker is not None:
+            stop.set()
+            attacked = results.get(timeout=120)
+            attacker.join(30)
+        latencies = np.array([t for t, _ in prober.health]) * 1000
+        result = {"name": name, "attack": kind, "rate": phase.rate, "cpu_per_1000": 1000 * cpu / len(rows),
+                  "p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
+                  "scrapes": prober.scrapes, "health_failed": sum(s != 200 for _, s in prober.health),
+                  "flood": len(attacked.get("flood", [])), "slow_opened": attacked.get("slow_opened", 0),
+                  "bad": len(attacked.get("bad", []))}  # fmt: skip
+        runs.append(result)
+        return result
+
+    labels = {"flood": "a 12.8 MB body flood", "slow": "100 slow clients (each port)", "bad": "200 bad requests/s"}
+    before = run("H0", None)
+    for i, kind in enumerate(("flood", "slow", "bad"), 1):
+        during = run(f"H{i}a", kind)
+        after = run(f"H{i}b", None)
+        alone = (before["rate"] + after["rate"]) / 2
+        if i == 1:
+            table.add("hostile", "stream alone (mean of the runs beside each)", alone, "reviews/s", "",
+                      f"/healthz p50 {before['p50']:.1f} ms, p99 {before['p99']:.1f} ms; "
+                      f"CPU {before['cpu_per_1000']:.2f} s per 1,000 reviews")  # fmt: skip
+        scraped = f"{sum(s == 200 for s in during['scrapes'])} of {len(during['scrapes'])} scrapes 200"
+        sent = {"flood": f"{during['flood']} bodies sent", "slow": f"{during['slow_opened']} slow connections opened",
+                "bad": f"{during['bad']} bad requests sent"}[kind]  # fmt: skip
+        table.add("hostile", f"under {labels[kind]}", during["rate"], "reviews/s", "",
+                  f"{during['rate'] / alone:.2f}x of alone ({before['rate']:,.0f} / {after['rate']:,.0f} beside); "
+                  f"/healthz p50 {during['p50']:.1f} ms, p99 {during['p99']:.1f} ms, {during['health_failed']} "
+                  f"failed; {scraped}; CPU {during['cpu_per_1000']:.2f} s per 1,000 reviews; {sent}")  # fmt: skip
+        table.add("hostile", f"  ratio to alone, {labels[kind]}", during["rate"] / alone, "", ">= 0.8")
+        table.add("hostile", f"  /healthz p99, {labels[kind]}", during["p99"], "ms", "< 100")
+        before = after
+    return runs
+
+
 def wait_until_ready(port: int, web_port: int, worker: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -317,6 +391,7 @@ def main() -> None:
     parser.add_argument("--http-timeout", type=float, default=5.0, help="the worker's SENTIMENT_HTTP_TIMEOUT")
     parser.add_argument("--profile", action="store_true", help="py-spy the worker during the first loaded phase")
     parser.add_argument("--json", type=Path, default=Path("runs/http_load.json"))
+    parser.add_argument("--hostile", action="store_true", help="only the attack table (section 4)")
     args = parser.parse_args()
     data = shared_data_dir()
     if data is None:
@@ -355,6 +430,12 @@ def main() -> None:
 
         table = Table()
         print(f"{'section':<9} {'figure':<44} {'value':>12} {'unit':<10} {'goal':<12} note")
+        if args.hostile:
+            hostile = hostile_table(table, settings, engine, stream_rows, worker.pid, web_port, port)
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"rows": table.rows, "hostile": hostile}, indent=2))
+            print(f"written: {args.json}")
+            return
         phases: list[Phase] = []
         profile = ""
         for round_ in range(1, args.rounds + 1):

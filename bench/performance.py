@@ -259,8 +259,17 @@ def produce_at_rate(bootstrap: list[str], topic: str, texts: list[str], rate: in
 
 
 def latency(
-    table: Table, settings: Settings, broker: LocalBroker, rows, rate: int, seconds: float, workdir: Path
+    table: Table,
+    settings: Settings,
+    broker: LocalBroker,
+    rows,
+    rate: int,
+    seconds: float,
+    workdir: Path,
+    name: str = "",
 ) -> None:
+    """Reviews produced at ``rate`` for ``seconds`` into a running worker (``settings``): latency rows, named
+    ``name`` (for side-by-side variants)."""
     suffix = uuid.uuid4().hex[:6]
     run = settings.model_copy(
         update={
@@ -329,7 +338,7 @@ def latency(
         lat = np.array([received[k] - sent[k] for k in sent if k in received], dtype=np.float64)
         p50, p95, p99 = (np.percentile(lat, q) for q in (50, 95, 99)) if lat.size else (float("nan"),) * 3
         kept_up = len(received) == total and drained_after <= 1.0  # all scored within a second of the last review
-        label = f"{rate:,}/s for {seconds:.0f} s"
+        label = f"{name}{rate:,}/s for {seconds:.0f} s"
         goal = "p99 < 250" if rate <= 200 else "keeps up"
         table.add("latency", f"{label}: p50", p50, "ms")
         table.add("latency", f"{label}: p95", p95, "ms")

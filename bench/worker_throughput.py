@@ -19,7 +19,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.settings import Settings
@@ -50,6 +50,8 @@ def worker_env(settings: Settings, port: int, app_id: str = "bench-worker") -> d
         "SENTIMENT_BATCH_WAIT": str(settings.batch_wait),
         "SENTIMENT_SCORING": settings.scoring,
         "SENTIMENT_SCORING_THREADS": str(settings.scoring_threads),
+        "SENTIMENT_LEAN_PATH": str(settings.lean_path).lower(),
+        "SENTIMENT_FETCH_MAX_WAIT_MS": str(settings.fetch_max_wait_ms),
     }
 
 
@@ -65,16 +67,59 @@ def peak_rss_mb(pid: int) -> float:
 class WorkerRun:
     rate: float  # reviews/s from 10% to 100% of the backlog, all workers together
     profile: str  # py-spy's top functions by own time (first worker), when asked for
-    peak_rss_mb: list[float]  # each worker's
+    peak_rss_mb: list[float]  # each worker process's (under --processes: each child's, not the supervisor's)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per review over the same stretch, by process
 
 
-def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, workers: int = 1) -> WorkerRun:
-    """Drain ``count`` reviews already in the topic with ``workers`` worker processes in one group."""
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def process_tree(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children(found[-1])
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants alive now: what a review costs in
+    CPU, whatever else loads the machine."""
+    total = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worker_rate(
+    settings: Settings,
+    count: int,
+    workdir: Path,
+    profile: bool,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    app_id: str | None = None,
+    watch: dict[str, int] | None = None,
+) -> WorkerRun:
+    """Drain ``count`` reviews already in the topic with ``workers`` worker commands in one group (each given
+    ``args``, e.g. ``--processes 2``, and ``env`` on top of the bench's settings). ``watch``: other processes (the
+    broker, PostgreSQL) whose CPU per review is measured beside the workers'."""
+    watch = watch or {}
     ports = [free_port() for _ in range(workers)]
-    logs = [open(workdir / f"worker-{settings.topic_reviews}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
+    group = app_id or f"bench-{settings.topic_reviews}"
+    logs = [open(workdir / f"worker-{group}-{i}.log", "ab") for i in range(workers)]  # noqa: SIM115
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "sentiment", "worker"], env=worker_env(settings, port, f"bench-{settings.topic_reviews}"),
+            [sys.executable, "-m", "sentiment", "worker", *args], env=worker_env(settings, port, group) | (env or {}),
             stdout=log, stderr=subprocess.STDOUT, cwd=workdir,  # where Faust keeps its "<app id>-data" folder
         )
         for port, log in zip(ports, logs)
@@ -83,20 +128,35 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
     try:
         t10 = n10 = None
         deadline = time.monotonic() + 600
+        rss: dict[int, float] = {}
         while time.monotonic() < deadline:
             n = sum(read_metric(port, "sentiment_reviews_scored_total") or 0 for port in ports)
             if t10 is None and n >= count // 10:
                 t10, n10 = time.perf_counter(), n
+                cpu10 = {"worker": sum(cpu_seconds(p.pid) for p in procs)}
+                cpu10 |= {name: cpu_seconds(pid) for name, pid in watch.items()}
                 if profile:
                     spy = subprocess.Popen(
                         [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "100",
-                         "-o", str(workdir / "worker.stacks"), "--pid", str(procs[0].pid)],
+                         "--gil", "-o", str(workdir / "worker.stacks"), "--pid", str(procs[0].pid)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
+            for p in procs:  # each worker process's peak, children of a supervisor included
+                for pid in [p.pid, *children(p.pid)]:
+                    try:
+                        rss[pid] = peak_rss_mb(pid)
+                    except OSError:
+                        pass
             if n >= count:
                 rate = (count - n10) / (time.perf_counter() - t10)
+                cpu = {"worker": sum(cpu_seconds(p.pid) for p in procs)}
+                cpu |= {name: cpu_seconds(pid) for name, pid in watch.items()}
+                supervisors = {p.pid for p in procs if children(p.pid)}
                 return WorkerRun(
-                    rate, top_functions(workdir / "worker.stacks", spy), [peak_rss_mb(p.pid) for p in procs]
+                    rate,
+                    top_functions(workdir / "worker.stacks", spy),
+                    [mb for pid, mb in rss.items() if pid not in supervisors],
+                    {name: 1000 * (cpu[name] - cpu10[name]) / (n - n10) for name in cpu},
                 )
             for p in procs:
                 if p.poll() is not None:
@@ -112,7 +172,9 @@ def worker_rate(settings: Settings, count: int, workdir: Path, profile: bool, wo
             log.close()
 
 
-def top_functions(stacks: Path, spy, n: int = 12) -> str:
+def top_functions(stacks: Path, spy, n: int = 15) -> str:
+    """py-spy's samples of the thread holding the GIL (--gil: where the Python time goes, idle waits left out), by
+    own time."""
     if spy is None:
         return ""
     spy.send_signal(2)
@@ -128,10 +190,28 @@ def top_functions(stacks: Path, spy, n: int = 12) -> str:
     return "\n".join(f"  {100 * c / total:5.1f}%  {f}" for f, c in own.most_common(n))
 
 
-def noop_rate(broker: str, topic: str, count: int, workdir: Path) -> float:
-    out = workdir / f"{topic}.rate"
+def noop_rate(broker: str, topic: str, count: int, workdir: Path, lean: bool = False, app_id: str = "") -> float:
+    """The no-op agent's rate on ``topic`` (stock Faust, or ``lean``: the worker's path with scoring off)."""
+    return noop_measure(broker, topic, count, workdir, lean, app_id)[0]
+
+
+def noop_measure(
+    broker: str, topic: str, count: int, workdir: Path, lean: bool = False, app_id: str = ""
+) -> tuple[float, float]:
+    """The no-op agent's rate and CPU milliseconds per message."""
+    app_id = app_id or f"{topic}-app"
+    out = workdir / f"{app_id}.rate"
     done = subprocess.run(
-        [sys.executable, str(HERE / "noop_agent.py"), broker, topic, f"{topic}-app", str(count), str(out)],
+        [
+            sys.executable,
+            str(HERE / "noop_agent.py"),
+            broker,
+            topic,
+            app_id,
+            str(count),
+            str(out),
+            *(["256", "--lean"] if lean else []),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,
@@ -139,7 +219,8 @@ def noop_rate(broker: str, topic: str, count: int, workdir: Path) -> float:
     )
     if not out.exists():
         raise SystemExit(f"the no-op agent wrote no rate:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
-    return float(out.read_text())
+    rate, cpu_ms = out.read_text().split()
+    return float(rate), float(cpu_ms)
 
 
 def main() -> None:

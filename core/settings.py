@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UserError
+from core.messages import redact
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "model" / "default"
 
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL of the database that holds review_scores and movie_sentiment.",
+    )
+    db_password: SecretStr | None = Field(
+        None,
+        description="The database password, when SENTIMENT_DATABASE_URL holds none: written as it is (no "
+        "percent-encoding, whatever characters it holds) and put into the URL quoted; never logged.",
     )
     model: Path = Field(DEFAULT_MODEL, description="Folder of the model artifact; the committed default when unset.")
     batch_size: int = Field(256, ge=1, le=10_000, description="Most reviews scored in one model call.")
@@ -78,6 +84,23 @@ class Settings(BaseSettings):
     )
     batch_wait: float = Field(
         0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
+    )
+    lean_path: bool = Field(
+        True,
+        description="Drain each fetched batch straight into micro-batches (stream/consumer.py); false: Faust's own "
+        "per-message path, with the same fetch settings (for comparison).",
+    )
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, le=60_000, description="Most milliseconds a fetch waits at the broker when no record is there."
+    )
+    fetch_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes one fetch brings per partition (a larger message still comes).",
+    )
+    fetch_max_records: int = Field(0, ge=0, description="Most records handed over per fetch (0: no limit).")
+    stream_buffer: int = Field(
+        4096, ge=1, le=1_000_000, description="Messages buffered per topic before its partitions are paused."
     )
     topic_reviews: str = Field("reviews", description="Topic the worker reads reviews from.")
     topic_sentiments: str = Field("sentiments", description="Topic the worker writes one result per review to.")
@@ -125,14 +148,33 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address the page and API listen on (0.0.0.0: every interface).")
     web_token: SecretStr | None = Field(
         None,
-        description="Bearer token the page and API require (Authorization: Bearer, or ?token= to open the page); "
-        "needed when SENTIMENT_WEB_HOST is not loopback; never logged.",
+        description="Bearer token the API requires (Authorization: Bearer <token>, the scheme in any case; the page: "
+        "open it as /#token=<token>, never ?token=); needed when SENTIMENT_WEB_HOST is not loopback; never logged.",
     )
     http_timeout: float = Field(
         5.0, gt=0, le=300, description="Seconds a client of either HTTP server has to send a whole request."
     )
     http_max_connections: int = Field(
         100, ge=1, le=100_000, description="Most open connections per HTTP server; more get a 503 and are closed."
+    )
+    http_client_connections: int = Field(
+        16,
+        ge=1,
+        le=100_000,
+        description="Most open connections to the page and API from one client address; more get a 429 and are closed.",
+    )
+    http_client_rate: float = Field(
+        20.0,
+        gt=0,
+        le=1_000_000,
+        description="Requests per second one client address may send to the page and API (bursts of twice as many); "
+        "more get a 429 with Retry-After. Behind a proxy every client is the proxy's address.",
+    )
+    http_client_body_rate: float = Field(
+        4_000_000.0,
+        gt=0,
+        description="Request body bytes per second one client address may send to the API (bursts of one largest "
+        "request); a request over it gets a 429 with Retry-After before its body is read.",
     )
     access_log: bool = Field(False, description="Log every HTTP request (off: scrapes and polls are not worth a line).")
     api_max_concurrent: int = Field(
@@ -217,10 +259,15 @@ class Settings(BaseSettings):
         None, description="Folder with imdb_*.csv.gz for the demo, the tests and training (default: ../shared/data)."
     )
 
-    @field_validator("data_dir", "web_token", "accuracy_floor", mode="before")
+    @field_validator("data_dir", "web_token", "accuracy_floor", "db_password", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _database_password(self) -> Settings:
+        self.database_url = database_url_with(self.database_url, self.db_password)
+        return self
 
     def faust_broker_url(self) -> str:
         return self.broker if "://" in self.broker else f"kafka://{self.broker}"
@@ -234,11 +281,63 @@ class Settings(BaseSettings):
 
 ENV_PREFIX = "SENTIMENT_"
 
+DB_PASSWORD_HINT = (
+    "percent-encode the password in the URL (@ is %40, % is %25), or leave it out of the URL and set "
+    "SENTIMENT_DB_PASSWORD, which takes it as it is"
+)
+
+
+def database_url_with(url: str, password: SecretStr | None) -> str:
+    """``url`` checked for a password it cannot hold as written, with ``password`` (SENTIMENT_DB_PASSWORD) put into
+    it, quoted. A raw ``@`` in a URL's password ends the password there, and what follows is read as the host (the
+    driver then reported a host made of the rest of the password): that is refused, naming the character and
+    nothing else of the secret. (``: / ? #`` as written, and ``%`` not followed by two hex digits, are read as
+    written; ``%XX`` is read as percent-encoding.)"""
+    from sqlalchemy.engine import make_url
+
+    scheme, sep, rest = url.partition("://")
+    written = None  # the password as written in the URL, if any
+    if sep and "@" in rest:
+        userinfo = rest[: rest.rfind("@")]
+        if ":" in userinfo:
+            written = userinfo.split(":", 1)[1]
+    if written is not None and "@" in written:
+        raise UserError(
+            "the password in SENTIMENT_DATABASE_URL holds a '@', which ends a URL's password: the rest of it "
+            "would be read as the host",
+            DB_PASSWORD_HINT,
+            exit_code=2,
+        )
+    if password is None:
+        return url
+    if written is not None:
+        raise UserError(
+            "both SENTIMENT_DATABASE_URL and SENTIMENT_DB_PASSWORD give a database password",
+            "keep one of them (SENTIMENT_DB_PASSWORD needs no percent-encoding)",
+            exit_code=2,
+        )
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - said in our words below
+        parsed = None
+    if parsed is None or parsed.drivername.startswith("sqlite"):
+        raise UserError(
+            "SENTIMENT_DB_PASSWORD is set, but SENTIMENT_DATABASE_URL is no database URL that takes a password",
+            "unset SENTIMENT_DB_PASSWORD, or point SENTIMENT_DATABASE_URL at PostgreSQL (postgresql://user@host/db)",
+            exit_code=2,
+        )
+    return parsed.set(password=password.get_secret_value()).render_as_string(hide_password=False)
+
+
 # Variables read outside the Settings object, listed by `sentiment settings` too.
 OTHER_VARIABLES = {
     "SENTIMENT_TEST_DATABASE_URL": "PostgreSQL server the tests use instead of starting their own (tests only).",
     "SENTIMENT_PG_BIN": "Folder(s) of the PostgreSQL server binaries for local clusters (default: found on the system).",
 }
+
+
+# Settings whose value is never shown, even in an error about it.
+SECRET_FIELDS = {"web_token", "sasl_password", "db_password"}
 
 
 def load_settings(overrides: dict | None = None, options: dict[str, str] | None = None) -> Settings:
@@ -256,6 +355,10 @@ def load_settings(overrides: dict | None = None, options: dict[str, str] | None 
             source = (options or {}).get(field) if field in overrides else None
             source = source or f"{ENV_PREFIX}{field.upper()}"
             value = overrides.get(field, os.environ.get(f"{ENV_PREFIX}{field.upper()}"))
+            if isinstance(value, SecretStr) or field in SECRET_FIELDS:
+                value = "***"
+            elif isinstance(value, str):
+                value = redact(value)
             problems.append(f"{source}={value!r}: {error['msg']}")
         raise UserError(
             "invalid setting " + "; ".join(problems),

@@ -81,22 +81,39 @@ def clean_tokens(texts: tf.Tensor) -> tf.Tensor:
     return _clean(texts, _PUNCTUATION_TOKENS)
 
 
-# config name (training.config) -> standardize function
-CLEANINGS = {"full": clean_text, "tokens": clean_tokens}
+# What Keras' own ``standardize="lower_and_strip_punctuation"`` (config ``cleaning = "basic"``) removes after
+# lowercasing ASCII (``tf.strings.lower`` without an encoding): keras/src/layers/preprocessing/text_vectorization.py.
+KERAS_STRIPPED_CHARACTERS = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+
+
+def keras_lower_and_strip_punctuation(texts: tf.Tensor) -> tf.Tensor:
+    """What TextVectorization does with ``standardize="lower_and_strip_punctuation"`` (for tests and debugging; the
+    model keeps the name, and Keras its own code)."""
+    return tf.strings.regex_replace(tf.strings.lower(texts), KERAS_STRIPPED_CHARACTERS, "")
+
+
+# config name (training.config) -> standardize function (a name: Keras' own)
+CLEANINGS = {"full": clean_text, "tokens": clean_tokens, "basic": "lower_and_strip_punctuation"}
 
 # standardize function's name -> the characters its punctuation pass acts on (the compiled scorer measures them
-# from TensorFlow), and whether each of them becomes a word of its own (else only ! and ? do, the rest is dropped)
-PUNCTUATION_RULES = {"clean_text": (DROPPED_CHARACTERS, False), "clean_tokens": (TOKEN_CHARACTERS, True)}
+# from TensorFlow), and what becomes of them: "drop" (a space; but ! and ? are words of their own), "word" (each a
+# word of its own), "strip" (removed: "a.b" is one word)
+PUNCTUATION_RULES = {
+    "clean_text": (DROPPED_CHARACTERS, "drop"),
+    "clean_tokens": (TOKEN_CHARACTERS, "word"),
+    "lower_and_strip_punctuation": (KERAS_STRIPPED_CHARACTERS, "strip"),
+}
+_STANDARDIZE = {**CLEANINGS, "basic": keras_lower_and_strip_punctuation}
 
 
 def clean(texts: list[str], cleaning: str = "full") -> list[str]:
     """Python convenience: the cleaned form of each text, as the model sees it."""
-    out = CLEANINGS[cleaning](tf.constant(texts, dtype=tf.string)).numpy()
+    out = _STANDARDIZE[cleaning](tf.constant(texts, dtype=tf.string)).numpy()
     return [t.decode("utf-8") for t in out]
 
 
 def words(texts: list[str], cleaning: str = "full") -> list[list[str]]:
     """Python convenience: the words of each text as the model's vectorizer splits them (``tf.strings.split`` of
     the cleaned text: on ASCII whitespace, \v included, which ``\\s`` does not match)."""
-    split = tf.strings.split(CLEANINGS[cleaning](tf.constant(texts, dtype=tf.string)))
+    split = tf.strings.split(_STANDARDIZE[cleaning](tf.constant(texts, dtype=tf.string)))
     return [[w.decode("utf-8") for w in row] for row in split.to_list()]

@@ -15,8 +15,10 @@ context branch (a weight ``c_f`` per n-gram averaged over the known positions) a
 its logit too, and each known position's part is ``c_f / n`` times ``h``. The
 integral is computed with composite Gauss-Legendre quadrature, refined until the attributions add up to
 ``f(p, s) - f(0, 0)`` within ``TOLERANCE`` (a saturated sigmoid needs more points). Unknown n-grams have no vector
-and no weight, and get 0. A word's attribution is its unigram's plus an equal share of every bigram and trigram
-it is part of, so the words' attributions add up to the same total.
+and no weight, and get 0; but a model trained with ``mask_unknown = false`` pools each of them as the [UNK] vector
+(``e_i`` is that row, counted in ``n``), and they get their share like the known ones. A word's attribution is its
+unigram's plus an equal share of every bigram and trigram it is part of, so the words' attributions add up to the
+same total.
 
 This answers "how much did each n-gram move the score away from the base value", not "what would the score be
 without this word" (occlusion re-averages over the remaining n-grams, which moves every other n-gram's weight).
@@ -49,7 +51,9 @@ class Explanation:
     base: float  # f(0): the score of a review with no known n-gram
     words: list[str]  # the review's words as the model sees them (after cleaning)
     word_attributions: list[float]  # add up to score - base
-    ngrams: list[tuple[str, float]]  # the known n-grams with their attributions, in order of appearance
+    # the n-grams in the average with their attributions, in order of appearance: the known ones (and the unknown ones
+    # too for a model that pools [UNK])
+    ngrams: list[tuple[str, float]]
 
     @property
     def total(self) -> float:
@@ -102,10 +106,12 @@ class Explainer:
 
     def explain(self, text: str) -> Explanation:
         words, ids = self.fast.vectorize(text)
-        known = ids != UNKNOWN_ID
+        # the positions the average runs over: the known n-grams, and the unknown ones too (the [UNK] row) for a
+        # model that pools them (mask_unknown = false)
+        pooled_at = np.ones(len(ids), dtype=bool) if self.fast.pool_unknown else ids != UNKNOWN_ID
         vectors = self.fast.vectors(ids).astype(np.float64)
-        n_known = int(known.sum())
-        pooled = (vectors * known[:, None]).sum(axis=0) / max(n_known, 1)
+        n_pooled = int(pooled_at.sum())
+        pooled = (vectors * pooled_at[:, None]).sum(axis=0) / max(n_pooled, 1)
         # the naive-Bayes and context branches both add to the logit: one slope serves both (context_terms: each
         # known position's context weight over the known count)
         nb_terms = self.fast.naive_bayes_terms(ids) + self.fast.context_terms(ids)
@@ -117,7 +123,7 @@ class Explainer:
             if abs(pooled @ gradient + nb_logit * nb_slope - (score - self.base)) < TOLERANCE or pieces >= MAX_PIECES:
                 break
             pieces *= 4
-        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1) + nb_terms * nb_slope, 0.0)
+        per_ngram = np.where(pooled_at, (vectors @ gradient) / max(n_pooled, 1) + nb_terms * nb_slope, 0.0)
 
         word_attr = np.zeros(len(words))
         ngrams = []
@@ -126,7 +132,7 @@ class Explainer:
             for start in range(max(len(words) - width + 1, 0)):
                 if position >= len(ids):
                     break
-                if known[position]:
+                if pooled_at[position]:
                     word_attr[start : start + width] += per_ngram[position] / width
                     ngrams.append((" ".join(words[start : start + width]), float(per_ngram[position])))
                 position += 1

@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,7 +45,13 @@ def load_schema(name: str, version: int | None = None) -> dict[str, Any]:
 
 @cache
 def validator(name: str, version: int | None = None) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name, version), format_checker=FormatChecker())
+    """The schema's validator, formats checked: ``created_at`` must be RFC 3339 (jsonschema checks "date-time" only
+    with its optional package rfc3339-validator, a dependency of ours for this: without it the format is silently
+    not checked, so its absence is an error here)."""
+    checker = FormatChecker()
+    if "date-time" not in checker.checkers:
+        raise RuntimeError("jsonschema cannot check date-time formats: install rfc3339-validator (pip install -e .)")
+    return Draft202012Validator(load_schema(name, version), format_checker=checker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,9 +211,52 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class _NotFinite(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _not_finite(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+class WrittenNumber(Decimal):
+    """A decimal that remembers how it was written (an error message quotes it so)."""
+
+    written: str
+
+    def __str__(self) -> str:
+        return self.written[:40] + ("..." if len(self.written) > 40 else "")
+
+
+def _number(text: str) -> int | Decimal:
+    """A JSON number with a fraction or an exponent, read as the decimal it says, never rounded to a float
+    (``9.9999999999999999`` is not 10, ``1e400`` is not infinity): an integral one of a sensible size is an int (so
+    ``10.0`` is the integer 10 it says), any other stays a :class:`~decimal.Decimal`."""
+    value = WrittenNumber(text)
+    if value == value.to_integral_value() and value.adjusted() < 20:
+        return int(value)
+    value.written = text
+    return value
+
+
+def duplicate_key(raw: bytes) -> str | None:
+    """The first key that some object of the JSON ``raw`` holds twice, or None (``raw`` is known to be JSON)."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        return exc.key
+    except ValueError:
+        return None
+    return None
+
+
 def json_object(raw: bytes, name: str = "message", framing: int = 0) -> dict[str, Any] | Rejection:
     """``raw`` read as a JSON object, or why not: the one reading of JSON for the stream's messages and the API's
-    request bodies. UTF-8; no key twice in an object (which value would count is a parser's whim); nested at most
+    request bodies. UTF-8; no NaN, Infinity or -Infinity anywhere (Python's json takes them; JSON has none, and
+    they would reach the results); numbers with a fraction as decimals, not floats; no key twice in an object
+    (which value would count is a parser's whim); nested at most
     ``MAX_JSON_DEPTH`` deep (a fixed rule: where Python's recursion limit bites depends on the caller's stack, so
     the stream and the API would disagree near it). ``framing`` is how many levels deeper than a review's fields
     the document holds its texts (the API's ``texts`` list: 1), so that the same text is as deep on both paths."""
@@ -218,9 +268,11 @@ def json_object(raw: bytes, name: str = "message", framing: int = 0) -> dict[str
     if raw.count(b"[") + raw.count(b"{") > most and _nesting(text) > most:
         return Rejection("invalid_json", f"{name} is nested too deeply to read (more than {MAX_JSON_DEPTH} levels)")
     try:
-        obj = json.loads(text, object_pairs_hook=_unique_keys)
+        obj = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_not_finite, parse_float=_number)
     except _DuplicateKey as exc:
         return Rejection("invalid_json", f"{name} has a duplicate key {exc.key[:100]}")
+    except _NotFinite as exc:
+        return Rejection("invalid_json", f"{name} holds {exc.name}, which is no JSON number (RFC 8259)")
     except ValueError as exc:
         return Rejection("invalid_json", f"{name} is not JSON: {str(exc)[:200]}")
     if not isinstance(obj, dict):
@@ -309,9 +361,10 @@ def _decode_review_fully(raw: bytes, *, max_text_chars: int) -> Review | Rejecti
             return Rejection(
                 "unknown_schema_version", f"schema_version: {str(first.instance)[:20]} is not 1, the only version known"
             )
-        return Rejection(
-            _REASON_BY_KEYWORD.get(str(first.validator), "invalid_value"), f"{where}: {first.message[:200]}"
-        )
+        message = first.message
+        if isinstance(first.instance, Decimal):  # said as it was written, not as Decimal('...')
+            message = message.replace(repr(first.instance), str(first.instance))
+        return Rejection(_REASON_BY_KEYWORD.get(str(first.validator), "invalid_value"), f"{where}: {message[:200]}")
     for name in ("review_id", "movie_id"):
         if problem := lone_surrogate(obj[name]):
             return problem.at(name)

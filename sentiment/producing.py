@@ -306,7 +306,7 @@ def consume_topic(
         if from_beginning:
             consumer.seek_to_beginning(*assigned)
         else:
-            consumer.seek_to_end(*assigned)
+            seek_to_true_end(consumer, assigned, settings)
             wait = f"until {idle_timeout:g} s pass without one" if idle_timeout is not None else "until Ctrl-C"
             print(
                 f"waiting for new events on {topic} {wait} (reading from its end; --from-beginning shows earlier ones)",
@@ -324,6 +324,32 @@ def consume_topic(
                 yield from records
     finally:
         consumer.close()
+
+
+def seek_to_true_end(consumer, assigned: list, settings: Settings) -> None:
+    """Put each partition's position at its end: the high watermark a Fetch answers, not ListOffsets(latest), which
+    Tansu answers with the start of the last batch + 1 when that batch holds several records (the last records of
+    the topic were then shown as new). kafka-python learns the high watermark from its fetches: from ListOffsets'
+    end (at most one batch short), fetch until every partition has told, then seek there; what those fetches
+    returned was old, and is dropped."""
+    from kafka.errors import KafkaError
+
+    consumer.seek_to_end(*assigned)
+    within = max(settings.connect_timeout, 5.0)
+    deadline = time.monotonic() + within
+    try:
+        while any(consumer.highwater(tp) is None for tp in assigned) and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=200)
+    except KafkaError as exc:
+        raise broker_timeout_error(settings, exc) from exc
+    unknown = [tp.partition for tp in assigned if consumer.highwater(tp) is None]
+    if unknown:
+        raise UserError(
+            f"the broker did not tell the end of partition(s) {', '.join(map(str, unknown))} within {within:g} s",
+            "try again, or read with --from-beginning",
+        )
+    for tp in assigned:
+        consumer.seek(tp, consumer.highwater(tp))
 
 
 def record_json(record, with_headers: bool) -> str:

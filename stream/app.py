@@ -20,8 +20,9 @@ import faust
 from core.messages import first_line, redact
 from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, Scorer, load_configured_scorer
+from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming
-from stream.consumer import ShortFetchWaitConsumer
+from stream.consumer import lean_app_options, tuned_consumer
 from stream.db import make_engine
 from stream.delivery import Delivery
 from stream.health import health
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentiment.worker")
 
-LARGEST_REQUEST_BYTES = 16 * 1024 * 1024  # a fetch, and a produce request: a dead letter is far below it
+LARGEST_REQUEST_BYTES = 16 * 1024 * 1024  # a produce request: a dead letter is far below it
 PUBLISH_BATCH_BYTES = 512 * 1024  # a whole micro-batch of results for one partition fits one producer batch
 PROBE_INTERVAL = 5.0  # seconds between readiness probes of the database and the broker
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     )
 
     async def probe() -> None:
+        metrics.refresh()
         observer.sample_live()
         observer.watch()
         await probe_readiness(health, engine, settings)
@@ -152,7 +154,13 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
             health=health,
         )
         try:
-            async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait):
+            # the lean path takes whole batches off the stream's queue; stock Faust feeds noack_take one at a time
+            batches = (
+                stream.take_batches(settings.batch_size, settings.batch_wait)
+                if settings.lean_path
+                else stream.noack_take(settings.batch_size, within=settings.batch_wait)
+            )
+            async for events in batches:
                 messages = [incoming(event.message) for event in events]
                 result = await score(messages)
                 await delivery.hand_over(events, messages, result)  # delivered while the next batch is scored
@@ -190,15 +198,19 @@ def faust_app(settings: Settings) -> faust.App:
         # hands over at least one message per fetch, however large) can be dead-lettered without a larger request
         producer_max_request_size=LARGEST_REQUEST_BYTES,
         producer_max_batch_size=PUBLISH_BATCH_BYTES,
-        consumer_max_fetch_size=LARGEST_REQUEST_BYTES,
+        consumer_max_fetch_size=settings.fetch_max_bytes,
+        broker_max_poll_records=settings.fetch_max_records or None,
+        stream_buffer_maxsize=settings.stream_buffer,
         topic_partitions=settings.topic_partitions,
         web_enabled=False,
         store="memory://",
         # on stop, do not wait for the current batch to be processed: it stays unacked and is scored again later
         stream_wait_empty=False,
         Topic=DeclaredOnceTopic,
+        **lean_app_options(settings.lean_path),
     )
-    app.transport.Consumer = ShortFetchWaitConsumer  # Faust's own, with a shorter fetch wait
+    # Faust's consumer with the fetch wait of the settings; on the lean path, draining each fetch in batches
+    app.transport.Consumer = tuned_consumer(settings.fetch_max_wait_ms, lean=settings.lean_path)
     return app
 
 
@@ -218,6 +230,12 @@ class GroupOffsets:
     def committed(self, tp) -> int | None:
         return self.consumer._committed_offset.get(tp)
 
+    def fetch_age(self, tp) -> float | None:
+        """Seconds since a Fetch answer last told the partition's high watermark (aiokafka's last_poll_timestamp);
+        None before the first. While the agent is blocked no fetch is made, and the high watermark goes stale."""
+        stamp = self.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+        return None if stamp is None else max(0.0, time.time() - stamp / 1000)
+
 
 def incoming(message) -> Incoming:
     """A Kafka message as the batch scorer takes it."""
@@ -234,13 +252,14 @@ def incoming(message) -> Incoming:
 def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None:
     artifact, scorer = model.artifact, model.scorer
     log.info(
-        "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s; database %s; metrics %s",
+        "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s (%s); database %s; metrics %s",
         scorer.version,
         artifact.folder,
         "compiled (checked against TensorFlow)" if scorer.scoring == "compiled" else "with TensorFlow",
         settings.app_id,
         settings.batch_size,
         settings.batch_wait,
+        "lean path" if settings.lean_path else "Faust's per-message path",
         redact(settings.database_url),
         f"{where}/metrics (and /healthz, /readyz)" if where else "off (SENTIMENT_METRICS_PORT=0)",
     )

@@ -111,6 +111,7 @@ class BatchScorer:
         scorer, shadow = self.scorer, self.shadow
         result = BatchResult()
         valid: list[tuple[Review, str | None]] = []  # with the event time, None when the message has none
+        event_times: dict[float, str] = {}  # the reviews of a burst share their timestamps: each is formatted once
         for message in messages:
             decoded = decode_review(
                 message.value, max_text_chars=self.max_text_chars, max_message_bytes=self.max_message_bytes
@@ -122,7 +123,9 @@ class BatchScorer:
             if message.timestamp is not None:
                 # any 64-bit integer is a valid Kafka timestamp; not every one is a date
                 try:
-                    event_time = utc_iso(message.timestamp)
+                    event_time = event_times.get(message.timestamp)
+                    if event_time is None:
+                        event_time = event_times[message.timestamp] = utc_iso(message.timestamp)
                 except (ValueError, OverflowError, OSError):
                     result.rejected.append((message, _bad_timestamp(message.timestamp)))
                     continue

@@ -74,6 +74,19 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def without_password(text: str, password: str | None) -> str:
+    """``text`` (a driver's message) with the password, and any part of it of 4 characters or more, masked: a
+    driver may quote a host or a user name that a mistyped URL made of part of the password."""
+    if not password:
+        return text
+    for size in range(len(password), 3, -1):
+        for start in range(len(password) - size + 1):
+            part = password[start : start + size]
+            if part in text:
+                text = text.replace(part, "***")
+    return text
+
+
 def make_engine(url: str, connect_timeout: float = 5.0, create_folder: bool = False) -> Engine:
     """An engine for ``url``; ``postgresql://`` uses psycopg 3 and gives up connecting after ``connect_timeout``.
 
@@ -147,7 +160,8 @@ def database_engine(settings: Settings, *, need_tables: bool = True) -> Engine:
                 raise UserError(f"the database at {shown} {state}", MIGRATE_HINT)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise UserError(f"cannot reach the database at {shown}: {first_line(exc)}", DATABASE_HINT) from exc
+        said = without_password(first_line(exc), engine.url.password)
+        raise UserError(f"cannot reach the database at {shown}: {said}", DATABASE_HINT) from exc
     except UserError:
         engine.dispose()
         raise

@@ -1,4 +1,9 @@
-"""Every Prometheus metric of the worker, declared once. No label carries a review or film id."""
+"""Every Prometheus metric of the worker, declared once. No label carries a review or film id.
+
+Under ``sentiment worker --processes N`` every process writes its metrics to ``PROMETHEUS_MULTIPROC_DIR`` and the
+supervisor serves them summed (stream/supervisor.py): counters and histograms add up, and each gauge says how its
+processes' values combine (``multiprocess_mode``: livesum for what waits or is counted, livemax for what alerts when
+high, livemin for readiness and accuracies, so that the worst process shows). One process ignores the modes."""
 
 from __future__ import annotations
 
@@ -49,86 +54,121 @@ SCORE = Histogram(
     "Scores (probability of positive) of the reviews scored.",
     buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)),
 )
-POSITIVE_RATIO = Gauge("sentiment_positive_ratio", "Share of positive labels over the drift window.")
-SCORE_PSI = Gauge("sentiment_score_psi", "Population Stability Index of the drift window against the reference.")
-SCORE_KS = Gauge("sentiment_score_ks", "Kolmogorov-Smirnov statistic of the drift window against the reference.")
-DRIFT_WINDOW = Gauge("sentiment_drift_window_scores", "Scores currently in the drift window.")
+POSITIVE_RATIO = Gauge(
+    "sentiment_positive_ratio", "Share of positive labels over the drift window.", multiprocess_mode="livemax"
+)
+SCORE_PSI = Gauge(
+    "sentiment_score_psi",
+    "Population Stability Index of the drift window against the reference.",
+    multiprocess_mode="livemax",
+)
+SCORE_KS = Gauge(
+    "sentiment_score_ks",
+    "Kolmogorov-Smirnov statistic of the drift window against the reference.",
+    multiprocess_mode="livemax",
+)
+DRIFT_WINDOW = Gauge(
+    "sentiment_drift_window_scores", "Scores currently in the drift window.", multiprocess_mode="livesum"
+)
 DRIFT_MIN_SCORES = Gauge(
-    "sentiment_drift_min_scores", "Scores the window needs before PSI and KS are exported (NaN until then)."
+    "sentiment_drift_min_scores",
+    "Scores the window needs before PSI and KS are exported (NaN until then).",
+    multiprocess_mode="livemax",
 )
 DRIFT_READY = Gauge(
-    "sentiment_drift_ready", "1 once the drift window holds enough scores for PSI and KS to mean something, else 0."
+    "sentiment_drift_ready",
+    "1 once the drift window holds enough scores for PSI and KS to mean something, else 0.",
+    multiprocess_mode="livemin",
 )
 INPUT_OOV_SHIFT = Gauge(
     "sentiment_input_oov_shift",
     "Share of unknown n-grams in the drift window minus the reference's (0.05: 5 more in 100 are unknown).",
+    multiprocess_mode="livemax",
 )
 INPUT_LENGTH_SHIFT = Gauge(
     "sentiment_input_length_shift",
     "Mean log review length (n-grams) in the drift window minus the reference's (-0.7: about half as long).",
+    multiprocess_mode="livemax",
 )
-INPUT_MEAN_NGRAMS = Gauge("sentiment_input_mean_ngrams", "Mean review length in n-grams over the drift window.")
+INPUT_MEAN_NGRAMS = Gauge(
+    "sentiment_input_mean_ngrams", "Mean review length in n-grams over the drift window.", multiprocess_mode="livemax"
+)
 INPUT_EMBEDDING_SHIFT = Gauge(
     "sentiment_input_embedding_shift",
     "Distance of the window's mean pooled vector from the reference mean, in reference standard deviations.",
+    multiprocess_mode="livemax",
 )
 DRIFT_VERDICT = Gauge(
     "sentiment_drift_verdict",
     "Input drift: the larger of the unknown n-gram and length shifts over their scales; 1 is the alert threshold.",
+    multiprocess_mode="livemax",
 )
-PSI_THRESHOLD = Gauge("sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).")
+PSI_THRESHOLD = Gauge(
+    "sentiment_score_psi_threshold", "PSI above which drift is alerted (for dashboards).", multiprocess_mode="livemax"
+)
 ACCURACY = Gauge(
     "sentiment_accuracy",
     "Share of the most recent rated reviews (rating 7-10 positive, 1-4 negative) whose label the model got right, "
     "by version and role (live, shadow); no series below SENTIMENT_ACCURACY_MIN_REVIEWS.",
     ["version", "role"],
+    multiprocess_mode="livemin",
 )
 CALIBRATION_ERROR = Gauge(
     "sentiment_calibration_error",
     "Expected calibration error (10 equal-width bins of P(positive)) over the same rated reviews as "
     "sentiment_accuracy; no series below SENTIMENT_ACCURACY_MIN_REVIEWS.",
     ["version", "role"],
+    multiprocess_mode="livemax",
 )
 ACCURACY_REVIEWS = Gauge(
     "sentiment_accuracy_window_reviews",
     "Rated reviews in the live accuracy window of a version and role (also while below the minimum).",
     ["version", "role"],
+    multiprocess_mode="livesum",
 )
 ACCURACY_MIN_REVIEWS = Gauge(
-    "sentiment_accuracy_min_reviews", "Rated reviews a version needs before sentiment_accuracy is exported."
+    "sentiment_accuracy_min_reviews",
+    "Rated reviews a version needs before sentiment_accuracy is exported.",
+    multiprocess_mode="livemax",
 )
 ACCURACY_FLOOR = Gauge(
     "sentiment_accuracy_floor",
     "Live accuracy below which it is alerted: the started model's validation accuracy minus SENTIMENT_ACCURACY_MARGIN "
     "(NaN when its metrics.json does not say).",
+    multiprocess_mode="livemax",
 )
 SHADOW_PAIRED_REVIEWS = Gauge(
     "sentiment_shadow_paired_reviews",
     "Rated reviews both the live and the shadow version scored, since this pair started.",
     ["live_version", "shadow_version"],
+    multiprocess_mode="livesum",
 )
 SHADOW_PAIRED_ACCURACY = Gauge(
     "sentiment_shadow_paired_accuracy",
     "Accuracy of each of the pair on the rated reviews both scored, by role; from SENTIMENT_ACCURACY_MIN_REVIEWS on.",
     ["live_version", "shadow_version", "role"],
+    multiprocess_mode="livemin",
 )
 SHADOW_DIFFERENCE = Gauge(
     "sentiment_shadow_accuracy_difference",
     "Shadow accuracy minus live accuracy on the rated reviews both scored, with its 95% interval (bound: estimate, "
     "low, high); from SENTIMENT_ACCURACY_MIN_REVIEWS on.",
     ["live_version", "shadow_version", "bound"],
+    multiprocess_mode="livemin",
 )
 SHADOW_P_VALUE = Gauge(
     "sentiment_shadow_mcnemar_p_value",
     "McNemar's test of shadow against live on the rated reviews both scored (small: they differ); from "
     "SENTIMENT_ACCURACY_MIN_REVIEWS on.",
     ["live_version", "shadow_version"],
+    multiprocess_mode="livemin",
 )
 MODEL_INFO = Gauge(
     "sentiment_model_info",
     "The model versions in use (value 1), by role: live (scores the stream) or shadow (scores it too, results kept "
     "out).",
     ["version", "role"],
+    multiprocess_mode="livemax",
 )
 MODEL_SWAPS = Counter(
     "sentiment_model_swaps_total", "Times a worker switched a role to another version between two batches.", ["role"]
@@ -171,31 +211,54 @@ SHADOW_AGREEMENT = Gauge(
     "sentiment_shadow_agreement",
     "Share of reviews the shadow version labels as the live one does, since it became the shadow on this worker.",
     ["version"],
+    multiprocess_mode="livemin",
 )
 SHADOW_MEAN_ABS_DIFFERENCE = Gauge(
     "sentiment_shadow_mean_abs_difference",
     "Mean |shadow score - live score| since the version became the shadow on this worker.",
     ["version"],
+    multiprocess_mode="livemax",
 )
 SCORING_INFO = Gauge(
     "sentiment_scoring_info",
     "How the model is computed (value 1): compiled, or tensorflow (also after a fallback).",
     ["path"],
+    multiprocess_mode="livemax",
 )
 CONSUMER_LAG = Gauge(
     "sentiment_consumer_lag_messages",
-    "Messages waiting in the assigned partitions (Fetch high watermark minus committed offset), every few seconds.",
+    "Messages waiting in the assigned partitions (Fetch high watermark minus committed offset), every few seconds; "
+    "NaN when unknown (no Fetch answer for 15 s: the consumer is blocked, or the broker away).",
+    multiprocess_mode="livesum",
 )
 SINCE_PROGRESS = Gauge(
     "sentiment_seconds_since_progress",
     "Seconds since an offset last advanced while messages wait (0 while nothing waits).",
+    multiprocess_mode="livemax",
 )
-LAST_SUCCESS = Gauge("sentiment_last_batch_success_timestamp_seconds", "When the last batch was fully written.")
-SINCE_LAST_SUCCESS = Gauge("sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.")
+LAST_SUCCESS = Gauge(
+    "sentiment_last_batch_success_timestamp_seconds", "When the last batch was fully written.", multiprocess_mode="max"
+)
+SINCE_LAST_SUCCESS = Gauge(
+    "sentiment_seconds_since_last_batch", "Seconds since the last batch was fully written.", multiprocess_mode="livemax"
+)
+HTTP_REJECTED = Counter(
+    "sentiment_http_rejected_total",
+    "HTTP requests and connections refused, by server (page, metrics) and reason (too_large, rate_limited, "
+    "unauthorized, too_many_connections, malformed_http, invalid_json, ...): every 4xx and 5xx answered.",
+    ["server", "reason"],
+)
+CONSUMER_LAG_AGE = Gauge(
+    "sentiment_consumer_lag_age_seconds",
+    "Seconds since the broker last told the high watermark of the assigned partitions that tells the longest "
+    "(a Fetch answer); sentiment_consumer_lag_messages is NaN (unknown) while this is over 15 s.",
+    multiprocess_mode="livemax",
+)
 READY = Gauge(
     "sentiment_ready",
     "1 while the worker can do its job (model loaded, in its group, database and broker reachable, offsets "
     "advancing while messages wait), else 0.",
+    multiprocess_mode="livemin",
 )
 
 _last_success = time.time()
@@ -208,3 +271,9 @@ def mark_batch_done() -> None:
 
 
 SINCE_LAST_SUCCESS.set_function(lambda: time.time() - _last_success)
+
+
+def refresh() -> None:
+    """Write the gauges that are functions of time (called every few seconds): in multiprocess mode the supervisor
+    reads each process's files, not its functions."""
+    SINCE_LAST_SUCCESS.set(time.time() - _last_success)

@@ -48,6 +48,15 @@ class Consumer(Protocol):
         """The group's committed offset of the partition (the next one to read); None when it never committed."""
         ...
 
+    # Optional: ``fetch_age(tp)``, the seconds since a Fetch answer last told the partition's high watermark (None:
+    # none yet). Without it the high watermarks are taken as fresh.
+
+
+# Over this many seconds without a Fetch answer for a partition, its high watermark is stale (the consumer is
+# blocked: a batch that cannot be delivered stops the fetches; or the broker is away): the lag is unknown, not the
+# figure of then, which would stay flat while reviews pile up.
+LAG_STALE_SECONDS = 15.0
+
 
 @dataclass(frozen=True)
 class BatchComparison:
@@ -113,6 +122,7 @@ class BatchObserver:
         self.last_offsets: dict[tuple[str, int], int] = {}  # the last processed offset of each partition
         self.clock = clock
         self.positions: dict[tuple[str, int], int] = {}  # where each assigned partition stood at the last watch
+        self.fetch_age: float | None = None  # the oldest high watermark's age at the last look, in seconds
         self.last_progress = clock()  # when an offset last advanced (or nothing was waiting)
         self.batch_hooks: list[Callable[[BatchComparison], None]] = []
         self.shadow_version: str | None = None
@@ -389,12 +399,14 @@ class BatchObserver:
             self.health.update(stalled=None)
             return
         waiting = waiting_in(positions)
+        stale = self.lag_is_stale()
         advanced = any(position > self.positions.get(key, position) for key, (position, _) in positions.items())
         self.positions = {key: position for key, (position, _) in positions.items()}
         if advanced or not waiting:
             self.last_progress = now
         since = now - self.last_progress
-        metrics.CONSUMER_LAG.set(waiting)
+        metrics.CONSUMER_LAG.set(NAN if stale else waiting)
+        metrics.CONSUMER_LAG_AGE.set(self.fetch_age or 0.0)
         metrics.SINCE_PROGRESS.set(since)
         stalled = waiting and since >= self.settings.stall_seconds
         was_stalled = self.health.stalled is not None
@@ -408,9 +420,14 @@ class BatchObserver:
         """Messages waiting in the assigned partitions: the Fetch high watermark (not ListOffsets, which Tansu
         answers wrongly for multi-record batches) minus what is committed or delivered; NaN when unknown."""
         positions = self._positions()
-        if positions is None:
+        if positions is None or self.lag_is_stale():
             return NAN
         return float(waiting_in(positions))
+
+    def lag_is_stale(self) -> bool:
+        """True when some assigned partition's high watermark is older than ``LAG_STALE_SECONDS`` (at the last
+        look): the lag is then unknown."""
+        return self.fetch_age is not None and self.fetch_age > LAG_STALE_SECONDS
 
     def _positions(self) -> dict[tuple[str, int], tuple[int, int]] | None:
         """(position, high watermark) of each assigned partition of the reviews topic that the broker has told
@@ -419,6 +436,8 @@ class BatchObserver:
         try:
             consumer = self.consumer()
             found = {}
+            fetch_age = getattr(consumer, "fetch_age", None)
+            self.fetch_age = None
             for tp in consumer.assignment():
                 if tp.topic != self.settings.topic_reviews:
                     continue
@@ -426,6 +445,9 @@ class BatchObserver:
                 if highwater is None:  # no Fetch answered yet
                     continue
                 key = (tp.topic, tp.partition)
+                age = fetch_age(tp) if fetch_age is not None else None
+                if age is not None:
+                    self.fetch_age = max(self.fetch_age or 0.0, age)
                 # a group that never committed starts at the partition's beginning (auto_offset_reset=earliest)
                 committed = consumer.committed(tp) or 0
                 found[key] = (max(committed, self.last_offsets.get(key, -1) + 1), highwater)

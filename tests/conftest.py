@@ -153,7 +153,9 @@ def fresh_database(empty_database: str) -> str:
 class WorkerProcess:
     """A real ``sentiment worker`` process, with its log kept for failure messages."""
 
-    def __init__(self, settings: Settings, log: Path, extra_env: dict | None = None) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, extra_env: dict | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.settings = settings
         self.log = log
         env = {
@@ -175,7 +177,7 @@ class WorkerProcess:
         }
         with open(log, "ab") as fh:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sentiment", "worker"],
+                [sys.executable, "-m", "sentiment", "worker", *args],
                 env=env,
                 cwd=log.parent,  # Faust keeps an "<app id>-data" folder in its working directory
                 stdout=fh,
@@ -227,8 +229,10 @@ def stream_settings(broker: LocalBroker, fresh_database: str, compiled_cache: Pa
 def start_worker(stream_settings: Settings, workdir: Path):
     workers: list[WorkerProcess] = []
 
-    def start(settings: Settings = stream_settings, extra_env: dict | None = None) -> WorkerProcess:
-        worker = WorkerProcess(settings, workdir / f"worker-{settings.app_id}-{len(workers)}.log", extra_env)
+    def start(
+        settings: Settings = stream_settings, extra_env: dict | None = None, args: tuple[str, ...] = ()
+    ) -> WorkerProcess:
+        worker = WorkerProcess(settings, workdir / f"worker-{settings.app_id}-{len(workers)}.log", extra_env, args)
         workers.append(worker)
         return worker
 

@@ -64,6 +64,24 @@ def test_a_damaged_cache_file_is_built_again(tmp_path, compiled_cache):
     assert damaged.stat().st_size == cached.stat().st_size  # written again, whole
 
 
+def test_tables_of_an_older_format_are_built_again_not_misread(tmp_path, compiled_cache, caplog):
+    """Format 1 had no [UNK] pooling nor cleaning mode: read as today's, a model that pools [UNK] would score wrong.
+    Its file is not found under today's name, and one given by hand is refused."""
+    from model.compiled.cache import FORMAT, cache_path, load_cached
+
+    cached = next(compiled_cache.glob("fast-*.npz"))
+    assert cached.name.endswith(f"-f{FORMAT}.npz") and FORMAT >= 2
+    with np.load(cached) as f:
+        arrays = {k: f[k] for k in f.files if k not in ("format", "mode", "pool_unknown")}
+    old = cache_path("old", tmp_path)
+    np.savez(old, **arrays, split_all=np.array(True))
+    with pytest.raises(ValueError, match=f"tables of format 1, not {FORMAT}"):
+        load(old)
+    with caplog.at_level(logging.WARNING, logger="sentiment.model"):
+        assert load_cached("old", tmp_path) is None
+    assert "building the tables again" in caplog.text
+
+
 def test_an_unknown_scoring_choice_is_refused():
     with pytest.raises(ValueError, match="compiled, tensorflow"):
         load_scorer(DEFAULT_MODEL, scoring="gpu")

@@ -8,19 +8,24 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.settings import DEFAULT_MODEL
 from model.cleaning import words
-from model.samples import hostile_texts
+from model.compiled.kernels import BASIC, TEXT, TOKENS
+from model.samples import check_texts, hostile_texts
 
 TOLERANCE = 1e-5
 
 
+CLEANING_OF_MODE = {TEXT: "full", TOKENS: "tokens", BASIC: "basic"}
+
+
 def assert_same(fast_scorer, texts: list[str]) -> None:
     ours, theirs = fast_scorer.inspect(texts), fast_scorer.inspect_tensorflow(texts)
-    cleaning = "tokens" if fast_scorer.fast.chars.split_all else "full"
+    cleaning = CLEANING_OF_MODE[fast_scorer.fast.chars.mode]
     for text, compiled, vectorized in zip(texts, (fast_scorer.fast.words(t) for t in texts), words(texts, cleaning)):
         assert compiled == vectorized, f"cleaning differs on {text[:80]!r}"
     np.testing.assert_array_equal(ours.ngrams, theirs.ngrams)
@@ -111,3 +116,82 @@ def test_concurrent_callers_are_safe_on_numbas_own_threading_layer(compiled_cach
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["workqueue", "40"]
+
+
+# Every cleaning, with and without [UNK] pooled: models of those configs with random weights (every layer a served
+# model has; the [UNK] row as large as any other), built without fitting.
+SPACE = [(c, m) for c in ("full", "tokens", "basic") for m in (False, True)]
+
+
+@pytest.fixture(scope="module")
+def space_scorers(imdb_test_rows):
+    from model.compiled.build import from_keras
+    from model.samples import sample_texts
+    from model.scorer import Scorer
+    from training.space import random_model, small_config
+
+    texts = sample_texts() + [row.text for row in imdb_test_rows[:300]]
+    scorers = {}
+    for cleaning, mask_unknown in SPACE:
+        cfg = small_config(
+            cleaning=cleaning, mask_unknown=mask_unknown, ngrams=3, sequence_length=700, nb_branch=True,
+            calibrate=True, quantize="int8" if mask_unknown else "none",
+        )  # fmt: skip
+        model = random_model(cfg, texts)
+        scorers[cleaning, mask_unknown] = Scorer(model, f"{cleaning}-{mask_unknown}", fast=from_keras(model))
+    return scorers
+
+
+@pytest.mark.integration  # loads models into TensorFlow
+@pytest.mark.parametrize(("cleaning", "mask_unknown"), SPACE)
+def test_every_cleaning_with_and_without_unknown_scores_as_tensorflow_does(
+    space_scorers, imdb_test_rows, cleaning, mask_unknown
+):
+    scorer = space_scorers[cleaning, mask_unknown]
+    assert scorer.fast.pool_unknown == (not mask_unknown)  # read from the model: ForgetUnknown or not
+    assert_same(scorer, check_texts() + [row.text for row in imdb_test_rows[-300:]])
+
+
+@pytest.mark.integration  # loads models into TensorFlow
+@pytest.mark.parametrize("cleaning", ["full", "basic"])
+def test_the_check_texts_catch_a_scorer_that_drops_unknown_ngrams(space_scorers, cleaning):
+    """The defect of issue 26: a model trained with ``mask_unknown = false`` pools [UNK], and tables that leave it
+    out must fail the gate on the check texts (unknown words in every share, texts past the sequence length)."""
+    from model.compiled.build import agreement
+
+    scorer = space_scorers[cleaning, False]
+    texts = check_texts()
+    scorer.fast.pool_unknown = False
+    try:
+        assert agreement(scorer.fast, scorer.inspect_tensorflow(texts).scores, texts) > 100 * TOLERANCE
+    finally:
+        scorer.fast.pool_unknown = True
+    assert agreement(scorer.fast, scorer.inspect_tensorflow(texts).scores, texts) <= TOLERANCE
+
+
+@pytest.mark.integration  # loads models into TensorFlow
+def test_basic_cleaning_is_keras_lower_and_strip_punctuation(space_scorers):
+    """Keras' own cleaning lowercases ASCII only, removes ASCII punctuation (joining its neighbours), reads past a NUL
+    and splits on ASCII whitespace only."""
+    fast = space_scorers["basic", False].fast
+    assert fast.words("Don't STOP.me ÉCOLE a_b\x00c\u00a0d\x1ce\vf") == [
+        "dont",
+        "stopme",
+        "École",
+        "ab\x00c\u00a0d\x1ce",
+        "f",
+    ]
+
+
+@pytest.mark.integration  # loads models into TensorFlow
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(_TRICKY)), max_size=60),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_generated_text_scores_as_tensorflow_does_in_every_cleaning(space_scorers, texts):
+    for cleaning in ("tokens", "basic"):
+        assert_same(space_scorers[cleaning, False], texts)

@@ -10,7 +10,7 @@ from schemas import REJECTION_REASONS, Rejection, Review, _decode_review_fully, 
 LIMITS = {"max_text_chars": 2000, "max_message_bytes": 20_000}
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )
@@ -130,3 +130,47 @@ def test_a_duplicate_key_anywhere_is_refused_on_both_paths(obj, data):
     result = decode_review(raw.encode(), **LIMITS)
     assert result == _decode_review_fully(raw.encode(), max_text_chars=LIMITS["max_text_chars"])
     assert result == Rejection("invalid_json", f"message has a duplicate key {key[:100]}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(review_like, st.sampled_from(["NaN", "Infinity", "-Infinity"]), st.data())
+def test_nan_or_infinity_anywhere_is_refused_with_a_reason(obj, constant, data):
+    """Python's json reads NaN and Infinity, which JSON has not; in any field, extra or nested, they are refused."""
+    obj = {"review_id": "r", "movie_id": "m", "text": "fine", **obj}
+    key = data.draw(st.sampled_from([*sorted(obj), "extra"]))
+    nested = data.draw(st.booleans())
+    value = f'[1, {{"x": {constant}}}]' if nested else constant
+    raw = json.dumps({k: v for k, v in obj.items() if k != key})[:-1] + f", {json.dumps(key)}: {value}}}"
+    result = decode_review(raw.encode(), **LIMITS)
+    assert result == Rejection("invalid_json", f"message holds {constant}, which is no JSON number (RFC 8259)")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(min_value=0, max_value=12, places=20, allow_nan=False, allow_infinity=False))
+def test_a_rating_is_read_as_the_decimal_it_says_never_rounded(rating):
+    """9.9999999999999999 is no 10 (a float would round it): only a whole number 1-10 is a rating."""
+    text = format(rating, "f")
+    raw = f'{{"review_id":"r","movie_id":"m","text":"fine","rating":{text}}}'.encode()
+    result = decode_review(raw, **LIMITS)
+    if rating == rating.to_integral_value() and 1 <= rating <= 10:
+        assert isinstance(result, Review) and result.rating == int(rating)
+    else:
+        assert isinstance(result, Rejection) and result.detail.startswith("rating:"), (text, result)
+        assert (
+            text.rstrip("0").rstrip(".")[:10] in result.detail
+            or "maximum" in result.detail
+            or "minimum" in result.detail
+        )
+
+
+def test_created_at_must_be_rfc_3339():
+    from jsonschema import FormatChecker
+
+    assert "date-time" in FormatChecker().checkers  # rfc3339-validator, without which the format is not checked
+    for bad in ("2020-13-45T00:00:00Z", "2020-12-01 00:00:00", "yesterday", "2020-12-01T25:00:00Z", "2020-12-01"):
+        raw = json.dumps({"review_id": "r", "movie_id": "m", "text": "fine", "created_at": bad}).encode()
+        result = decode_review(raw, **LIMITS)
+        assert result == Rejection("invalid_value", f"created_at: {bad!r} is not a 'date-time'"), result
+    for good in ("2020-12-01T00:00:00Z", "2020-12-01T00:00:00.123+01:00", "1999-02-28t23:59:59-05:30"):
+        raw = json.dumps({"review_id": "r", "movie_id": "m", "text": "fine", "created_at": good}).encode()
+        assert decode_review(raw, **LIMITS).created_at == good

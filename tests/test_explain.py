@@ -27,13 +27,18 @@ class TensorFlowIntegratedGradients:
 
         self.tf, keras = import_tensorflow(), import_keras()
         self.vectorizer, core, pooling = model_parts(scorer.keras_model)
-        assert any(isinstance(layer, ForgetUnknown) for layer in core.layers), "the compiled path forgets [UNK]"
+        # without ForgetUnknown (mask_unknown = false) the average pools every unknown n-gram as the [UNK] row
+        self.pools_unknown = not any(isinstance(layer, ForgetUnknown) for layer in core.layers)
         self.embedding = next(layer for layer in core.layers if isinstance(layer, keras.layers.Embedding))
         after = core.layers[core.layers.index(pooling) + 1 :]
         self.head = [layer for layer in after if isinstance(layer, keras.layers.Dense | keras.layers.Dropout)]
         self.output = [layer for layer in after if isinstance(layer, keras.layers.Activation)]
         self.naive_bayes = next((layer for layer in core.layers if isinstance(layer, DistinctSum)), None)
         self.cleaning = self.vectorizer.get_config()["standardize"]
+        if self.cleaning == "lower_and_strip_punctuation":  # Keras' own, by name
+            from model.cleaning import keras_lower_and_strip_punctuation
+
+            self.cleaning = keras_lower_and_strip_punctuation
         self.vocabulary = np.asarray(self.vectorizer.get_vocabulary(), dtype=object)
         self.nodes, self.weights = np.polynomial.legendre.leggauss(QUADRATURE_POINTS)
 
@@ -79,9 +84,10 @@ class TensorFlowIntegratedGradients:
         tf = self.tf
         ids = self.ids(text)
         known = ids >= 2  # neither padding (0) nor [UNK] (1)
+        pooled_at = ids >= 1 if self.pools_unknown else known
         vectors = self.embedding(tf.constant(ids[None, :]))[0].numpy().astype(np.float64)
-        n_known = int(known.sum())
-        pooled = (vectors * known[:, None]).sum(axis=0) / max(n_known, 1)
+        n_pooled = int(pooled_at.sum())
+        pooled = (vectors * pooled_at[:, None]).sum(axis=0) / max(n_pooled, 1)
         nb_terms = np.zeros(len(ids))
         if self.naive_bayes is not None:  # each distinct n-gram's weight, shared among its positions
             weight = self.naive_bayes.weight.numpy().astype(np.float64)
@@ -98,7 +104,7 @@ class TensorFlowIntegratedGradients:
             if abs(pooled @ gradient + nb_logit * nb_slope - (score - base)) < 1e-5 or pieces >= 1024:
                 break
             pieces *= 4
-        per_ngram = np.where(known, (vectors @ gradient) / max(n_known, 1) + nb_terms * nb_slope, 0.0)
+        per_ngram = np.where(pooled_at, (vectors @ gradient) / max(n_pooled, 1) + nb_terms * nb_slope, 0.0)
         cleaned = self.cleaning(tf.constant([text]))
         words = [w.decode("utf-8", "replace") for w in tf.strings.split(cleaned)[0].numpy()]
         word_attr = np.zeros(len(words))
@@ -108,9 +114,10 @@ class TensorFlowIntegratedGradients:
             for start in range(max(len(words) - width + 1, 0)):
                 if position >= len(ids) or ids[position] == 0:
                     break
-                if known[position]:
+                if pooled_at[position]:
                     word_attr[start : start + width] += per_ngram[position] / width
-                    ngrams.append((str(self.vocabulary[ids[position]]), float(per_ngram[position])))
+                    name = self.vocabulary[ids[position]] if known[position] else " ".join(words[start : start + width])
+                    ngrams.append((str(name), float(per_ngram[position])))
                 position += 1
         return Explanation(score, base, words, [float(a) for a in word_attr], ngrams)
 
@@ -175,3 +182,32 @@ def test_explaining_from_cached_tables_does_not_import_tensorflow(compiled_cache
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split()[-3:] == ["compiled", "wonderful", "False"], out.stderr[-2000:]
+
+
+@pytest.mark.integration  # builds a model in TensorFlow
+@pytest.mark.parametrize("cleaning", ["full", "basic"])
+def test_a_model_that_pools_unknown_ngrams_is_explained_as_tensorflow_does(imdb_test_rows, cleaning):
+    """``mask_unknown = false`` (the default): every unknown n-gram is the [UNK] vector in the average, and gets its
+    share of the attributions; they still add up, and equal TensorFlow's."""
+    from model.compiled.build import from_keras
+    from model.samples import sample_texts
+    from model.scorer import Scorer
+    from training.space import random_model, small_config
+
+    cfg = small_config(cleaning=cleaning, mask_unknown=False, ngrams=2, sequence_length=200, nb_branch=True)
+    model = random_model(cfg, sample_texts() + [row.text for row in imdb_test_rows[:200]])
+    scorer = Scorer(model, "pools-unknown", fast=from_keras(model))
+    explainer, reference = Explainer(scorer), TensorFlowIntegratedGradients(scorer)
+    assert explainer.fast.pool_unknown and reference.pools_unknown
+    worst, unknown_shares = 0.0, []
+    for text in check_texts()[::2] + [row.text for row in imdb_test_rows[-40:]]:
+        ours, theirs = explainer.explain(text), reference.explain(text)
+        assert ours.words == theirs.words and [g for g, _ in ours.ngrams] == [g for g, _ in theirs.ngrams]
+        assert abs(ours.score - theirs.score) <= TOLERANCE
+        assert abs(ours.total - (ours.score - ours.base)) <= TOLERANCE, f"completeness on {text[:80]!r}"
+        differences = [abs(a - b) for (_, a), (_, b) in zip(ours.ngrams, theirs.ngrams)]
+        worst = max(worst, *differences, 0.0)
+        _, ids = explainer.fast.vectorize(text)
+        unknown_shares.append(float(np.mean(ids == 1)) if len(ids) else 0.0)
+    assert worst <= TOLERANCE, f"largest attribution difference {worst:.3g}"
+    assert max(unknown_shares) == 1.0 and min(unknown_shares) == 0.0  # texts all unknown, and texts all known

@@ -41,6 +41,11 @@ class FakeConsumer:
     def committed(self, tp: TP) -> int | None:
         return self.commits.get(tp)
 
+    ages: dict[TP, float] = {}  # seconds since each partition's last Fetch answer (none: fresh)
+
+    def fetch_age(self, tp: TP) -> float | None:
+        return self.ages.get(tp, 0.0)
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -244,3 +249,28 @@ def test_no_stall_is_claimed_when_the_broker_cannot_say():
     consumer.fail = True
     observer.watch()
     assert health.ready and math.isnan(metric("sentiment_consumer_lag_messages"))
+
+
+def test_the_lag_is_unknown_not_stale_while_the_consumer_is_blocked():
+    """A blocked agent stops the fetches, and the high watermark of the last one stays: the lag must not stay flat
+    while reviews pile up. Past LAG_STALE_SECONDS without a Fetch answer it is NaN, and says so."""
+    clock, health = FakeClock(), ready_health()
+    consumer = FakeConsumer({TP("reviews", 0): 1200, TP("reviews", 1): 900}, committed={TP("reviews", 1): 100})
+    observer = observer_for(consumer, health, clock=clock)
+    observer.watch()
+    assert metric("sentiment_consumer_lag_messages") == 2000 and metric("sentiment_consumer_lag_age_seconds") == 0
+    consumer.ages = {TP("reviews", 1): 16.0}  # blocked: no Fetch answer for partition 1 for 16 s
+    clock.now += 5
+    observer.watch()
+    assert math.isnan(metric("sentiment_consumer_lag_messages"))
+    assert metric("sentiment_consumer_lag_age_seconds") == 16.0
+    assert math.isnan(observer.lag()) and "lag unknown," in observer.progress_line()
+    for _ in range(12):  # reviews wait, nothing advances: the stall is still seen
+        clock.now += 5
+        observer.watch()
+    assert not health.ready and "2,000 reviews waiting" in health.reasons()[0]
+    consumer.ages = {}  # fetching again: the lag is known again
+    consumer.highwaters[TP("reviews", 0)] = 5000
+    clock.now += 5
+    observer.watch()
+    assert metric("sentiment_consumer_lag_messages") == 5800

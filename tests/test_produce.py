@@ -359,3 +359,39 @@ def test_a_broker_that_goes_away_ends_the_run_fast_after_the_final_line(tmp_path
     assert out.strip().splitlines()[-1] == f"sent 2, skipped 0, not delivered 1 to reviews at {own.bootstrap}"
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "cannot reach the Kafka broker" in lines[0], err
+
+
+@pytest.mark.integration
+def test_consume_without_from_beginning_starts_at_the_true_end_of_multi_record_batches(broker):
+    """Tansu's ListOffsets(latest) is the start of the last batch + 1 when a batch holds several records: reading
+    "from the end" showed the rest of that batch as new. The end is the Fetch high watermark."""
+    from kafka import KafkaProducer
+
+    from sentiment.producing import consume_topic
+
+    topic = f"consume-end-{uuid.uuid4().hex[:8]}"
+    create_topics(broker.bootstrap, [topic], 1)
+    settings = Settings(broker=broker.url)
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers(), linger_ms=200, batch_size=1 << 20)
+    for i in range(50):  # one partition, a few large batches
+        producer.send(topic, f"old-{i}".encode())
+    producer.flush()
+    assert len(collect_values(settings, topic, lambda v: len(v) >= 50, timeout=20)) == 50
+
+    shown: list[bytes] = []
+
+    def read() -> None:
+        for record in consume_topic(settings, topic, idle_timeout=6):
+            shown.append(record.value)
+
+    import threading
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(3)  # the reader has found the end and waits
+    for i in range(3):
+        producer.send(topic, f"new-{i}".encode())
+    producer.flush()
+    producer.close()
+    reader.join(30)
+    assert shown == [b"new-0", b"new-1", b"new-2"], shown[:5]

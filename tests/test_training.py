@@ -215,3 +215,12 @@ def test_the_naive_bayes_model_is_computed_exactly_by_the_compiled_path_and_expl
     weights = scorer.fast.naive_bayes.astype(np.float64)
     assert terms[:3] == pytest.approx([weights[ids[0]] / 3] * 3)
     assert terms.sum() == pytest.approx(weights[np.unique(ids[ids >= 2])].sum())
+
+
+def test_the_run_ends_saying_it_is_served_compiled(tiny_run):
+    """TINY leaves mask_unknown at its default (false): the model pools [UNK], and the compiled path serves it."""
+    from training.pipeline import serving
+
+    line = serving(load_scorer(tiny_run))
+    assert line.startswith("served compiled: largest difference from TensorFlow "), line
+    assert float(line.split()[-5]) <= 1e-5

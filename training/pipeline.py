@@ -98,7 +98,7 @@ def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVe
     """A vectorizer adapted to the training texts, and the pooled branch that scores token ids."""
     vectorizer = keras.layers.TextVectorization(
         max_tokens=cfg.max_tokens,
-        standardize=CLEANINGS.get(cfg.cleaning, "lower_and_strip_punctuation"),
+        standardize=CLEANINGS[cfg.cleaning],
         ngrams=cfg.ngrams if cfg.ngrams > 1 else None,
         output_mode="int",
         output_sequence_length=cfg.sequence_length,
@@ -587,4 +587,13 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
         f"  ({metrics['training_seconds']:.0f} s, {metrics['parameters']:,} parameters)"
     )
     print(f"wrote {folder}")
+    print(serving(exported))
     return folder
+
+
+def serving(scorer) -> str:
+    """How the exported model will be served, in one line: its compiled tables checked against TensorFlow on the
+    check texts, as a worker checks them before it serves them."""
+    from model.compiled.build import check
+
+    return check(scorer.keras_model, lambda texts: scorer.inspect_tensorflow(texts).scores).summary()

@@ -1,24 +1,68 @@
 """Building the compiled path's tables from the exported Keras model, and checking them against TensorFlow.
 
 :func:`from_keras` reads the model's vocabulary, weights and cleaning and measures the installed TensorFlow's
-character tables; :func:`build_checked` scores the check texts (``model.samples.check_texts``) both ways and keeps
-the tables in the cache only when they agree. TensorFlow is imported when a function here first runs.
+character tables; :func:`check` scores the check texts (``model.samples.check_texts``) both ways, and
+:func:`build_checked` keeps the tables in the cache only when they agree. TensorFlow is imported when a function here first runs.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model.compiled.cache import cache_path, save
+from model.compiled.kernels import BASIC, TEXT, TOKENS
 from model.compiled.tables import CharTables, FastModel
 from model.keras_model import import_keras, import_tensorflow, model_parts
 from model.samples import check_texts
 
 AGREEMENT_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a model would be served: its compiled tables when they score the check texts as TensorFlow does, else
+    None and why (``worst``: the largest difference on the check texts, when the tables could be built)."""
+
+    fast: FastModel | None
+    worst: float | None
+    problem: str | None = None
+
+    def summary(self) -> str:
+        """One line: "served compiled: ..." or "served by TensorFlow: ..." """
+        if self.fast is not None:
+            return f"served compiled: largest difference from TensorFlow {self.worst:.2g} on the check texts"
+        return f"served by TensorFlow, not compiled: {self.problem}"
+
+
+def check(keras_model, tensorflow_scores: Callable[[list[str]], np.ndarray]) -> Verdict:
+    """Build the tables of ``keras_model`` and score the check texts both ways (``model.samples.check_texts``)."""
+    try:
+        fast = from_keras(keras_model)
+        texts = check_texts()
+        worst = agreement(fast, tensorflow_scores_of(tensorflow_scores, texts), texts)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
+        return Verdict(None, None, f"{type(exc).__name__}: {exc}")
+    if worst > AGREEMENT_TOLERANCE:
+        return Verdict(
+            None,
+            worst,
+            f"it differs from the TensorFlow model by {worst:.2g} on the check texts "
+            f"(tolerance {AGREEMENT_TOLERANCE:g})",
+        )
+    return Verdict(fast, worst)
+
+
+def tensorflow_scores_of(tensorflow_scores: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
+    """``tensorflow_scores`` of ``texts``, a few at a time: TensorFlow holds a batch's embedding vectors, padded to the
+    sequence length, at once (16 texts of 50,000 n-grams of 512 numbers: 1.6 GB)."""
+    parts = [np.asarray(tensorflow_scores(texts[i : i + 16]), np.float32).reshape(-1) for i in range(0, len(texts), 16)]
+    return np.concatenate(parts) if parts else np.empty(0, np.float32)
 
 
 def build_checked(
@@ -27,21 +71,14 @@ def build_checked(
     """The tables of ``keras_model``, if they score the check texts as ``tensorflow_scores`` does (within
     ``AGREEMENT_TOLERANCE``), kept in ``cache_dir`` (when given); else None, with a warning that says why."""
     log = logging.getLogger("sentiment.model")
-    try:
-        fast = from_keras(keras_model)
-        texts = check_texts()
-        worst = agreement(fast, tensorflow_scores(texts), texts)
-    except Exception as exc:  # noqa: BLE001 - any failure leaves the TensorFlow path, which is always right
-        log.warning("compiled scoring is off (%s: %s): scoring with TensorFlow", type(exc).__name__, exc)
+    verdict = check(keras_model, tensorflow_scores)
+    if verdict.fast is None:
+        if verdict.worst is None:
+            log.warning("compiled scoring is off (%s): scoring with TensorFlow", verdict.problem)
+        else:
+            log.warning("compiled scoring is off: %s: scoring with TensorFlow", verdict.problem)
         return None
-    if worst > AGREEMENT_TOLERANCE:
-        log.warning(
-            "compiled scoring is off: it differs from the TensorFlow model by %.2g on the check texts "
-            "(tolerance %g): scoring with TensorFlow",
-            worst,
-            AGREEMENT_TOLERANCE,
-        )
-        return None
+    fast = verdict.fast
     if cache_dir is not None:  # only tables that passed the check are kept
         cached = cache_path(version, cache_dir)
         try:
@@ -59,7 +96,7 @@ def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
 def from_keras(keras_model) -> FastModel:
     """Read the exported model's vocabulary, weights and cleaning; measure TensorFlow's character tables."""
     keras = import_keras()
-    from model.layers import DistinctSum, KnownAverage
+    from model.layers import DistinctSum, ForgetUnknown, KnownAverage
 
     vectorizer, core, _ = model_parts(keras_model)
     config = vectorizer.get_config()
@@ -93,6 +130,8 @@ def from_keras(keras_model) -> FastModel:
         sequence_length=config["output_sequence_length"],
         naive_bayes=None if naive_bayes is None else np.asarray(naive_bayes.weight.numpy(), dtype=np.float32),
         output=activations[0].get_config()["activation"] if activations else "linear",
+        # mask_unknown = false: no ForgetUnknown, and the embedding (mask_zero) pools [UNK] like any n-gram
+        pool_unknown=not any(isinstance(layer, ForgetUnknown) for layer in core.layers),
         context=None if context is None else np.asarray(context.weight.numpy(), dtype=np.float32),
     )
 
@@ -109,12 +148,17 @@ def _cleaning_of(standardize) -> str:
     return name
 
 
+@functools.cache  # the answer of this process's TensorFlow (the tables copy nothing from it but read it)
 def measure_chars(cleaning: str = "clean_text") -> CharTables:
     """Ask the installed TensorFlow what it does to every code point (about a second)."""
     tf = import_tensorflow()
     from model.cleaning import PUNCTUATION_RULES
 
-    pattern, split_all = PUNCTUATION_RULES[cleaning]
+    pattern, rule = PUNCTUATION_RULES[cleaning]
+    mode = {"drop": TEXT, "word": TOKENS, "strip": BASIC}[rule]
+    if mode == BASIC:
+        return _measure_basic(tf, pattern)
+    split_all = mode == TOKENS
 
     kept = np.zeros(0x110000, dtype=np.uint8)  # surrogates stay 0: punctuation
     lower_kept, other = [], []
@@ -144,4 +188,23 @@ def measure_chars(cleaning: str = "clean_text") -> CharTables:
     spaces = tf.strings.regex_full_match(tf.constant([chr(c) for c in np.flatnonzero(kept == 1)]), r"\s").numpy()
     if sorted(np.flatnonzero(kept == 1)[spaces]) != [9, 10, 12, 13, 32]:
         raise ValueError("TensorFlow's \\s is not [\\t\\n\\f\\r ] here: the fast path does not know this TensorFlow")
-    return CharTables(lower_kept=lower_kept, kept=kept, split_all=split_all)
+    return CharTables(lower_kept=lower_kept, kept=kept, mode=mode)
+
+
+def _measure_basic(tf, pattern: str) -> CharTables:
+    """Keras' ``lower_and_strip_punctuation``: ``tf.strings.lower`` without an encoding (which characters it
+    changes: ASCII letters only, checked), ``pattern`` removed (0 in ``kept``), then the whitespace split (2)."""
+    kept = np.ones(0x110000, dtype=np.uint8)
+    changed = []
+    for start in range(1, 0x110000, 0x10000):
+        points = [c for c in range(start, min(start + 0x10000, 0x110000)) if not 0xD800 <= c <= 0xDFFF]
+        chars = tf.constant([chr(c) for c in points])
+        lowered = tf.strings.lower(chars).numpy()
+        changed += [c for c, low in zip(points, lowered) if low != chr(c).encode()]
+        stripped = tf.strings.regex_replace(chars, pattern, "").numpy()
+        kept[[c for c, out in zip(points, stripped) if out == b""]] = 0
+        parts = tf.strings.split(tf.strings.join(["a", chars, "b"])).row_lengths().numpy()
+        kept[[c for c, n in zip(points, parts) if n == 2]] = 2
+    if changed != list(range(ord("A"), ord("Z") + 1)):
+        raise ValueError("tf.strings.lower without an encoding changes other characters than A-Z here")
+    return CharTables(lower_kept="", kept=kept, mode=BASIC)

@@ -16,6 +16,10 @@ import numpy as np
 
 from model.compiled.tables import CharTables, FastModel, default_threads
 
+# What the file holds and how: a file of another format is not read (and the name differs: it is built again).
+# 2: the cleaning as a mode (clean_text, clean_tokens, lower_and_strip_punctuation) and whether [UNK] is pooled.
+FORMAT = 2
+
 # The code that decides what the tables hold and how they score, and the texts they were checked on: a change to any
 # of it builds and checks the tables again.
 _CODE = (*sorted(Path(__file__).resolve().parent.glob("*.py")), Path(__file__).resolve().parent.parent / "samples.py")
@@ -32,12 +36,13 @@ def cache_path(version: str, cache_dir: Path) -> Path:
         except metadata.PackageNotFoundError:
             continue
     code = hashlib.sha256(b"".join(path.read_bytes() for path in _CODE)).hexdigest()[:12]
-    return cache_dir / f"fast-{version}-tf{tf_version}-code{code}.npz"
+    return cache_dir / f"fast-{version}-tf{tf_version}-code{code}-f{FORMAT}.npz"
 
 
 def save(fast: FastModel, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
+        "format": np.array(FORMAT),
         "kept": fast.chars.kept,
         "lower_kept": np.array(fast.chars.lower_kept),
         "w_table": fast.w_table,
@@ -49,7 +54,8 @@ def save(fast: FastModel, path: Path) -> None:
         "naive_bayes": fast.naive_bayes,
         "context": fast.context,
         "output": np.array(fast.output),
-        "split_all": np.array(fast.chars.split_all),
+        "mode": np.array(fast.chars.mode),
+        "pool_unknown": np.array(fast.pool_unknown),
         "shape": np.array([fast.ngrams, fast.sequence_length, fast.unknown_word, fast.base, fast.w_mask, fast.g_shift,
                            fast.g_mask, len(fast.dense)]),
     }  # fmt: skip
@@ -63,9 +69,12 @@ def save(fast: FastModel, path: Path) -> None:
 
 def load(path: Path) -> FastModel:
     with np.load(path) as f:
+        if "format" not in f or int(f["format"]) != FORMAT:
+            raise ValueError(f"tables of format {int(f['format']) if 'format' in f else 1}, not {FORMAT}")
         ngrams, sequence_length, unknown, base, w_mask, g_shift, g_mask, layers = (int(v) for v in f["shape"])
         fast = FastModel.__new__(FastModel)
-        fast.chars = CharTables(lower_kept=str(f["lower_kept"]), kept=f["kept"], split_all=bool(f["split_all"]))
+        fast.chars = CharTables(lower_kept=str(f["lower_kept"]), kept=f["kept"], mode=int(f["mode"]))
+        fast.pool_unknown = bool(f["pool_unknown"])
         fast.ngrams, fast.sequence_length, fast.unknown_word, fast.base = ngrams, sequence_length, unknown, base
         fast.w_mask, fast.g_shift, fast.g_mask = w_mask, g_shift, g_mask
         fast.threads = default_threads()

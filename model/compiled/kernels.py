@@ -1,9 +1,11 @@
 """The compiled path's arithmetic, in numba: the cleaning passes and the n-gram scoring, on arrays only.
 
-The passes of ``model.cleaning.clean_text``, one after another, on code points. Python lowercases first (``str.lower``
-is ``tf.strings.lower`` but for the characters measured in ``CharTables.lower_kept``); the rest runs here, without the
-GIL. Then each word gets a number from a hash table, each n-gram one 64-bit key packed from its words' numbers,
-looked up in a second hash table, and the known n-grams' embedding rows are summed. :class:`model.compiled.tables.
+The passes of ``model.cleaning.clean_text`` (or ``clean_tokens``), one after another, on code points. Python lowercases
+first (``str.lower`` is ``tf.strings.lower`` but for the characters measured in ``CharTables.lower_kept``); the rest
+runs here, without the GIL. Keras' own ``lower_and_strip_punctuation`` (``BASIC``) lowercases ASCII only, here. Then
+each word gets a number from a hash table, each n-gram one 64-bit key packed from its words' numbers, looked up in a
+second hash table, and the known n-grams' embedding rows are summed (and the [UNK] row for each unknown one, for a
+model that pools it). :class:`model.compiled.tables.
 FastModel` holds the tables and calls :func:`score_batch` (and :func:`vectorize_one` for explanations); nothing here
 knows TensorFlow or Keras.
 """
@@ -12,6 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+# the cleanings (``CharTables.mode``): clean_text, clean_tokens, Keras' lower_and_strip_punctuation
+TEXT, TOKENS, BASIC = 0, 1, 2
 
 
 @njit(cache=True, inline="always")
@@ -104,6 +109,31 @@ def _repairs(src, n, dst):
         else:
             dst[m] = c
             m += 1
+    return m
+
+
+@njit(cache=True)
+def _decode_ascii_lower(src, n, dst):
+    """UTF-8 to code points, A-Z lowercased and nothing else (Keras' ``lower_and_strip_punctuation`` lowercases with
+    ``tf.strings.lower`` without an encoding: byte by byte, ASCII only, a NUL kept as a character)."""
+    m = 0
+    i = 0
+    while i < n:
+        c = np.uint32(src[i])
+        if c < 0x80:
+            dst[m] = c + 32 if 65 <= c <= 90 else c
+            i += 1
+        elif c >= 0xF0:
+            c = ((c & 0x07) << 18) | ((np.uint32(src[i + 1]) & 0x3F) << 12) | ((np.uint32(src[i + 2]) & 0x3F) << 6)
+            dst[m] = c | (np.uint32(src[i + 3]) & 0x3F)
+            i += 4
+        elif c >= 0xE0:
+            dst[m] = ((c & 0x0F) << 12) | ((np.uint32(src[i + 1]) & 0x3F) << 6) | (np.uint32(src[i + 2]) & 0x3F)
+            i += 3
+        else:
+            dst[m] = ((c & 0x1F) << 6) | (np.uint32(src[i + 1]) & 0x3F)
+            i += 2
+        m += 1
     return m
 
 
@@ -289,9 +319,50 @@ def _words(src, n, kept, split_all, starts, ends, out):
 
 
 @njit(cache=True)
-def _clean(text, kept, split_all):
-    """One lowercased text's words, from its UTF-8 bytes: (code points, word starts, word ends, word count)."""
+def _words_basic(src, n, kept, starts, ends, out):
+    """The words of Keras' ``lower_and_strip_punctuation`` and whitespace split: the characters ``kept`` marks 0 (its
+    ASCII punctuation) removed, so "a.b" is one word; split where it marks 2 (the split's whitespace).
+
+    The words are written one after another into ``out`` (``starts``/``ends`` index it); returns how many."""
+    count = 0
+    m = 0
+    in_word = False
+    for i in range(n):
+        c = src[i]
+        k = kept[c]
+        if k == 1:
+            if not in_word:
+                starts[count] = m
+                in_word = True
+            out[m] = c
+            m += 1
+        elif k == 2 and in_word:
+            ends[count] = m
+            count += 1
+            in_word = False
+    if in_word:
+        ends[count] = m
+        count += 1
+    return count
+
+
+# the cleanings (``CharTables.mode``): clean_text, clean_tokens, Keras' lower_and_strip_punctuation
+TEXT, TOKENS, BASIC = 0, 1, 2
+
+
+@njit(cache=True)
+def _clean(text, kept, mode):
+    """One text's words, from its UTF-8 bytes (lowercased by Python but for ``BASIC``): (code points, word starts,
+    word ends, word count)."""
     n = len(text)
+    if mode == BASIC:
+        a = np.empty(n + 1, dtype=np.uint32)
+        b = np.empty(n + 1, dtype=np.uint32)
+        n = _decode_ascii_lower(text, n, a)
+        starts = np.empty(n + 1, dtype=np.int64)
+        ends = np.empty(n + 1, dtype=np.int64)
+        count = _words_basic(a, n, kept, starts, ends, b)
+        return b, starts, ends, count
     size = 5 * n + 8  # the longest growth: one character (at least one byte) to " ... "
     a = np.empty(size, dtype=np.uint32)
     b = np.empty(size, dtype=np.uint32)
@@ -315,7 +386,7 @@ def _clean(text, kept, split_all):
         a, b = b, a
     starts = np.empty(n + 1, dtype=np.int64)
     ends = np.empty(n + 1, dtype=np.int64)
-    count = _words(a, n, kept, split_all, starts, ends, b)
+    count = _words(a, n, kept, mode == TOKENS, starts, ends, b)
     return b, starts, ends, count
 
 
@@ -442,13 +513,16 @@ def score_batch(
     row_floats,
     width,
     cap,
-    split_all,
+    mode,
     with_nb,
+    pool_unknown,
 ):
-    """Each text's sum of its known n-grams' embedding rows (each divided by its row's scale, ``row_floats[:, 0]``),
-    its n-gram count, its known n-gram count, (``with_nb``) its sum of the naive-Bayes weights
-    ``row_floats[:, 1]`` over its distinct known n-grams, and its sum of the context weights ``row_floats[:, 2]``
-    over its known n-gram positions (the context branch averages them: divided by the known count by the caller). The texts are spread over numba's threads (prange), each
+    """Each text's sum of its known n-grams' embedding rows (each divided by its row's scale, ``row_floats[:, 0]``;
+    with ``pool_unknown``, the [UNK] row too for each unknown n-gram, as a model without ``ForgetUnknown`` pools it),
+    its n-gram count, its known n-gram count, (``with_nb``) its sum of the naive-Bayes weights ``row_floats[:, 1]``
+    over its distinct known n-grams, and its sum of the context weights ``row_floats[:, 2]`` over its known n-gram
+    positions (the context branch averages them: the caller divides by the known count). The texts are spread over
+    numba's threads (prange), each
     text scored by one thread."""
     texts = len(offsets) - 1
     dim = embedding.shape[1]
@@ -458,7 +532,7 @@ def score_batch(
     nb_sums = np.zeros(texts, dtype=np.float64)
     ctx_sums = np.zeros(texts, dtype=np.float64)
     for t in prange(texts):
-        buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept, split_all)
+        buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept, mode)
         ids = _ngram_ids(
             buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
             width, cap,
@@ -472,15 +546,16 @@ def score_batch(
         ctx_total = 0.0
         for r in range(len(ids)):
             row = ids[r]
-            if row < 2:
+            if row >= 2:
+                hits += 1
+                ctx_total += row_floats[row, 2]
+            elif not pool_unknown:
                 continue
-            hits += 1
             scale = row_floats[row, 0]
             for d in range(dim):
                 acc[d] += np.float32(embedding[row, d]) / scale  # as Keras dequantizes: in float32
-            if with_nb and _first_time(seen, bits, row):
+            if with_nb and row >= 2 and _first_time(seen, bits, row):
                 nb_total += row_floats[row, 1]
-            ctx_total += row_floats[row, 2]
         sums[t] = acc
         known[t] = hits
         ngrams[t] = len(ids)
@@ -528,11 +603,11 @@ def _distinct_sum(ids, weights):
 
 @njit(cache=True, nogil=True)
 def vectorize_one(
-    points, kept, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap, split_all
+    points, kept, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask, width, cap, mode
 ):
-    """One lowercased text, from its UTF-8 bytes: its words (code points, starts, ends) and its n-grams' vocabulary
-    indices (:func:`_ngram_ids`)."""
-    buf, starts, ends, count = _clean(points, kept, split_all)
+    """One text, from its UTF-8 bytes (as :func:`_clean` reads them): its words (code points, starts, ends) and its
+    n-grams' vocabulary indices (:func:`_ngram_ids`)."""
+    buf, starts, ends, count = _clean(points, kept, mode)
     ids = _ngram_ids(
         buf, starts, ends, count, w_table, w_offsets, w_points, w_mask, unknown, base, g_table, g_shift, g_mask,
         width, cap,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from model.compiled.kernels import fill_ngram_table, fill_word_table, score_batch, vectorize_one
+from model.compiled.kernels import BASIC, TEXT, TOKENS, fill_ngram_table, fill_word_table, score_batch, vectorize_one
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,17 @@ class CharTables:
     """What ``tf.strings.lower`` and the punctuation pass do to each character, measured from TensorFlow."""
 
     lower_kept: str  # characters Python lowercases and TensorFlow leaves alone (a newer Unicode in Python)
-    kept: np.ndarray  # uint8 per code point: 1 where the punctuation pass keeps it in a word (letters, digits, \s, ...)
-    split_all: bool = False  # every other character a word of its own (clean_tokens), else only ! and ? (clean_text)
+    # uint8 per code point: 1 where the punctuation pass keeps it in a word (letters, digits, \s, ...), 2 where the
+    # vectorizer's split takes it for a space; 0: punctuation (BASIC: removed, so that it joins its neighbours)
+    kept: np.ndarray
+    # the cleaning (model.compiled.kernels): TEXT (clean_text: ! and ? words of their own, other punctuation
+    # dropped), TOKENS (clean_tokens: every punctuation character a word), BASIC (Keras' lower_and_strip_punctuation)
+    mode: int = TEXT
+
+    @property
+    def split_all(self) -> bool:
+        """Every punctuation character a word of its own (clean_tokens)."""
+        return self.mode == TOKENS
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class FastModel:
         sequence_length: int,
         naive_bayes: np.ndarray | None = None,
         output: str = "linear",
+        pool_unknown: bool = False,
         context: np.ndarray | None = None,
     ) -> None:
         if ngrams not in (1, 2, 3):
@@ -78,6 +88,9 @@ class FastModel:
         # ``output``, the activation after the sum ("linear" when the last dense layer has the sigmoid)
         self.naive_bayes = np.zeros(0, np.float32) if naive_bayes is None else np.asarray(naive_bayes, np.float32)
         self.output = output
+        # a model without ForgetUnknown (``mask_unknown = false``): an unknown n-gram is the [UNK] row (vocabulary
+        # index 1), pooled and counted in the average like any other; else it is left out of both
+        self.pool_unknown = bool(pool_unknown)
         # the context branch's weight per vocabulary index (empty: none), averaged over the known n-grams and added
         # beside the naive-Bayes branch's logit
         self.context = np.zeros(0, np.float32) if context is None else np.asarray(context, np.float32)
@@ -129,10 +142,10 @@ class FastModel:
             sums, ngrams, known, nb_sums, ctx_sums = score_batch(
                 points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
                 self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
-                self.embedding, self.row_floats, self.ngrams, self.sequence_length, self.chars.split_all,
-                self.has_naive_bayes,
+                self.embedding, self.row_floats, self.ngrams, self.sequence_length, self.chars.mode,
+                self.has_naive_bayes, self.pool_unknown,
             )  # fmt: skip
-        pooled = (sums / np.maximum(known, 1)[:, None]).astype(np.float32)
+        pooled = (sums / np.maximum(ngrams if self.pool_unknown else known, 1)[:, None]).astype(np.float32)
         naive_bayes = nb_sums.astype(np.float32)
         context = (ctx_sums / np.maximum(known, 1)).astype(np.float32)
         return Scored(self.head(pooled, naive_bayes, context), ngrams, known, pooled, naive_bayes, context)
@@ -145,7 +158,7 @@ class FastModel:
         buf, starts, ends, ids = vectorize_one(
             points[offsets[0] : offsets[1]], self.chars.kept, self.w_table, self.w_offsets, self.w_points,
             self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask, self.ngrams,
-            self.sequence_length, self.chars.split_all,
+            self.sequence_length, self.chars.mode,
         )  # fmt: skip
         return [buf[a:b].tobytes().decode("utf-32-le") for a, b in zip(starts, ends)], ids
 
@@ -160,8 +173,11 @@ class FastModel:
     def _points(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The lowercased texts' UTF-8, one array for the batch, and where each text starts in it."""
         # ASCII text is lowercased in the kernel. A lone surrogate (not Unicode text; decode_review rejects it)
-        # passes through as punctuation.
-        encoded = [t.encode() if t.isascii() else self._lower(t).encode("utf-8", "surrogatepass") for t in texts]
+        # passes through as punctuation. BASIC lowercases ASCII only, in the kernel, and reads past a NUL.
+        if self.chars.mode == BASIC:
+            encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+        else:
+            encoded = [t.encode() if t.isascii() else self._lower(t).encode("utf-8", "surrogatepass") for t in texts]
         offsets = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(e) for e in encoded], out=offsets[1:])
         return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets

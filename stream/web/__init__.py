@@ -14,20 +14,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
 from core.messages import first_line
 from schemas import (
+    REJECTION_REASONS,
     SCHEMA_DIR,
     Rejection,
+    duplicate_key,
     id_problem,
     is_readable,
     is_uncertain,
@@ -36,7 +40,19 @@ from schemas import (
     text_problem,
 )
 from stream.health import Health
-from stream.http import Limits, add_probes, bearer_token, client_limits
+from stream.http import (
+    CLIENTS_KEY,
+    REASON,
+    REJECTIONS_KEY,
+    BodyBudget,
+    Limits,
+    accounting,
+    add_probes,
+    bearer_token,
+    client_limits,
+    client_rates,
+    reason_for,
+)
 from stream.queries import film_sentiment
 
 log = logging.getLogger("sentiment.web")
@@ -105,8 +121,14 @@ def shadow_now(scorer) -> str | None:
     return getattr(shadow, "version", None)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class ApiError(Exception):
+    """A 4xx for the client: its message is one line, whatever of the request it quotes (a key, a JSON path)."""
+
     def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+        message = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", message)
         super().__init__(message)
         self.status = status
         self.message = message
@@ -119,30 +141,38 @@ class ApiError(Exception):
 
 @web.middleware
 async def json_errors(request: web.Request, handler):
-    """Every error as ``{"error": ...}`` with its status; an unexpected one is logged and answered 500, no trace."""
+    """An :class:`ApiError` as ``{"error": ..., "reason": ...}`` with its status (its reason code also labels the
+    rejections metric); anything unexpected goes on to ``stream.http.accounting``: a 500, one line, no trace."""
     try:
         return await handler(request)
     except ApiError as exc:
         body = {"error": exc.message} | ({"reason": exc.reason} if exc.reason else {})
-        return web.json_response(body, status=exc.status)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return web.json_response({"error": exc.reason}, status=exc.status)
-    except Exception:  # noqa: BLE001 - the log gets the trace, the client one line
-        log.exception("error answering %s %s", request.method, request.path)
-        return web.json_response({"error": "internal error; see the server log"}, status=500)
+        response = web.json_response(body, status=exc.status)
+        response[REASON] = exc.reason if exc.reason in REJECTION_REASONS else reason_for(exc.status)
+        return response
 
 
-async def read_json_object(request: web.Request) -> dict:
-    if request.content_type != "application/json":
-        raise ApiError(415, f"send JSON with Content-Type: application/json, not {request.content_type or 'none'}")
-    raw = await request.read()  # already read, within its size and time limits, by stream.http.client_limits
-    # the stream's reading: no duplicate key, too deep is bad JSON (a text is one level deeper here: in "texts")
+def read_json_object(raw: bytes) -> dict:
+    """``raw`` read as the stream reads a message: no duplicate key, too deep is bad JSON, no NaN or Infinity (a text
+    is one level deeper here: in "texts")."""
     body = json_object(raw, "the body", framing=1)
     if isinstance(body, Rejection):
         raise ApiError.refused(body)
     return body
+
+
+# A body that msgspec cannot take as a request is read again by the stream's own JSON reading, for the reason in
+# the stream's words, when it is at most this long (longer, msgspec's reason is given: the stream's reading is
+# slower on a large body, and a large malformed body deserves no more work).
+SMALL_BODY = 65_536
+
+
+class _Request(msgspec.Struct, forbid_unknown_fields=True):
+    texts: list[str]
+    explain: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+_REQUEST = msgspec.json.Decoder(_Request)
 
 
 def page_app(
@@ -219,10 +249,27 @@ def build_web_app(
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(text=openapi_json, content_type="application/json")
 
+    limits = limits or Limits()
+    accounted, clients, rejections = accounting("page", limits, api.max_bytes)
+    probes = frozenset({"/healthz", "/readyz"})
+    # Admission, outermost first: each client's rates; the token; the declared size, type and the bytes held; only
+    # then is the body read, and parsed off the event loop in the API's turn (ScoringApi.score).
     app = web.Application(
-        middlewares=[json_errors, bearer_token(token), client_limits(limits or Limits(), api.max_bytes)],
+        middlewares=[
+            accounted,
+            json_errors,
+            client_rates(clients, probes),
+            bearer_token(token, probes | {"/"}),  # the page itself is static: its calls to the API carry the token
+            client_limits(
+                limits,
+                lambda request: api.max_bytes if request.path == "/api/score" else 1024,
+                BodyBudget(max(2 * api.max_bytes, 16 * 1024 * 1024)),
+                json_paths=frozenset({"/api/score"}),
+            ),
+        ],
         client_max_size=api.max_bytes,
     )
+    app[CLIENTS_KEY], app[REJECTIONS_KEY] = clients, rejections
     app.router.add_get("/", page)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_post("/api/score", api.score)
@@ -263,20 +310,46 @@ class ScoringApi:
         self.turns = asyncio.Semaphore(max_concurrent)
 
     async def score(self, request: web.Request) -> web.Response:
-        texts, explain = self.texts_of(await read_json_object(request))
+        raw = await request.read()  # already read, within its size and time limits, by stream.http.client_limits
         await self.turns.acquire()
         started = time.perf_counter()
         try:
-            body = await asyncio.to_thread(self.answer, texts, explain)
-        except BaseException:
-            self.turns.release()
-            raise
-        # The cost budget: HTTP work may take at most ``cpu_share`` of the wall clock, so the stream's batches (same
-        # process, same interpreter lock) keep the rest. This answer goes out now; the next request waits until
-        # this one's work has been paid for.
-        spent = time.perf_counter() - started
-        asyncio.get_running_loop().call_later(spent * (1 / self.cpu_share - 1), self.turns.release)
+            body = await asyncio.to_thread(self.answer_body, raw)
+        finally:
+            # The cost budget: HTTP work (reading the JSON as much as scoring it) may take at most ``cpu_share`` of
+            # the wall clock, so that the stream's batches (same process, same interpreter lock) keep the rest. This
+            # answer goes out now; the next request waits until this one's work has been paid for.
+            spent = time.perf_counter() - started
+            asyncio.get_running_loop().call_later(spent * (1 / self.cpu_share - 1), self.turns.release)
         return web.Response(body=body, content_type="application/json")
+
+    def answer_body(self, raw: bytes) -> bytes:
+        texts, explain = self.parse(raw)
+        return self.answer(texts, explain)
+
+    def parse(self, raw: bytes) -> tuple[list[str], bool]:
+        """The request's texts and whether to explain them, or the 4xx that says what is wrong. The number of texts
+        is bounded before anything is parsed (every string opens with a quote that no backslash precedes), and the
+        parser (msgspec, with the request's shape) stops at the first value of a wrong type, so that no body within
+        the size limit costs more than reading ``max_texts`` strings: a 12.8 MB ``[[],[],...]`` is refused at its
+        first byte."""
+        strings = raw.count(b'"') - raw.count(b'\\"')
+        if strings > 2 * (self.max_texts + 2):
+            raise ApiError(
+                413, f"more than {self.max_texts} texts; at most {self.max_texts} in one request", "too_many_texts"
+            )
+        try:
+            request = _REQUEST.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            if len(raw) <= SMALL_BODY:  # the stream's reading says what is wrong in its words
+                return self.texts_of(read_json_object(raw))
+            raise ApiError(400, f"the body is not a scoring request: {str(exc)[:200]}", "invalid_json") from None
+        fields = 1 + (request.explain is not msgspec.UNSET)
+        if raw.count(b":") != fields + sum(t.count(":") for t in request.texts) or b"\\u003" in raw:
+            if key := duplicate_key(raw):  # msgspec keeps the last of two equal keys; the stream refuses both
+                raise ApiError(400, f"the body has a duplicate key {key[:100]}", "invalid_json")
+        explain = False if request.explain is msgspec.UNSET else request.explain
+        return self.texts_of({"texts": request.texts, "explain": explain})
 
     def texts_of(self, body: dict) -> tuple[list[str], bool]:
         """The request's texts and whether to explain them, or the 4xx that says what is wrong."""
