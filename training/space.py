@@ -52,7 +52,8 @@ def train_small(cfg: TrainConfig, texts: list[str], labels: np.ndarray, validati
 
     train = (texts[:-validation], np.asarray(labels[:-validation], dtype=np.float32))
     val = (texts[-validation:], np.asarray(labels[-validation:], dtype=np.float32))
-    model, *_ = train_and_validate(cfg, train, val, verbose=0)
+    # the context branch's unlabelled reviews: the training texts again (never the validation split's)
+    model, *_ = train_and_validate(cfg, train, val, verbose=0, unlabelled=train[0])
     return model
 
 
