@@ -11,6 +11,8 @@ with ``t_i`` its n-gram's weight ``v_f`` shared among the positions where it occ
 shares one path integral, and the attributions add up to ``p . g + s * h = f(p, s) - f(0, 0)`` (the completeness
 property): the score minus the base value, the score of a review with no known n-gram. The naive-Bayes branch is
 linear in its weights, so its part of an n-gram's attribution is its own weight times the shared slope ``h``. The
+context branch (a weight ``c_f`` per n-gram averaged over the known positions) adds to the same logit: ``s`` holds
+its logit too, and each known position's part is ``c_f / n`` times ``h``. The
 integral is computed with composite Gauss-Legendre quadrature, refined until the attributions add up to
 ``f(p, s) - f(0, 0)`` within ``TOLERANCE`` (a saturated sigmoid needs more points). Unknown n-grams have no vector
 and no weight, and get 0; but a model trained with ``mask_unknown = false`` pools each of them as the [UNK] vector
@@ -110,7 +112,9 @@ class Explainer:
         vectors = self.fast.vectors(ids).astype(np.float64)
         n_pooled = int(pooled_at.sum())
         pooled = (vectors * pooled_at[:, None]).sum(axis=0) / max(n_pooled, 1)
-        nb_terms = self.fast.naive_bayes_terms(ids)
+        # the naive-Bayes and context branches both add to the logit: one slope serves both (context_terms: each
+        # known position's context weight over the known count)
+        nb_terms = self.fast.naive_bayes_terms(ids) + self.fast.context_terms(ids)
         nb_logit = float(nb_terms.sum())
         score = float(self.fast.head(pooled[None, :].astype(np.float32), np.float32([nb_logit]))[0])
         pieces = 1

@@ -1,6 +1,6 @@
-"""The two small layers of the pooled-embedding model that Keras does not ship.
+"""The small layers of the pooled-embedding model that Keras does not ship.
 
-Both are registered, so a saved model loads with plain ``keras.models.load_model`` once this
+They are registered, so a saved model loads with plain ``keras.models.load_model`` once this
 module is imported (``model.scorer`` imports it).
 """
 
@@ -79,6 +79,34 @@ class DistinctSum(keras.layers.Layer):
         counted = ops.logical_and(first, ids > UNKNOWN_ID)
         terms = ops.take(self.weight, ids) * ops.cast(counted, self.weight.dtype)
         return ops.sum(terms, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size}
+
+
+@keras.saving.register_keras_serializable(package="sentiment", name="KnownAverage")
+class KnownAverage(keras.layers.Layer):
+    """The mean of one weight per n-gram over the known n-gram positions of a review (repeats included; 0 for a review
+    with none): the context branch (``training.context``), the pooled branch's average taken of a scalar table.
+
+    The positions are those the pooled branch averages over when it leaves unknown n-grams out: neither padding nor
+    [UNK] counts. The weights are fitted outside Keras and set whole, as :class:`DistinctSum`'s are.
+    """
+
+    def __init__(self, vocabulary_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.weight = self.add_weight(
+            shape=(vocabulary_size,), initializer="zeros", trainable=False, name="ngram_weights"
+        )
+
+    def call(self, token_ids):
+        known = ops.cast(token_ids > UNKNOWN_ID, self.weight.dtype)
+        total = ops.sum(ops.take(self.weight, token_ids) * known, axis=-1, keepdims=True)
+        return total / ops.maximum(ops.sum(known, axis=-1, keepdims=True), 1.0)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1)

@@ -49,9 +49,9 @@ def _dense_layers(layer, keras) -> list:
 
 
 def _naive_bayes_layers(layer) -> list:
-    from model.layers import DistinctSum
+    from model.layers import DistinctSum, KnownAverage
 
     found = []
-    for child in getattr(layer, "layers", []):
-        found += [child] if isinstance(child, DistinctSum) else _naive_bayes_layers(child)
+    for child in getattr(layer, "layers", []):  # the naive-Bayes branch, and the context branch (issue 29) if any
+        found += [child] if isinstance(child, DistinctSum | KnownAverage) else _naive_bayes_layers(child)
     return found

@@ -157,6 +157,19 @@ class TrainConfig:
                         group="naive-Bayes branch", probes=(1, 20))  # fmt: skip
     nb_smoothing: float = key(1.0, "the naive-Bayes log-count ratios' additive smoothing", above=0.0, maximum=100.0,
                               group="naive-Bayes branch", probes=(0.5, 1.0))  # fmt: skip
+    # the context branch (training.context, issue 29): a weight per n-gram from the unlabelled reviews (imdb_unsup:
+    # train/unsup/ of an aclImdb folder or tarball), averaged over the review's known n-grams and added to the logit
+    context_branch: bool = key(
+        False, "add the context branch: a weight per n-gram learned from the unlabelled reviews' words, averaged over "
+        "the review's known n-grams, added to the logit", group="context branch", served=True, probes=(False, True),
+    )  # fmt: skip
+    context_dims: int = key(200, "dimensions of the SVD of the reviews' idf-weighted binary unigrams", minimum=1,
+                            maximum=1000, group="context branch")  # fmt: skip
+    context_min_reviews: int = key(5, "an n-gram gets a context vector when at least this many training and "
+                                   "unlabelled reviews hold it", minimum=1, maximum=1_000_000,
+                                   group="context branch")  # fmt: skip
+    context_l2: float = key(1e-3, "the L2 penalty of the logistic regression on a review's mean n-gram vector",
+                            minimum=0.0, maximum=100.0, group="context branch")  # fmt: skip
     calibrate: bool = key(
         False, "weigh the branches and calibrate by logistic regression on the validation split (in the weights)",
         group="calibration", served=True, probes=(False, True),

@@ -31,8 +31,9 @@ import tensorflow as tf  # noqa: E402
 warnings.filterwarnings("ignore", message=".*[Yy]our input ran out of data.*")
 
 from model.cleaning import CLEANINGS  # noqa: E402
-from model.layers import DistinctSum, ForgetUnknown, MaskedAverage  # noqa: E402
+from model.layers import DistinctSum, ForgetUnknown, KnownAverage, MaskedAverage  # noqa: E402
 from model.scorer import MODEL_FILE, input_reference, load_scorer, model_version  # noqa: E402
+from training import context as context_branch  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
@@ -112,9 +113,10 @@ def build(cfg: TrainConfig, train_texts: list[str]) -> tuple[keras.layers.TextVe
     return vectorizer, core_model(cfg, vectorizer.vocabulary_size())
 
 
-def core_model(cfg: TrainConfig, vocabulary_size: int, naive_bayes: bool = False) -> keras.Model:
+def core_model(cfg: TrainConfig, vocabulary_size: int, naive_bayes: bool = False, context: bool = False) -> keras.Model:
     """Token ids -> Embedding -> average pooling -> Dense -> Dense(1): the pooled branch's logit; with
-    ``naive_bayes``, plus the naive-Bayes branch's (:class:`DistinctSum`); then the sigmoid: P(positive)."""
+    ``naive_bayes``, plus the naive-Bayes branch's (:class:`DistinctSum`); with ``context``, plus the context
+    branch's (:class:`KnownAverage`); then the sigmoid: P(positive)."""
     token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
     x = ForgetUnknown()(token_ids) if cfg.mask_unknown else token_ids
     x = keras.layers.Embedding(vocabulary_size, cfg.embedding_dim, mask_zero=True, name="embedding")(x)
@@ -123,8 +125,11 @@ def core_model(cfg: TrainConfig, vocabulary_size: int, naive_bayes: bool = False
         x = keras.layers.Dropout(cfg.dropout)(x)
     x = keras.layers.Dense(cfg.hidden_units, activation="relu", name="hidden")(x)
     logit = keras.layers.Dense(1, name="pooled_logit")(x)
-    if naive_bayes:
-        logit = keras.layers.Add(name="logit")([logit, DistinctSum(vocabulary_size, name="naive_bayes")(token_ids)])
+    added = [DistinctSum(vocabulary_size, name="naive_bayes")(token_ids)] if naive_bayes else []
+    if context:
+        added.append(KnownAverage(vocabulary_size, name="context")(token_ids))
+    if added:
+        logit = keras.layers.Add(name="logit")([logit, *added])
     probability = keras.layers.Activation("sigmoid", name="p_positive")(logit)
     return keras.Model(token_ids, probability, name="pooled_embedding")
 
@@ -170,13 +175,17 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
 
 @dataclass
 class Branches:
-    """What one fit produced: the pooled branch (a Keras core), the naive-Bayes branch (when the config has it), the
-    vectorizer they share, and the calibration that weighs them: ``[w_pooled, (w_nb,) c]``."""
+    """What one fit produced: the pooled branch (a Keras core), the naive-Bayes and context branches (when the config
+    has them), the vectorizer they share, and the calibration that weighs them: ``[w_pooled, (w_nb,) (w_ctx,) c]``."""
 
     vectorizer: keras.layers.TextVectorization
     pooled: keras.Model
     naive_bayes: NaiveBayesBranch | None = None
     calibration: np.ndarray | None = None
+    context: context_branch.ContextBranch | None = None
+
+    def positions(self, texts: list[str]) -> context_branch.Positions:
+        return context_branch.Positions.of(lambda t: self.vectorizer(tf.constant(t)), texts)
 
     def features(self, texts: list[str]) -> Features:
         return Features.of(lambda t: self.vectorizer(tf.constant(t)), texts, self.vectorizer.vocabulary_size())
@@ -189,6 +198,8 @@ class Branches:
                                    for i in range(0, len(texts), 1024)])]  # fmt: skip
         if self.naive_bayes is not None:
             columns.append(self.naive_bayes.logits(self.features(texts)))
+        if self.context is not None:
+            columns.append(self.context.logits(self.positions(texts)))
         return np.column_stack(columns)
 
 
@@ -209,22 +220,52 @@ def fit_naive_bayes_branch(
     return {"nb_history": branches.naive_bayes.history, "nb_seconds": seconds}
 
 
+def fit_context(
+    cfg: TrainConfig, branches: Branches, train: Split, unlabelled: list[str] | None, verbose: int = 1
+) -> dict:
+    """The context branch from the training texts and the unlabelled ones (never the validation split's: they are
+    scored by it)."""
+    if not unlabelled:
+        raise ValueError("context_branch needs the unlabelled reviews (imdb_unsup.csv.gz, or aclImdb's train/unsup/)")
+    started = time.perf_counter()
+    is_unigram = np.array([" " not in token for token in branches.vectorizer.get_vocabulary()])
+    is_unigram[:2] = False  # padding and [UNK]
+    branches.context = context_branch.fit(
+        branches.positions(train[0]), train[1], branches.positions(unlabelled), is_unigram,
+        dims=cfg.context_dims, min_reviews=cfg.context_min_reviews, l2=cfg.context_l2, seed=cfg.seed,
+    )  # fmt: skip
+    record = {**branches.context.record, "context_total_seconds": round(time.perf_counter() - started, 1)}
+    if verbose:
+        print(
+            f"context branch: {record['context_ngrams']:,} n-grams from {record['context_reviews']:,} reviews "
+            f"in {record['context_total_seconds']:.0f} s"
+        )
+    return record
+
+
 def end_to_end(cfg: TrainConfig, branches: Branches) -> keras.Model:
     """Raw strings in, P(positive) out: the cleaning and vectorizing travel inside the model, the calibration in the
     weights (the pooled branch's last layer scaled and shifted, the naive-Bayes weights scaled)."""
     vectorizer = branches.vectorizer
     naive_bayes = branches.naive_bayes
-    serving_core = core_model(cfg, vectorizer.vocabulary_size(), naive_bayes is not None)  # no optimizer state
+    context = branches.context
+    serving_core = core_model(  # no optimizer state
+        cfg, vectorizer.vocabulary_size(), naive_bayes is not None, context is not None
+    )
     for layer in branches.pooled.layers:
         if layer.weights:
             serving_core.get_layer(layer.name).set_weights(layer.get_weights())
-    weights = np.ones(2) if branches.calibration is None else branches.calibration[:-1]
+    weights = np.ones(3) if branches.calibration is None else branches.calibration[:-1]
     shift = 0.0 if branches.calibration is None else float(branches.calibration[-1])
     last = serving_core.get_layer("pooled_logit")
     kernel, bias = last.get_weights()
     if naive_bayes is not None:
         shift += weights[1] * naive_bayes.bias
         serving_core.get_layer("naive_bayes").set_weights([(weights[1] * naive_bayes.weights).astype(np.float32)])
+    if context is not None:
+        w_context = weights[2 if naive_bayes is not None else 1]
+        shift += w_context * context.bias
+        serving_core.get_layer("context").set_weights([(w_context * context.weights).astype(np.float32)])
     last.set_weights([kernel * weights[0], bias * weights[0] + shift])
     if cfg.quantize == "int8":
         serving_core.get_layer("embedding").quantize("int8")
@@ -239,7 +280,7 @@ def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarr
 
 
 def train_and_validate(
-    cfg: TrainConfig, train: Split, val: Split, verbose: int = 1
+    cfg: TrainConfig, train: Split, val: Split, verbose: int = 1, unlabelled: list[str] | None = None
 ) -> tuple[keras.Model, dict, np.ndarray, np.ndarray | None]:
     """Build and fit; returns the end-to-end model, the fit record, the validation scores and the calibration."""
     started = time.perf_counter()
@@ -248,6 +289,8 @@ def train_and_validate(
     branches = Branches(vectorizer, core)
     if cfg.nb_branch:
         fitted.update(fit_naive_bayes_branch(cfg, branches, train, val, verbose))
+    if cfg.context_branch:
+        fitted.update(fit_context(cfg, branches, train, unlabelled, verbose))
     if cfg.calibrate:
         logits = branches.logits(val[0])
         fitted["validation_uncalibrated"] = evaluate(1 / (1 + np.exp(-logits.sum(axis=1))), val[1])
@@ -261,7 +304,13 @@ def train_and_validate(
 
 
 def refit(
-    cfg: TrainConfig, train: Split, val: Split, epochs: int, calibration: np.ndarray | None, verbose: int = 1
+    cfg: TrainConfig,
+    train: Split,
+    val: Split,
+    epochs: int,
+    calibration: np.ndarray | None,
+    verbose: int = 1,
+    unlabelled: list[str] | None = None,
 ) -> tuple[keras.Model, dict]:
     """Vocabulary and model again, from all the labelled training rows, for a fixed number of epochs (and the
     naive-Bayes branch's steps); the calibration is the held-out fit's."""
@@ -285,6 +334,8 @@ def refit(
         record = {
             f"refit_{k}": v for k, v in fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose).items()
         }
+    if cfg.context_branch:
+        record |= {f"refit_{k}": v for k, v in fit_context(cfg, branches, (texts, labels), unlabelled, verbose).items()}
     model = end_to_end(cfg, branches)
     record |= {
         "refit_examples": len(texts),
@@ -457,9 +508,19 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
             ", plus the naive-Bayes branch: one weight per n-gram, summed over the review's distinct known n-grams "
             f"(NB log-count ratios times weights fitted by {cfg.nb_steps} steps of full-batch Adam, L2 {cfg.nb_l2})"
         )
+    if cfg.context_branch:
+        head += (
+            ", plus the context branch: one weight per n-gram, averaged over the review's known n-grams, learned "
+            f"from the {metrics.get('context_reviews', 0):,} training and unlabelled `imdb_unsup` reviews (each "
+            f"review a {cfg.context_dims}-dimension SVD of its idf-weighted unigrams; each n-gram seen in at least "
+            f"{cfg.context_min_reviews} of them the mean vector of the reviews that hold it; a logistic regression "
+            "on a review's mean n-gram vector, folded into one weight per n-gram). The unlabelled reviews' labels "
+            "are never guessed: only their words are used, to place n-grams near the n-grams they occur with"
+        )
     head += " -> sigmoid"
     if "calibration" in metrics:
-        names = ["pooled", "naive-Bayes"][: len(metrics["calibration"]) - 1] + ["shift"]
+        names = ["pooled"] + (["naive-Bayes"] if cfg.nb_branch else []) + (["context"] if cfg.context_branch else [])
+        names = names[: len(metrics["calibration"]) - 1] + ["shift"]
         weights = ", ".join(f"{name} {w:.3f}" for name, w in zip(names, metrics["calibration"]))
         head += (
             f". The branches are weighed and calibrated by logistic regression on the validation split's logits "
@@ -522,12 +583,18 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     """The whole pipeline; returns the run folder."""
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
-    print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}", flush=True)
+    unlabelled = [r.text for r in imdb_split("unsup", data)] if cfg.context_branch else None
+    if unlabelled is not None and not unlabelled:  # before minutes of fitting, not after
+        raise ValueError("context_branch needs unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's train/unsup/")
+    shown = f"  unlabelled {len(unlabelled):,}" if unlabelled is not None else ""
+    print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}{shown}", flush=True)
     verbose = progress_verbosity()
-    model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose)
+    model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose, unlabelled=unlabelled)
     if cfg.refit_on_all:
         print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews for {fitted['best_epoch']} epochs")
-        model, refitted = refit(cfg, train, val, fitted["best_epoch"], calibration, verbose=verbose)
+        model, refitted = refit(
+            cfg, train, val, fitted["best_epoch"], calibration, verbose=verbose, unlabelled=unlabelled
+        )
         fitted = {**fitted, **refitted, "training_seconds": fitted["training_seconds"] + refitted["refit_seconds"]}
     test_scores = predict(model, [r.text for r in test_rows])
     metrics = {

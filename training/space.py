@@ -52,7 +52,8 @@ def train_small(cfg: TrainConfig, texts: list[str], labels: np.ndarray, validati
 
     train = (texts[:-validation], np.asarray(labels[:-validation], dtype=np.float32))
     val = (texts[-validation:], np.asarray(labels[-validation:], dtype=np.float32))
-    model, *_ = train_and_validate(cfg, train, val, verbose=0)
+    # the context branch's unlabelled reviews: the training texts again (never the validation split's)
+    model, *_ = train_and_validate(cfg, train, val, verbose=0, unlabelled=train[0])
     return model
 
 
@@ -104,7 +105,15 @@ def random_model(cfg: TrainConfig, texts: list[str], seed: int = 0):
     if cfg.nb_branch:
         weights = np.concatenate([[0.0, 0.0], rng.normal(0.0, 0.3, size - 2)])
         naive_bayes = NaiveBayesBranch(weights=weights, bias=0.1, history={})
+    context = None
+    if cfg.context_branch:  # issue 29: a weight per n-gram, averaged over the known ones
+        from training.context import ContextBranch
+
+        weights = np.concatenate([[0.0, 0.0], rng.normal(0.0, 1.0, size - 2)]).astype(np.float32)
+        context = ContextBranch(weights=weights, bias=-0.05, record={})
     calibration = None
     if cfg.calibrate:
-        calibration = np.array([0.8, 1.2, -0.1] if naive_bayes is not None else [0.8, -0.1])
-    return end_to_end(cfg, Branches(vectorizer, core, naive_bayes, calibration))
+        calibration = np.array(
+            [0.8] + ([1.2] if naive_bayes is not None else []) + ([0.9] if context is not None else []) + [-0.1]
+        )
+    return end_to_end(cfg, Branches(vectorizer, core, naive_bayes, calibration, context))

@@ -96,7 +96,7 @@ def agreement(fast: FastModel, keras_scores, texts: list[str]) -> float:
 def from_keras(keras_model) -> FastModel:
     """Read the exported model's vocabulary, weights and cleaning; measure TensorFlow's character tables."""
     keras = import_keras()
-    from model.layers import DistinctSum, ForgetUnknown
+    from model.layers import DistinctSum, ForgetUnknown, KnownAverage
 
     vectorizer, core, _ = model_parts(keras_model)
     config = vectorizer.get_config()
@@ -116,6 +116,7 @@ def from_keras(keras_model) -> FastModel:
             kernel, bias = (np.asarray(w.numpy(), dtype=np.float32) for w in layer.weights)
             dense.append((kernel, bias, layer.get_config()["activation"]))
     naive_bayes = next((layer for layer in core.layers if isinstance(layer, DistinctSum)), None)
+    context = next((layer for layer in core.layers if isinstance(layer, KnownAverage)), None)
     activations = [layer for layer in core.layers if isinstance(layer, keras.layers.Activation)]
     if len(activations) > 1 or (activations and activations[0] is not core.layers[-1]):
         raise ValueError("the fast path handles one activation layer, the model's last")
@@ -131,6 +132,7 @@ def from_keras(keras_model) -> FastModel:
         output=activations[0].get_config()["activation"] if activations else "linear",
         # mask_unknown = false: no ForgetUnknown, and the embedding (mask_zero) pools [UNK] like any n-gram
         pool_unknown=not any(isinstance(layer, ForgetUnknown) for layer in core.layers),
+        context=None if context is None else np.asarray(context.weight.numpy(), dtype=np.float32),
     )
 
 

@@ -52,6 +52,7 @@ def save(fast: FastModel, path: Path) -> None:
         "embedding": fast.embedding,
         "scales": fast.scales,
         "naive_bayes": fast.naive_bayes,
+        "context": fast.context,
         "output": np.array(fast.output),
         "mode": np.array(fast.chars.mode),
         "pool_unknown": np.array(fast.pool_unknown),
@@ -79,6 +80,7 @@ def load(path: Path) -> FastModel:
         fast.threads = default_threads()
         for name in ("w_table", "w_offsets", "w_points", "g_table", "embedding", "scales", "naive_bayes"):
             setattr(fast, name, f[name])
+        fast.context = f["context"] if "context" in f.files else np.zeros(0, np.float32)
         fast.output = str(f["output"])
         fast.dense = [
             (f[f"dense{i}_kernel"], f[f"dense{i}_bias"], str(f[f"dense{i}_activation"])) for i in range(layers)

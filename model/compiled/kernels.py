@@ -519,8 +519,10 @@ def score_batch(
 ):
     """Each text's sum of its known n-grams' embedding rows (each divided by its row's scale, ``row_floats[:, 0]``;
     with ``pool_unknown``, the [UNK] row too for each unknown n-gram, as a model without ``ForgetUnknown`` pools it),
-    its n-gram count, its known n-gram count, and (``with_nb``) its sum of the naive-Bayes weights
-    ``row_floats[:, 1]`` over its distinct known n-grams. The texts are spread over numba's threads (prange), each
+    its n-gram count, its known n-gram count, (``with_nb``) its sum of the naive-Bayes weights ``row_floats[:, 1]``
+    over its distinct known n-grams, and its sum of the context weights ``row_floats[:, 2]`` over its known n-gram
+    positions (the context branch averages them: the caller divides by the known count). The texts are spread over
+    numba's threads (prange), each
     text scored by one thread."""
     texts = len(offsets) - 1
     dim = embedding.shape[1]
@@ -528,6 +530,7 @@ def score_batch(
     ngrams = np.zeros(texts, dtype=np.int32)
     known = np.zeros(texts, dtype=np.int32)
     nb_sums = np.zeros(texts, dtype=np.float64)
+    ctx_sums = np.zeros(texts, dtype=np.float64)
     for t in prange(texts):
         buf, starts, ends, count = _clean(points[offsets[t] : offsets[t + 1]], kept, mode)
         ids = _ngram_ids(
@@ -540,10 +543,12 @@ def score_batch(
         hits = 0
         seen, bits = _id_set(len(ids) if with_nb else 0)
         nb_total = 0.0
+        ctx_total = 0.0
         for r in range(len(ids)):
             row = ids[r]
             if row >= 2:
                 hits += 1
+                ctx_total += row_floats[row, 2]
             elif not pool_unknown:
                 continue
             scale = row_floats[row, 0]
@@ -555,7 +560,8 @@ def score_batch(
         known[t] = hits
         ngrams[t] = len(ids)
         nb_sums[t] = nb_total
-    return sums, ngrams, known, nb_sums
+        ctx_sums[t] = ctx_total
+    return sums, ngrams, known, nb_sums, ctx_sums
 
 
 @njit(cache=True, inline="always")

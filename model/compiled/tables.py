@@ -42,6 +42,7 @@ class Scored:
     known: np.ndarray  # int32, of them the ones in the vocabulary
     pooled: np.ndarray  # float32 (texts, embedding_dim)
     naive_bayes: np.ndarray  # float32, the naive-Bayes branch's logit (0 without one)
+    context: np.ndarray | None = None  # float32, the context branch's logit (0 without one)
 
 
 # numba runs parallel loops on OpenMP or TBB where their libraries are installed, else on its own "workqueue", which
@@ -75,6 +76,7 @@ class FastModel:
         naive_bayes: np.ndarray | None = None,
         output: str = "linear",
         pool_unknown: bool = False,
+        context: np.ndarray | None = None,
     ) -> None:
         if ngrams not in (1, 2, 3):
             raise ValueError(f"the fast path handles 1- to 3-grams; this model has {ngrams}")
@@ -89,6 +91,9 @@ class FastModel:
         # a model without ForgetUnknown (``mask_unknown = false``): an unknown n-gram is the [UNK] row (vocabulary
         # index 1), pooled and counted in the average like any other; else it is left out of both
         self.pool_unknown = bool(pool_unknown)
+        # the context branch's weight per vocabulary index (empty: none), averaged over the known n-grams and added
+        # beside the naive-Bayes branch's logit
+        self.context = np.zeros(0, np.float32) if context is None else np.asarray(context, np.float32)
         # int8 rows and their scales as Keras keeps them (a fourth of the memory: more of it stays in the CPU's
         # cache), or float32 rows with scales of 1 (dividing by 1 changes nothing)
         self.embedding = np.ascontiguousarray(embedding)
@@ -134,7 +139,7 @@ class FastModel:
         points, offsets = self._points(texts)
         with _KERNEL:
             numba.set_num_threads(max(1, min(self.threads, numba.config.NUMBA_NUM_THREADS)))  # this thread's setting
-            sums, ngrams, known, nb_sums = score_batch(
+            sums, ngrams, known, nb_sums, ctx_sums = score_batch(
                 points, offsets, self.chars.kept, self.w_table, self.w_offsets, self.w_points,
                 self.w_mask, self.unknown_word, self.base, self.g_table, self.g_shift, self.g_mask,
                 self.embedding, self.row_floats, self.ngrams, self.sequence_length, self.chars.mode,
@@ -142,7 +147,8 @@ class FastModel:
             )  # fmt: skip
         pooled = (sums / np.maximum(ngrams if self.pool_unknown else known, 1)[:, None]).astype(np.float32)
         naive_bayes = nb_sums.astype(np.float32)
-        return Scored(self.head(pooled, naive_bayes), ngrams, known, pooled, naive_bayes)
+        context = (ctx_sums / np.maximum(known, 1)).astype(np.float32)
+        return Scored(self.head(pooled, naive_bayes, context), ngrams, known, pooled, naive_bayes, context)
 
     def vectorize(self, text: str) -> tuple[list[str], np.ndarray]:
         """One text's words as the model sees them (its cleaning, split as its vectorizer splits), and the vocabulary index of each
@@ -191,13 +197,29 @@ class FastModel:
         return len(self.naive_bayes) > 0
 
     @property
+    def has_context(self) -> bool:
+        return len(getattr(self, "context", ())) > 0
+
+    @property
     def row_floats(self) -> np.ndarray:
-        """Each vocabulary row's scale and naive-Bayes weight side by side (float32, (rows, 2)): the kernel reads
-        both with one memory access."""
+        """Each vocabulary row's scale, naive-Bayes weight and context weight side by side (float32, (rows, 3)): the
+        kernel reads them with one memory access."""
         if getattr(self, "_row_floats", None) is None:
             nb = self.naive_bayes if self.has_naive_bayes else np.zeros(len(self.scales), np.float32)
-            self._row_floats = np.ascontiguousarray(np.column_stack([self.scales, nb]).astype(np.float32))
+            ctx = self.context if self.has_context else np.zeros(len(self.scales), np.float32)
+            self._row_floats = np.ascontiguousarray(np.column_stack([self.scales, nb, ctx]).astype(np.float32))
         return self._row_floats
+
+    def context_terms(self, ids: np.ndarray) -> np.ndarray:
+        """Each position's share of the context branch's logit (without its bias, which the head carries): its
+        n-gram's context weight divided by the review's known count, 0 for an unknown one. Adds up to the branch's
+        logit."""
+        terms = np.zeros(len(ids), dtype=np.float64)
+        if not self.has_context:
+            return terms
+        known = ids >= 2
+        terms[known] = self.context[ids[known]].astype(np.float64) / max(int(known.sum()), 1)
+        return terms
 
     def naive_bayes_terms(self, ids: np.ndarray) -> np.ndarray:
         """Each position's share of the naive-Bayes logit: its n-gram's weight divided among the positions where the
@@ -211,9 +233,12 @@ class FastModel:
         terms[known] = [share[i] for i in ids[known].tolist()]
         return terms
 
-    def head(self, pooled: np.ndarray, naive_bayes: np.ndarray | None = None) -> np.ndarray:
-        """The score of each row of ``pooled`` (float32), with the naive-Bayes branch's logit of each row added."""
-        return self._forward(pooled, naive_bayes)[1].reshape(-1).astype(np.float32)
+    def head(
+        self, pooled: np.ndarray, naive_bayes: np.ndarray | None = None, context: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The score of each row of ``pooled`` (float32), with the naive-Bayes and context branches' logits of each
+        row added."""
+        return self._forward(pooled, naive_bayes, context)[1].reshape(-1).astype(np.float32)
 
     def head_gradient(self, pooled: np.ndarray, naive_bayes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The gradient of the score with respect to each row of ``pooled`` and to the naive-Bayes logit (float32), by
@@ -232,11 +257,16 @@ class FastModel:
             grad = grad @ kernel.T
         return grad, nb_grad
 
-    def _forward(self, pooled: np.ndarray, naive_bayes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The last dense layer's output plus the naive-Bayes logit, and the score (``output`` applied)."""
+    def _forward(
+        self, pooled: np.ndarray, naive_bayes: np.ndarray | None, context: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The last dense layer's output plus the naive-Bayes and context logits (in the Keras model's order of
+        addition), and the score (``output`` applied)."""
         logit = self._layers(pooled)[-1][1]
-        if naive_bayes is not None and self.has_naive_bayes:
+        if naive_bayes is not None and (self.has_naive_bayes or self.has_context):
             logit = logit + np.asarray(naive_bayes, np.float32).reshape(-1, 1)
+        if context is not None and self.has_context:
+            logit = logit + np.asarray(context, np.float32).reshape(-1, 1)
         if self.output == "sigmoid":
             return logit, 1.0 / (1.0 + np.exp(-logit))
         return logit, logit

@@ -1,0 +1,219 @@
+"""The context branch (training/context.py, issue 29): n-gram values learned from unlabelled reviews, never from the
+reviews being scored, served as one weight per n-gram averaged over the known n-grams (Keras ``KnownAverage`` and
+the compiled kernel alike) and attributed exactly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import context as C
+
+
+def _positions(reviews: list[list[int]]) -> C.Positions:
+    width = max(len(r) for r in reviews)
+    padded = np.array([r + [0] * (width - len(r)) for r in reviews])
+    return C.Positions.of(lambda texts: padded[[int(t) for t in texts]], [str(i) for i in range(len(reviews))])
+
+
+def test_positions_keep_every_position_but_padding_in_order():
+    p = _positions([[2, 2, 3, 1, 0], [5, 1, 1], [0, 0]])
+    assert [p.ids[a:b].tolist() for a, b in zip(p.offsets[:-1], p.offsets[1:])] == [[2, 2, 3, 1], [5, 1, 1], []]
+    taken = p.take(np.array([1, 0]))
+    assert taken.ids.tolist() == [5, 1, 1, 2, 2, 3, 1] and taken.offsets.tolist() == [0, 3, 7]
+    rows, ids = p.distinct()
+    assert list(zip(rows.tolist(), ids.tolist())) == [(0, 2), (0, 3), (1, 5)]
+
+
+def test_known_means_average_over_known_positions_with_repeats_and_give_zero_without_any():
+    p = _positions([[2, 2, 3, 1, 0], [5, 1, 1], [1], [0]])
+    table = np.arange(8, dtype=np.float32) * 10
+    np.testing.assert_allclose(C.known_means(p, table), [(20 + 20 + 30) / 3, 50, 0, 0])
+    wide = np.column_stack([table, -table])
+    np.testing.assert_allclose(C.known_means(p, wide)[0], [70 / 3, -70 / 3], rtol=1e-6)
+
+
+def test_the_randomized_svd_spans_the_top_singular_vectors():
+    rng = np.random.default_rng(0)
+    reviews = [rng.integers(2, 40, rng.integers(3, 25)).tolist() for _ in range(200)]
+    p = _positions(reviews)
+    is_unigram = np.ones(40, bool)
+    is_unigram[:2] = False
+    vectors = C.review_vectors(p, is_unigram, dims=4, seed=0, power=4)
+    rows, cols = p.distinct(is_unigram)
+    x = np.zeros((200, 40))
+    x[rows, cols] = 1
+    x = x[:, x.sum(axis=0) > 0]
+    x *= np.log(200 / x.sum(axis=0)) + 1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=0), s[:4], rtol=1e-3)
+    cosines = np.abs(np.sum(u[:, :4] * vectors / np.linalg.norm(vectors, axis=0), axis=0))
+    assert cosines.min() > 0.999
+
+
+def test_an_ngram_never_labelled_learns_its_sentiment_from_the_unlabelled_reviews_it_shares():
+    """'zorb' and 'blick' (ids 6, 7) occur in no labelled review; the unlabelled ones put them beside 'good' (2) and
+    'bad' (3). Their context weights take those sides (the weights share an offset, which the bias takes back: only
+    their differences matter); an n-gram in fewer than min_reviews reviews gets none."""
+    rng = np.random.default_rng(1)
+    good, bad, zorb, blick, rare = 2, 3, 6, 7, 8
+    filler = lambda: rng.integers(10, 30, 6).tolist()  # noqa: E731
+    labelled = [[good, *filler()] for _ in range(40)] + [[bad, *filler()] for _ in range(40)]
+    labels = np.array([1.0] * 40 + [0.0] * 40)
+    unlabelled = [[good, zorb, *filler()] for _ in range(60)] + [[bad, blick, *filler()] for _ in range(60)]
+    unlabelled += [[rare, *filler()] for _ in range(4)]
+    branch = C.fit(
+        _positions(labelled), labels, _positions(unlabelled), np.r_[False, False, np.ones(28, bool)],
+        dims=4, min_reviews=5, l2=0.1,
+    )  # fmt: skip
+    assert branch.weights[zorb] - branch.weights[blick] > 0.5 * (branch.weights[good] - branch.weights[bad]) > 0
+    assert branch.weights[rare] == 0 and branch.weights[0] == branch.weights[1] == 0
+    scored = branch.logits(_positions([[zorb, zorb, 12], [blick, 12]]))
+    assert scored[0] > scored[1]
+
+
+def test_the_folded_weights_score_as_the_linear_head_on_the_standardised_mean_vector(monkeypatch):
+    """One weight per n-gram is the same function as the head on the review's mean n-gram vector."""
+    captured = {}
+    real = C.logistic_regression
+
+    def spy(x, y, l2):
+        w, b = real(x, y, l2)
+        captured.update(w=w, b=b)
+        return w, b
+
+    monkeypatch.setattr(C, "logistic_regression", spy)
+    rng = np.random.default_rng(2)
+    reviews = [rng.integers(1, 30, rng.integers(1, 20)).tolist() for _ in range(120)]
+    labels = (rng.random(120) > 0.5).astype(float)
+    train, unlabelled = _positions(reviews), _positions(reviews[:60])
+    is_unigram = np.r_[False, False, np.ones(28, bool)]
+    branch = C.fit(train, labels, unlabelled, is_unigram, dims=3, min_reviews=2, l2=1e-2)
+    corpus = train.concat(unlabelled)
+    table = C.ngram_vectors(corpus, C.review_vectors(corpus, is_unigram, 3, 0), 30, 2)
+    features = C.known_means(train, table)
+    mu, sigma = features.mean(axis=0), features.std(axis=0) + 1e-12
+    unfolded = ((features - mu) / sigma) @ captured["w"] + captured["b"]
+    np.testing.assert_allclose(branch.logits(train), unfolded, atol=1e-5)
+
+
+# --- in the pipeline: a tiny run with the context branch on ---------------------------------------------------------
+
+from tests.test_training import TINY, tiny_data  # noqa: E402,F401  (the tiny data folder fixture)
+
+
+@pytest.fixture(scope="module")
+def tiny_context_run(tiny_data, tmp_path_factory):  # noqa: F811
+    """The default design in small with the context branch, recording what texts each context fit was given."""
+    from training import pipeline
+
+    fits = []
+    real = C.fit
+
+    def recording(train, labels, unlabelled, is_unigram, **kwargs):
+        fits.append({"train": train, "unlabelled": unlabelled})
+        return real(train, labels, unlabelled, is_unigram, **kwargs)
+
+    cfg = TINY.with_overrides(
+        name="tiny-context", cleaning="tokens", ngrams=3, sequence_length=3000, max_epochs=2, patience=1,
+        mask_unknown=True, quantize="int8", refit_on_all=True, nb_branch=True, calibrate=True, nb_steps=50,
+        context_branch=True, context_dims=8, context_min_reviews=3,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(C, "fit", recording)
+        folder = pipeline.run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
+    return folder, fits, cfg
+
+
+def _texts_ids(positions: C.Positions) -> set[tuple[int, ...]]:
+    return {tuple(positions.ids[a:b].tolist()) for a, b in zip(positions.offsets[:-1], positions.offsets[1:])}
+
+
+@pytest.mark.integration
+def test_the_validation_split_never_enters_the_context_vectors(tiny_context_run, tiny_data):  # noqa: F811
+    """The held-out fit's context branch is built from its training part and the unlabelled reviews only: the
+    validation reviews it is calibrated on are scored as new reviews are at serving time (issue 29's trap: with them
+    inside, cross-validation read 0.3-0.45 points too high)."""
+    from training.datasets import imdb_split
+    from training.pipeline import split
+
+    folder, fits, cfg = tiny_context_run
+    assert len(fits) == 2  # the held-out fit, then the refit
+    train, val = split(imdb_split("train", tiny_data), cfg)
+    held_out, refit = fits
+    assert held_out["train"].reviews == len(train[0]) and refit["train"].reviews == len(train[0]) + len(val[0])
+    assert held_out["unlabelled"].reviews == refit["unlabelled"].reviews == 100
+    from model.keras_model import load_keras_model, model_parts
+
+    # the validation texts, vectorized as the held-out fit's vectorizer did (its vocabulary: the training part's)
+    from training.pipeline import build
+
+    vectorizer, _ = build(cfg, train[0])
+    val_ids = _texts_ids(C.Positions.of(lambda t: vectorizer(np.array(t)), val[0]))
+    seen = _texts_ids(held_out["train"]) | _texts_ids(held_out["unlabelled"])
+    assert not val_ids & seen
+    # the refit (the exported model) learns from every labelled training review
+    exported, _, _ = model_parts(load_keras_model(folder / "model.keras"))
+    all_ids = _texts_ids(C.Positions.of(lambda t: exported(np.array(t)), train[0] + val[0]))
+    assert all_ids <= _texts_ids(refit["train"])
+
+
+@pytest.mark.integration
+def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_context_run, tmp_path):
+    from model.explain import Explainer
+    from model.samples import hostile_texts
+    from model.scorer import load_scorer
+
+    folder, _, _ = tiny_context_run
+    metrics = json.loads((folder / "metrics.json").read_text())
+    w_pooled, w_nb, w_context, shift = metrics["calibration"]  # three branches weighed on the validation split
+    assert np.isfinite([w_pooled, w_nb, w_context, shift]).all()
+    assert metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
+    card = (folder / "model_card.md").read_text()
+    assert "context branch" in card and "imdb_unsup" in card
+    scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
+    assert scorer.scoring == "compiled" and scorer.fast.has_context and np.any(scorer.fast.context != 0)
+    texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "great great great", *hostile_texts()]
+    ours, theirs = scorer.inspect(texts), scorer.inspect_tensorflow(texts)
+    np.testing.assert_array_equal(ours.known, theirs.known)
+    np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-5, rtol=0)
+    # without the context branch's weights the scores move: the branch is in the served function
+    bare = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
+    bare.fast.context = np.zeros_like(bare.fast.context)
+    bare.fast._row_floats = None
+    assert np.abs(bare.fast.score(texts[:3]).scores - ours.scores[:3]).max() > 1e-4
+    explainer = Explainer(scorer)
+    for text in texts[:3]:
+        e = explainer.explain(text)
+        assert e.total == pytest.approx(e.score - e.base, abs=1e-5)
+        assert e.score == pytest.approx(float(scorer.fast.score([text]).scores[0]), abs=1e-6)
+    # each known position's context share is its n-gram's weight over the known count; they add up to the branch
+    _, ids = scorer.fast.vectorize("great great film")
+    terms = scorer.fast.context_terms(ids)
+    known = ids >= 2
+    np.testing.assert_allclose(terms[known], scorer.fast.context[ids[known]] / known.sum(), rtol=1e-6)
+    assert terms.sum() == pytest.approx(float(scorer.fast.score(["great great film"]).context[0]), abs=1e-6)
+
+
+@pytest.mark.integration
+def test_the_keras_layer_and_the_compiled_kernel_average_alike():
+    from model.keras_model import import_keras
+
+    import_keras()
+    from model.layers import KnownAverage
+
+    rng = np.random.default_rng(3)
+    weights = rng.normal(0, 1, 50).astype(np.float32)
+    ids = rng.integers(0, 50, (20, 30))
+    ids[0] = 0  # padding only
+    ids[1, :] = 1  # unknown only
+    layer = KnownAverage(50)
+    layer.build(ids.shape)
+    layer.set_weights([weights])
+    keras_means = np.asarray(layer(ids)).reshape(-1)
+    expected = [weights[row[row >= 2]].mean() if np.any(row >= 2) else 0.0 for row in ids]
+    np.testing.assert_allclose(keras_means, expected, atol=1e-6)
+    assert keras_means[0] == keras_means[1] == 0.0
