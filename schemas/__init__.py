@@ -221,6 +221,9 @@ def _not_finite(name: str) -> Any:
     raise _NotFinite(name)
 
 
+INTEGRAL_DIGITS = 400
+
+
 class WrittenNumber(Decimal):
     """A decimal that remembers how it was written (an error message quotes it so)."""
 
@@ -235,7 +238,9 @@ def _number(text: str) -> int | Decimal:
     (``9.9999999999999999`` is not 10, ``1e400`` is not infinity): an integral one of a sensible size is an int (so
     ``10.0`` is the integer 10 it says), any other stays a :class:`~decimal.Decimal`."""
     value = WrittenNumber(text)
-    if value == value.to_integral_value() and value.adjusted() < 20:
+    # JSON Schema's integers include 1e22 and 1.5e300 (no fraction); the bound keeps 1e999999999 from becoming an int
+    # of a billion digits (a 400-digit int is nothing to build), and every double's range is under it
+    if value.adjusted() < INTEGRAL_DIGITS and value == value.to_integral_value():
         return int(value)
     value.written = text
     return value

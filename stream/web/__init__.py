@@ -335,6 +335,8 @@ class ScoringApi:
         first byte."""
         strings = raw.count(b'"') - raw.count(b'\\"')
         if strings > 2 * (self.max_texts + 2):
+            if len(raw) <= SMALL_BODY:  # a body the stream refuses (nested too deep, ...) gets the stream's reason
+                read_json_object(raw)
             raise ApiError(
                 413, f"more than {self.max_texts} texts; at most {self.max_texts} in one request", "too_many_texts"
             )
