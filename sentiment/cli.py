@@ -54,14 +54,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream.supervisor import run_supervisor
 
         return run_supervisor(settings, processes, _worker_options(args))
-    # the first line within a second, before the checks and the model load (a first start builds the compiled
-    # tables: 15 s or more in which a silent worker looks hung)
-    print(
-        "sentiment worker: checking the broker and the database, then loading the model "
-        "(a first start of a model builds its compiled tables: about 15 s) ...",
-        file=sys.stderr,
-        flush=True,
-    )
     ready = preflight(settings)
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 

@@ -7,8 +7,8 @@ accepts and never answers, and database files that are missing or unmigrated.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import sqlite3
 import subprocess
