@@ -425,7 +425,8 @@ def accounting(server: str, limits: Limits, max_body: int = 0) -> tuple[Callable
         except Exception as exc:  # noqa: BLE001 - the client gets one line, the log the type (trace with --debug)
             rejections.note(client_address(request), 500, "internal_error", exc)
             return json_response({"error": "internal error; see the server log"}, 500)
-        if response.status >= 400:
+        # (a probe's 503 is its answer, "not ready" or "not alive", not a refusal: no count, no line)
+        if response.status >= 400 and not (request.path in PROBES and REASON not in response):
             reason = response.get(REASON) or reason_for(response.status)
             rejections.note(client_address(request), response.status, reason)
         return response

@@ -163,6 +163,18 @@ class Supervisor:
             stale.unlink()
 
     # the one log ------------------------------------------------------------------------------------------------
+    def _own_log_lines(self) -> None:
+        """What the supervisor's own parts log (its metrics server, say) goes out as ``[supervisor] ...`` too."""
+        supervisor = self
+
+        class Said(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                supervisor.say(f"{record.levelname} {self.format(record)}")
+
+        root = logging.getLogger()
+        root.handlers = [Said()]
+        root.setLevel(getattr(logging, self.settings.log_level.upper(), logging.INFO))
+
     def say(self, line: str) -> None:
         with self.output_lock:
             sys.stdout.write(f"[supervisor] {line}\n")
@@ -256,6 +268,7 @@ class Supervisor:
         from stream.db import database_engine
         from stream.http import Limits, MetricsServer, check_exposure
 
+        self._own_log_lines()
         # the quick checks once, here, so that a broker or database away is one message, not one per child
         check_exposure(self.settings)
         check_broker(self.settings)
