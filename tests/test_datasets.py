@@ -69,7 +69,8 @@ def test_unknown_format_is_a_clear_error(tmp_path):
     [
         ("id,film,review", "no 'movie_id' column (it has 'id', 'film', 'review')", "is 'film' that column?"),
         ("review_id,movie_id,body", "no 'review' or 'text' column", "is 'body' that column?"),
-        ("movie_id,review", "no 'id' or 'review_id' column", "add a column 'id'"),
+        ("rid,movie_id,review", "no 'id' or 'review_id' column", "is 'rid' that column?"),
+        ("id,movie_id,body_text", "no 'review' or 'text' column", "add a column 'review'"),
         ("id;movie_id;review", "looks separated by semicolons, not commas", "comma-separated"),
         ("id\tmovie_id\treview", "looks separated by tabs, not commas", "comma-separated"),
     ],
@@ -84,3 +85,13 @@ def test_a_csv_header_the_reader_cannot_use_is_one_error_not_a_skip_per_row(tmp_
     with pytest.raises(UserError) as refused:
         list(read_records(path))
     assert says in refused.value.message and hint in refused.value.hint and refused.value.exit_code == 2
+
+
+def test_a_csv_without_a_film_column_is_still_read(tmp_path):
+    """Files for evaluation (the Amazon shift set: id,review,label) have no film: that is no error."""
+    from training.datasets import read_records
+
+    path = tmp_path / "amazon.csv"
+    path.write_text("id,review,label\na1,Works well,1\na2,Broke in a week,0\n")
+    rows = list(read_records(path))
+    assert [(r.review_id, r.movie_id, r.label) for r in rows] == [("a1", None, 1), ("a2", None, 0)]

@@ -163,21 +163,26 @@ def check_csv_header(path: Path, header: list[str], columns: dict[str, int]) -> 
             2,
         )
     for wanted, names in CSV_COLUMNS.items():
-        if not any(name in columns for name in names):
-            unused = [c for c in columns if not any(c in n for n in CSV_COLUMNS.values())]
-            close = difflib.get_close_matches(wanted, unused, n=1, cutoff=0.5) or [
-                c for c in unused if c in ALIASES.get(wanted, ())
-            ]
-            hint = f"is {close[0]!r} that column? rename it to {wanted!r}" if close else f"add a column {wanted!r}"
-            raise UserError(
-                f"{path}: the header has no {' or '.join(repr(n) for n in names)} column (it has {', '.join(map(repr, header))})",
-                hint,
-                2,
-            )
+        if any(name in columns for name in names):
+            continue
+        unused = [c for c in columns if not any(c in n for n in CSV_COLUMNS.values())]
+        close = [c for c in unused if c in ALIASES.get(wanted, ())] or difflib.get_close_matches(wanted, unused, 1, 0.6)
+        # the text is needed by every reader; an id or a film only by some (evaluate and training read files that
+        # have no film): without one, say so only where a column looks like it under another name
+        if wanted != "review" and not close:
+            continue
+        hint = f"is {close[0]!r} that column? rename it to {wanted!r}" if close else f"add a column {wanted!r}"
+        raise UserError(
+            f"{path}: the header has no {' or '.join(repr(n) for n in names)} column "
+            f"(it has {', '.join(map(repr, header))})",
+            hint,
+            2,
+        )
 
 
 # names people give these columns, for the hint
 ALIASES = {
+    "id": ("rid", "reviewid", "review-id"),
     "movie_id": ("film", "film_id", "movie", "title_id", "imdb_id", "tconst"),
     "review": ("body", "content", "comment"),
 }
