@@ -298,3 +298,22 @@ def stored_count(url: str) -> int:
         return scored_count(engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture()
+def db_url(tmp_path: Path) -> str:
+    """A migrated SQLite database of this test's own (the model store's unit tests)."""
+    from stream.db import upgrade
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture()
+def engine(db_url: str):
+    from stream.db import make_engine
+
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()

@@ -28,24 +28,6 @@ from stream.model_swap import ModelSwitch, ModelWatcher
 from tests.test_model_store import FakeScorer, counts, loaded, stored
 
 
-@pytest.fixture()
-def db_url(tmp_path: Path) -> str:
-    from stream.db import upgrade
-
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture()
-def engine(db_url: str):
-    from stream.db import make_engine
-
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
 class Worker:
     """A worker's model-store side, polling in a thread like the real one (poll interval 0.2 s)."""
 

@@ -18,23 +18,9 @@ from core.settings import Settings
 from model.scorer import Inspection, model_version
 from stream import model_store
 from stream.batch import BatchResult, BatchScorer, Incoming, ShadowScores
-from stream.db import make_engine, upgrade
+from stream.db import upgrade
 from stream.model_gate import LoadedModel, Refused
 from stream.model_swap import ModelSwitch, ModelWatcher
-
-
-@pytest.fixture()
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture()
-def engine(db_url: str):
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def fake_folder(where: Path, content: bytes) -> Path:
