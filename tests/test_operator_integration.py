@@ -96,7 +96,9 @@ def test_not_ready_and_stops_in_time_while_the_broker_is_away(stream_settings, s
         assert any(reason.startswith("broker:") for reason in probe(port, "/readyz")[1]["reasons"])
         code, took = stop_timed(worker)
         print(f"\nSIGTERM while the broker is away: exit code {code} after {took:.1f} s")
-        assert took < settings.shutdown_grace + 2, worker.tail(80)
+        # within the grace itself: its deadline starts when the signal arrives (it took 10.1-11.8 s before)
+        assert took < settings.shutdown_grace, worker.tail(80)
+        assert re.search(r"SIGTERM: stopping \(at most 10 s\)", worker.tail(100))
     finally:
         own.stop()
 
