@@ -395,7 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(see `sentiment settings`); options override them.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_stream_commands(sub)
+    _add_db_commands(sub)
+    _add_model_commands(sub)
+    _add_study_commands(sub)
+    _add_local_commands(sub)
+    return parser
 
+
+def _add_stream_commands(sub) -> None:
+    """The stream and its data: demo, worker, produce, consume, movies."""
     p = sub.add_parser("demo", help="run everything end to end on local services and print a summary")
     p.add_argument(
         "--file",
@@ -488,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "database_url")
     p.set_defaults(func=cmd_movies)
 
+
+def _add_db_commands(sub) -> None:
+    """The schema: db."""
     p = sub.add_parser("db", help="database schema migrations")
     dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     up = dbsub.add_parser("upgrade", help="apply the migrations (to the newest revision by default)")
@@ -495,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(up, "database_url")
     up.set_defaults(func=cmd_db)
 
+
+def _add_model_commands(sub) -> None:
+    """Making and rolling out models: train, model."""
     p = sub.add_parser("train", help="train a model from a config file")
     p.add_argument(
         "--config", type=Path, action="append",
@@ -572,6 +587,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(m, "database_url")
     m.set_defaults(func=cmd_model)
 
+
+def _add_study_commands(sub) -> None:
+    """Studying data, models and settings: tune, explore, evaluate, settings."""
     p = sub.add_parser("tune", help="small hyperparameter search on the validation split; writes a table")
     p.add_argument("--config", type=Path, required=True, help="a training config with a [search] table")
     p.add_argument("--data", type=Path, help="as for train")
@@ -600,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_settings)
 
+
+def _add_local_commands(sub) -> None:
+    """Services and data on this machine: local, data."""
     p = sub.add_parser("local", help="local services for your own experiments")
     localsub = p.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     up = localsub.add_parser(
@@ -625,7 +646,6 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("source", nargs="?", type=Path, help="aclImdb folder or aclImdb_v1.tar.gz")
     prep.add_argument("--download", action="store_true", help="download aclImdb_v1.tar.gz first (needs the internet)")
     prep.set_defaults(func=cmd_data)
-    return parser
 
 
 def _add_debug(parser: argparse.ArgumentParser, default) -> None:
