@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.settings import Settings  # noqa: E402
 from schemas import Sentiment  # noqa: E402
-from stream.accuracy import LiveAccuracy  # noqa: E402
-from stream.batch import BatchResult  # noqa: E402
-from stream.drift import DriftMonitor  # noqa: E402
-from stream.health import Health  # noqa: E402
+from stream.ingest.batch import BatchResult  # noqa: E402
+from stream.observe.accuracy import LiveAccuracy  # noqa: E402
+from stream.observe.drift import DriftMonitor  # noqa: E402
+from stream.observe.health import Health  # noqa: E402
 from stream.observer import BatchObserver  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
@@ -88,8 +88,8 @@ def worker_throughput(rows: list, rounds: int) -> None:
     from bench.worker_throughput import worker_rate
     from sentiment.local import LocalBroker, LocalPostgres, scratch_dir
     from sentiment.producing import produce_reviews
-    from stream.db import upgrade
-    from stream.topics import create_topics
+    from stream.ingest.topics import create_topics
+    from stream.sql.db import upgrade
 
     workdir = scratch_dir("sentiment-bench-")
     broker = LocalBroker(workdir).start()
@@ -128,7 +128,7 @@ def worker_throughput(rows: list, rounds: int) -> None:
 def _fresh_database(admin_url: str, name: str) -> str:
     from sqlalchemy import text
 
-    from stream.db import make_engine
+    from stream.sql.db import make_engine
 
     admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import Inspection, ModelArtifact, load_scorer
-from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
+from stream.observe.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from training.config import TrainConfig
 from training.datasets import imdb_split, read_reviews, shared_data_dir
 from training.pipeline import REFERENCE_SIZE

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import ModelArtifact, load_scorer
-from stream.drift import DriftMonitor
+from stream.observe.drift import DriftMonitor
 from training.datasets import read_reviews, shared_data_dir
 
 BATCH = 256

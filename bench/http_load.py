@@ -63,8 +63,8 @@ from worker_throughput import top_functions, worker_env  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, free_port, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from stream.db import make_engine, upgrade  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
+from stream.ingest.topics import create_topics  # noqa: E402
+from stream.sql.db import make_engine, upgrade  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 TEXTS_PER_REQUEST = 64

@@ -35,7 +35,7 @@ def prepare(folder: Path, url: str) -> None:
     from tests.model_variants import variant
 
     settings = Settings(database_url=url, cache_dir=folder / "cache")
-    from stream.db import upgrade
+    from stream.sql.db import upgrade
 
     upgrade(settings.database_url)
     other = variant(folder / "variant", bias_shift=0.05)
@@ -60,7 +60,7 @@ def reset_peak() -> None:
 
 
 def messages(texts: list[str]):
-    from stream.batch import Incoming
+    from stream.ingest.batch import Incoming
 
     return [
         Incoming(json.dumps({"review_id": f"r{i}", "movie_id": "tt1", "text": t}).encode(), timestamp=time.time())
@@ -90,11 +90,11 @@ def main() -> int:
     )  # fmt: skip
 
     from core.settings import Settings
-    from stream import model_store
-    from stream.batch import BatchScorer
-    from stream.db import make_engine
-    from stream.model_gate import starting_model
-    from stream.model_swap import ModelSwitch, ModelWatcher, release_memory
+    from stream.ingest.batch import BatchScorer
+    from stream.lifecycle import model_store
+    from stream.lifecycle.model_gate import starting_model
+    from stream.lifecycle.model_swap import ModelSwitch, ModelWatcher, release_memory
+    from stream.sql.db import make_engine
     from training.datasets import read_reviews, shared_data_dir
 
     settings = Settings(database_url=url, cache_dir=folder / "cache")
@@ -155,7 +155,7 @@ def main() -> int:
 
     # scoring with and without a shadow, alternated
     other = next(v for v in versions if v != switch.live.version)
-    from stream.model_gate import load_checked
+    from stream.lifecycle.model_gate import load_checked
 
     shadow = load_checked(engine, other, settings).scorer
     rates = {"without": [], "with": []}

@@ -5,7 +5,7 @@ to 100% of ``count`` messages, and the CPU milliseconds it spent per message ove
     python bench/noop_agent.py BROKER TOPIC APP_ID COUNT OUT [BATCH] [--lean]
 
 Stock (the default): Faust 0.15 as it comes, ``noack_take(BATCH, within=0.5)``. ``--lean``: the worker's own path
-with scoring switched off: the consumer, stream and monitor of stream/consumer.py with the worker's fetch settings,
+with scoring switched off: the consumer, stream and monitor of stream/ingest/consumer.py with the worker's fetch settings,
 ``take_batches(BATCH, 0.1)``, and the same acks.
 """
 
@@ -24,7 +24,7 @@ batch = int(args[5]) if len(args) > 5 else 256
 options = {}
 if lean:
     from core.settings import Settings
-    from stream.consumer import lean_app_options
+    from stream.ingest.consumer import lean_app_options
 
     defaults = Settings()
     options = lean_app_options(True) | {
@@ -42,7 +42,7 @@ app = faust.App(
     **options,
 )
 if lean:
-    from stream.consumer import tuned_consumer
+    from stream.ingest.consumer import tuned_consumer
 
     app.transport.Consumer = tuned_consumer(defaults.fetch_max_wait_ms, lean=True)
 topic = app.topic(topic_name, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw")

@@ -44,7 +44,7 @@ from core.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from schemas import Review, Sentiment, _decode_review_fully, decode_review, encode_review, utc_iso  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, free_port, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from model.scorer import ModelArtifact, load_configured_scorer  # noqa: E402
-from stream.batch import BatchScorer, Incoming  # noqa: E402
+from stream.ingest.batch import BatchScorer, Incoming  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 

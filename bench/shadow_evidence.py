@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.settings import DEFAULT_MODEL, Settings  # noqa: E402
 from model.scorer import ModelArtifact, load_scorer  # noqa: E402
-from stream.accuracy import LiveAccuracy, accuracy_floor  # noqa: E402
+from stream.observe.accuracy import LiveAccuracy, accuracy_floor  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 BATCH = 256

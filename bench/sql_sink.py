@@ -22,8 +22,8 @@ from sqlalchemy.engine import make_url
 
 from schemas import Sentiment, utc_iso
 from sentiment.local import LocalPostgres, scratch_dir
-from stream.db import make_engine, upgrade
-from stream.sinks import SqlSink
+from stream.ingest.sinks import SqlSink
+from stream.sql.db import make_engine, upgrade
 
 
 def reviews(n: int) -> list[Sentiment]:

@@ -36,9 +36,9 @@ from core.settings import Settings  # noqa: E402
 from sentiment import models  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from stream import model_store  # noqa: E402
-from stream.db import make_engine, upgrade  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
+from stream.ingest.topics import create_topics  # noqa: E402
+from stream.lifecycle import model_store  # noqa: E402
+from stream.sql.db import make_engine, upgrade  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 PREPARE = """

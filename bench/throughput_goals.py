@@ -8,7 +8,7 @@ partitions, then, in each round and in this order, drains that same backlog with
 the worker, a fresh database) each time:
 
 1. the stock Faust no-op agent (``noack_take(256, 0.5)`` + ack: Faust 0.15 as it comes, bench/noop_agent.py);
-2. the lean path with scoring off (the same agent on stream/consumer.py's consumer, stream and monitor);
+2. the lean path with scoring off (the same agent on stream/ingest/consumer.py's consumer, stream and monitor);
 3. ``sentiment worker``, one process, on Faust's per-message path (``SENTIMENT_LEAN_PATH=false``: the A/B);
 4. ``sentiment worker``, one process, lean path (the default), with PostgreSQL;
 5. ``sentiment worker --processes 2``, with PostgreSQL.
@@ -37,7 +37,7 @@ from worker_throughput import noop_measure, worker_rate  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
+from stream.ingest.topics import create_topics  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 VARIANTS = ("stock no-op", "lean no-op", "worker, stock path", "worker, lean", "worker --processes 2")

@@ -33,8 +33,8 @@ from core.settings import Settings  # noqa: E402
 from sentiment import models  # noqa: E402
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric, scratch_dir  # noqa: E402
 from sentiment.producing import produce_reviews  # noqa: E402
-from stream.db import upgrade  # noqa: E402
-from stream.topics import create_topics  # noqa: E402
+from stream.ingest.topics import create_topics  # noqa: E402
+from stream.sql.db import upgrade  # noqa: E402
 from training.datasets import read_reviews, shared_data_dir  # noqa: E402
 
 
@@ -111,8 +111,8 @@ def main() -> int:
             "after 50 s (the single-model figure)",
             flush=True,
         )
-        from stream import model_store
-        from stream.db import make_engine
+        from stream.lifecycle import model_store
+        from stream.sql.db import make_engine
 
         engine = make_engine(pg.url)
         versions = [v.version for v in model_store.versions(engine)]

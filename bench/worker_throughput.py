@@ -25,8 +25,8 @@ from pathlib import Path
 from core.settings import Settings
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric, scratch_dir
 from sentiment.producing import produce_reviews
-from stream.db import upgrade
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
+from stream.sql.db import upgrade
 from training.datasets import read_reviews, shared_data_dir
 
 HERE = Path(__file__).resolve().parent

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     )
     lean_path: bool = Field(
         True,
-        description="Drain each fetched batch straight into micro-batches (stream/consumer.py); false: Faust's own "
+        description="Drain each fetched batch straight into micro-batches (stream/ingest/consumer.py); false: Faust's own "
         "per-message path, with the same fetch settings (for comparison).",
     )
     fetch_max_wait_ms: int = Field(

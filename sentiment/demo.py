@@ -28,8 +28,8 @@ from sentiment.local import (
     read_metric,
     scratch_dir,
 )
-from stream.queries import scored_count, scored_reviews, top_and_bottom_movies
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
+from stream.sql.queries import scored_count, scored_reviews, top_and_bottom_movies
 from training.datasets import ReviewRow, read_records, read_reviews, shared_data_dir
 
 SAMPLE = SAMPLE_REVIEWS
@@ -185,7 +185,7 @@ def run_demo(
     file: Path | None = None, count: int = 3000, keep: bool = False, shift: bool = False, seconds: float | None = None
 ) -> int:
     from sentiment.producing import message_of, produce_reviews
-    from stream.db import make_engine, upgrade
+    from stream.sql.db import make_engine, upgrade
 
     rows, source = pick_reviews(file, count)  # before the scratch folder: a bad --file leaves nothing behind
     limits = Settings()  # the worker's limits, from the same environment

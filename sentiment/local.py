@@ -263,7 +263,7 @@ def run_local_services(folder: Path | None, *, broker_port: int = 9092, postgres
     """`sentiment local up`: a Tansu broker and a migrated PostgreSQL cluster on 127.0.0.1 until Ctrl-C or SIGTERM."""
     from core.errors import UserError
     from core.settings import default_data_home
-    from stream.db import upgrade
+    from stream.sql.db import upgrade
 
     folder = (folder or default_data_home() / "local").resolve()
     folder.mkdir(parents=True, exist_ok=True)

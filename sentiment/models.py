@@ -1,6 +1,6 @@
 """``sentiment model add|list|promote|shadow|rollback``: the model store as its user sees it. Only printing: the
-operations and their decisions are ``stream.model_lifecycle``'s (the SQL is in ``stream.model_store``, the checks
-in ``stream.model_gate``, the worker's side in ``stream.model_swap``)."""
+operations and their decisions are ``stream.lifecycle.model_lifecycle``'s (the SQL is in ``stream.lifecycle.model_store``, the checks
+in ``stream.lifecycle.model_gate``, the worker's side in ``stream.lifecycle.model_swap``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from core.settings import Settings
-from stream import model_lifecycle, model_store
-from stream.db import database_engine
+from stream.lifecycle import model_lifecycle, model_store
+from stream.sql.db import database_engine
 
 
 def add(
     settings: Settings, folder: Path, out=None, *, allow_tensorflow: bool = False, without_metrics: bool = False
 ) -> str:
-    """``sentiment model add``: prints what :func:`stream.model_lifecycle.add` did; returns the version."""
+    """``sentiment model add``: prints what :func:`stream.lifecycle.model_lifecycle.add` did; returns the version."""
     out = out or sys.stdout
     engine = database_engine(settings)
     try:

@@ -20,18 +20,18 @@ import faust
 from core.messages import first_line, redact
 from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, Scorer, load_configured_scorer
-from stream import metrics
-from stream.batch import BatchResult, BatchScorer, Incoming
-from stream.consumer import lean_app_options, tuned_consumer
-from stream.db import make_engine
-from stream.delivery import Delivery
-from stream.health import health
-from stream.model_gate import LoadedModel
-from stream.model_swap import ModelSwitch, ModelWatcher
+from stream.ingest.batch import BatchResult, BatchScorer, Incoming
+from stream.ingest.consumer import lean_app_options, tuned_consumer
+from stream.ingest.delivery import Delivery
+from stream.ingest.publish import ResultPublisher, Undeliverable
+from stream.ingest.sinks import SqlSink
+from stream.lifecycle.model_gate import LoadedModel
+from stream.lifecycle.model_swap import ModelSwitch, ModelWatcher
+from stream.observe import metrics
+from stream.observe.health import health
+from stream.observe.probes import probe_readiness
 from stream.observer import BatchObserver
-from stream.probes import probe_readiness
-from stream.publish import ResultPublisher, Undeliverable
-from stream.sinks import SqlSink
+from stream.sql.db import make_engine
 from stream.worker import ScorerWorker
 
 if TYPE_CHECKING:
@@ -282,8 +282,8 @@ async def warm_up(scorer: Scorer, results: ResultPublisher) -> None:
 
 async def start_page(settings: Settings, models: ModelSwitch, engine: Engine, live: LiveState) -> None:
     """The page follows the live version: it asks ``models`` for the current scorer on every request."""
-    from stream.http import Limits, Listener
     from stream.web import page_app
+    from stream.web.http import Limits, Listener
 
     page = page_app(settings, models, engine=engine, health=health, live=live)
     await Listener(page, Limits.from_settings(settings)).start(settings.web_host, settings.web_port)

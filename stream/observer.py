@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from core.settings import Settings
-from stream import metrics
-from stream.accuracy import LiveAccuracy, accuracy_floor
-from stream.batch import BatchResult, Incoming
-from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
-from stream.health import Health
+from stream.ingest.batch import BatchResult, Incoming
+from stream.observe import metrics
+from stream.observe.accuracy import LiveAccuracy, accuracy_floor
+from stream.observe.drift import DriftMonitor, InputDriftMonitor, drift_verdict
+from stream.observe.health import Health
 from stream.web import LiveState
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from sqlalchemy.engine import Engine
 from core.errors import UserError
 from core.network import broker_timeout_error, check_broker, check_port_free
 from core.settings import Settings, kafka_client_options
-from stream.db import database_engine
-from stream.health import health
-from stream.http import Limits, MetricsServer, check_exposure
+from stream.observe.health import health
+from stream.sql.db import database_engine
+from stream.web.http import Limits, MetricsServer, check_exposure
 
 
 @dataclass
@@ -60,7 +60,7 @@ def preflight(settings: Settings) -> Ready:
 def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
     from kafka.errors import KafkaError
 
-    from stream.topics import create_topics
+    from stream.ingest.topics import create_topics
 
     check_broker(settings)
     try:
@@ -82,7 +82,7 @@ def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
         file=sys.stderr,
         flush=True,
     )
-    from stream.model_gate import starting_model
+    from stream.lifecycle.model_gate import starting_model
 
     try:
         start = starting_model(engine, settings)

@@ -265,8 +265,8 @@ class Supervisor:
 
     def run(self) -> int:
         from core.network import check_broker
-        from stream.db import database_engine
-        from stream.http import Limits, MetricsServer, check_exposure
+        from stream.sql.db import database_engine
+        from stream.web.http import Limits, MetricsServer, check_exposure
 
         self._own_log_lines()
         # the quick checks once, here, so that a broker or database away is one message, not one per child

@@ -11,8 +11,8 @@ import time
 
 import faust
 
-from stream.health import health
-from stream.logs import log_thread_deaths, own_lines_only, quiet_repeats
+from stream.observe.health import health
+from stream.observe.logs import log_thread_deaths, own_lines_only, quiet_repeats
 
 log = logging.getLogger("sentiment.worker")
 

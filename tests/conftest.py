@@ -15,7 +15,7 @@ import pytest
 
 from core.settings import DEFAULT_MODEL, Settings
 from sentiment.local import LocalBroker, LocalPostgres, scratch_dir
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
 from training.datasets import ReviewRow, read_reviews, shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,7 @@ def empty_database(postgres_url: str) -> Iterator[str]:
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from stream.db import make_engine
+    from stream.sql.db import make_engine
 
     name = f"sentiment_test_{uuid.uuid4().hex[:10]}"
     admin = make_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
@@ -144,7 +144,7 @@ def empty_database(postgres_url: str) -> Iterator[str]:
 @pytest.fixture()
 def fresh_database(empty_database: str) -> str:
     """A new, migrated PostgreSQL database of this test's own on the session's server."""
-    from stream.db import upgrade
+    from stream.sql.db import upgrade
 
     upgrade(empty_database)
     return empty_database
@@ -290,8 +290,8 @@ def probe(port: int, path: str) -> tuple[int, dict]:
 
 def stored_count(url: str) -> int:
     """How many reviews the database at ``url`` holds."""
-    from stream.db import make_engine
-    from stream.queries import scored_count
+    from stream.sql.db import make_engine
+    from stream.sql.queries import scored_count
 
     engine = make_engine(url)
     try:
@@ -303,7 +303,7 @@ def stored_count(url: str) -> int:
 @pytest.fixture()
 def db_url(tmp_path: Path) -> str:
     """A migrated SQLite database of this test's own (the model store's unit tests)."""
-    from stream.db import upgrade
+    from stream.sql.db import upgrade
 
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade(url)
@@ -312,7 +312,7 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture()
 def engine(db_url: str):
-    from stream.db import make_engine
+    from stream.sql.db import make_engine
 
     engine = make_engine(db_url)
     yield engine

@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from stream.accuracy import (
+from stream.observe.accuracy import (
     LiveAccuracy,
     PairedComparison,
     RatedWindow,
@@ -211,7 +211,7 @@ class FakeScorer:
 def test_a_batch_carries_each_scored_reviews_rating_in_order():
     import json
 
-    from stream.batch import BatchScorer, Incoming
+    from stream.ingest.batch import BatchScorer, Incoming
 
     events = [
         {"review_id": "a", "movie_id": "tt1", "text": "good", "rating": 9},
@@ -230,7 +230,7 @@ def test_a_batch_carries_each_scored_reviews_rating_in_order():
 def batch_of(ratings: list[int | None], scores: list[float], version: str = "v-live", shadow=None):
     """A delivered batch; ``shadow``: (version, scores) of a shadow that scored it too."""
     from schemas import Sentiment
-    from stream.batch import BatchResult, Incoming, ShadowScores
+    from stream.ingest.batch import BatchResult, Incoming, ShadowScores
 
     sentiments = [
         Sentiment(f"r{i}", "tt1", s, "positive" if s >= 0.5 else "negative", version, "t", "t")
@@ -249,8 +249,8 @@ def metric(name: str, **labels) -> float | None:
 
 def observer(min_reviews: int = 100, floor: float | None = 0.87):
     from core.settings import Settings
-    from stream.drift import DriftMonitor
-    from stream.health import Health
+    from stream.observe.drift import DriftMonitor
+    from stream.observe.health import Health
     from stream.observer import BatchObserver
 
     settings = Settings(accuracy_window=400, accuracy_min_reviews=min_reviews)
@@ -332,7 +332,7 @@ def test_the_floor_is_read_from_the_started_models_metrics_at_run_time_unless_pi
 
     from core.settings import DEFAULT_MODEL, Settings
     from model.scorer import ModelArtifact
-    from stream.health import Health
+    from stream.observe.health import Health
     from stream.observer import BatchObserver
 
     validation = json.loads((DEFAULT_MODEL / "metrics.json").read_text())["validation"]["accuracy"]

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from sentiment.local import free_port
 from sentiment.producing import produce_reviews
-from stream.db import make_engine
+from stream.sql.db import make_engine
 from tests.conftest import ROOT, probe, stored_count, wait_until
 from training.metrics import classification_metrics
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from schemas import validator
-from stream.batch import BatchScorer, Incoming, dead_letter_headers
+from stream.ingest.batch import BatchScorer, Incoming, dead_letter_headers
 
 
 def _msg(obj, offset=0) -> Incoming:
@@ -81,7 +81,7 @@ def test_a_message_whose_timestamp_is_no_date_is_set_aside(scorer):
 
 def test_a_dead_letter_carries_a_bounded_copy_and_says_how_large_the_original_was():
     from schemas import Rejection
-    from stream.batch import dead_letter
+    from stream.ingest.batch import dead_letter
 
     huge = Incoming(value=b"x" * 17_000_000, key=b"k", timestamp=None, topic="reviews", partition=1, offset=9)
     key, value, headers = dead_letter(huge, Rejection("too_large", "message is 17000000 bytes"), max_payload=1000)
@@ -97,8 +97,8 @@ def test_a_failed_dead_letter_does_not_send_the_results_again(tmp_path):
     import asyncio
 
     from schemas import Rejection, Sentiment
-    from stream.batch import BatchResult
-    from stream.publish import ResultPublisher, Undeliverable
+    from stream.ingest.batch import BatchResult
+    from stream.ingest.publish import ResultPublisher, Undeliverable
 
     sent: list[str] = []
 
@@ -161,8 +161,8 @@ def test_a_dead_letter_the_broker_refuses_is_recorded_and_skipped(tmp_path):
     from prometheus_client import REGISTRY
 
     from schemas import Rejection
-    from stream.batch import BatchResult
-    from stream.publish import ResultPublisher, Undeliverable
+    from stream.ingest.batch import BatchResult
+    from stream.ingest.publish import ResultPublisher, Undeliverable
 
     class Refusing:
         def get_topic_name(self) -> str:

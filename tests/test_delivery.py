@@ -7,9 +7,9 @@ import asyncio
 import time
 
 from schemas import Rejection, Sentiment
-from stream.batch import BatchResult, Incoming
-from stream.delivery import Delivery
-from stream.health import DATABASE_WRITES_FAILING, Health
+from stream.ingest.batch import BatchResult, Incoming
+from stream.ingest.delivery import Delivery
+from stream.observe.health import DATABASE_WRITES_FAILING, Health
 
 
 def batch(name: str, reviews: int = 2, rejected: int = 0) -> tuple[list[str], list[Incoming], BatchResult]:

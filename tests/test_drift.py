@@ -7,7 +7,7 @@ import pytest
 
 from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import ModelArtifact
-from stream.drift import DriftMonitor, InputDriftMonitor, drift_verdict
+from stream.observe.drift import DriftMonitor, InputDriftMonitor, drift_verdict
 from training.datasets import read_reviews
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from sentiment.local import LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
-from stream.db import make_engine, upgrade
+from stream.sql.db import make_engine, upgrade
 from tests.conftest import collect_values, stored_count, wait_until
 
 pytestmark = pytest.mark.integration

@@ -126,7 +126,7 @@ def test_a_page_beyond_loopback_needs_a_token(stream_settings, start_worker):
 
 def test_a_frozen_broker_makes_the_worker_not_ready(stream_settings, start_worker, workdir):
     from sentiment.local import LocalBroker
-    from stream.topics import create_topics
+    from stream.ingest.topics import create_topics
 
     own = LocalBroker(workdir, free_port()).start()
     try:

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.scorer import Inspection
-from stream.health import Health
-from stream.http import Limits, MetricsServer
+from stream.observe.health import Health
+from stream.web.http import Limits, MetricsServer
 from tests.conftest import wait_until
 
 
@@ -147,7 +147,7 @@ class Served:
     def __init__(self, app, limits: Limits) -> None:
         import asyncio
 
-        from stream.http import Listener
+        from stream.web.http import Listener
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -232,7 +232,7 @@ def test_a_body_that_does_not_arrive_gets_a_408_within_the_timeout(page):
 def test_the_page_beyond_loopback_needs_a_token():
     from core.errors import UserError
     from core.settings import Settings
-    from stream.http import check_exposure
+    from stream.web.http import check_exposure
 
     check_exposure(Settings(web_host="127.0.0.1"))
     check_exposure(Settings(web_host="0.0.0.0", web_port=0))

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas import ID_MAX_CHARS, Rejection, Review, decode_review
-from stream.http import Limits
 from stream.web import build_web_app
+from stream.web.http import Limits
 
 MAX_TEXT_CHARS = 2000
 LIMITS = {"max_text_chars": MAX_TEXT_CHARS, "max_message_bytes": 10_000_000}

@@ -89,17 +89,15 @@ def test_imports_only_point_down():
     )
 
 
-def test_no_module_imports_itself_in_a_circle():
-    graph = import_graph()
-    # a module's package __init__ re-exporting it is not a circle of code: drop edges from a package to its own modules
-    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of nodes of ``graph`` that import each other in a circle (Tarjan's strongly connected components)."""
     cycles = []
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
 
-    def visit(node: str) -> None:  # Tarjan's strongly connected components
+    def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
@@ -123,6 +121,14 @@ def test_no_module_imports_itself_in_a_circle():
     for node in sorted(graph):
         if node not in index:
             visit(node)
+    return cycles
+
+
+def test_no_module_imports_itself_in_a_circle():
+    graph = import_graph()
+    # a module's package __init__ re-exporting it is not a circle of code: drop edges from a package to its own modules
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    cycles = circles(graph)
     assert not cycles, "modules that import each other in a circle:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
@@ -133,3 +139,71 @@ def test_the_check_sees_an_upward_import(tmp_path):
     fake.write_text("def f():\n    from sentiment.cli import main\n")
     known = set(product_modules()) | {"stream.bad"}
     assert imports_of("stream.bad", fake, known) == {"sentiment.cli"}
+
+
+# stream/ is grouped by job into sub-packages (stream/ingest/, stream/observe/, ...) under a few modules at its top
+# (app.py, worker.py, ...) that wire them together: the sub-packages never import each other in a circle, and never
+# reach up to a module at the top.
+
+
+def in_stream_sub_package(module: str) -> bool:
+    parts = module.split(".")
+    return len(parts) >= 2 and parts[0] == "stream" and (ROOT / "stream" / parts[1]).is_dir()
+
+
+def stream_part(module: str) -> str:
+    """The sub-package of stream/ a module belongs to (``stream.ingest``), or the module itself at the top."""
+    return ".".join(module.split(".")[:2]) if in_stream_sub_package(module) else module
+
+
+def stream_parts_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which sub-packages of stream/ each sub-package imports (a module at the top counts as its own part)."""
+    parts: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module.split(".")[0] != "stream":
+            continue
+        ours = stream_part(module)
+        parts.setdefault(ours, set()).update(
+            theirs for t in targets if t.split(".")[0] == "stream" and (theirs := stream_part(t)) != ours
+        )
+    return parts
+
+
+def reaching_up(graph: dict[str, set[str]]) -> list[str]:
+    """Imports from a sub-package of stream/ to a module at stream/'s top (or to the package ``stream`` itself)."""
+    return [
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if in_stream_sub_package(module)
+        for target in sorted(targets)
+        if target.split(".")[0] == "stream" and not in_stream_sub_package(target)
+    ]
+
+
+def test_stream_sub_packages_import_each_other_in_no_circle():
+    parts = stream_parts_graph(import_graph())
+    assert {"stream.ingest", "stream.observe", "stream.web"} <= set(parts), sorted(parts)
+    cycles = circles(parts)
+    assert not cycles, "sub-packages of stream/ that import each other in a circle:\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_no_stream_sub_package_reaches_up_to_the_top_of_stream():
+    upward = reaching_up(import_graph())
+    assert not upward, "a sub-package of stream/ importing a module at the top of stream/:\n" + "\n".join(upward)
+
+
+def test_the_stream_checks_see_a_circle_and_an_arrow_up():
+    graph = {
+        "stream.app": {"stream.ingest.batch"},
+        "stream.ingest.batch": {"stream.observe.metrics"},
+        "stream.observe.metrics": {"stream.observe.health"},
+        "stream.observe.health": set(),
+    }
+    assert circles(stream_parts_graph(graph)) == [] and reaching_up(graph) == []
+    graph["stream.observe.health"] = {"stream.ingest.topics"}  # observe -> ingest -> observe
+    assert circles(stream_parts_graph(graph)) == [["stream.ingest", "stream.observe"]]
+    graph["stream.observe.health"] = {"stream.app"}  # up to the top, and a circle through it
+    assert reaching_up(graph) == ["stream.observe.health imports stream.app"]
+    assert circles(stream_parts_graph(graph)) == [["stream.app", "stream.ingest", "stream.observe"]]

@@ -1,4 +1,4 @@
-"""The lean per-event path (stream/consumer.py) keeps Faust's at-least-once on real parts: kill -9 in the middle of
+"""The lean per-event path (stream/ingest/consumer.py) keeps Faust's at-least-once on real parts: kill -9 in the middle of
 batches, large fetches and a small stream buffer (partitions paused and resumed by backpressure all along), then a
 restart; nothing lost, nothing stored twice. tests/test_faults_integration.py runs on this path too (the default)."""
 

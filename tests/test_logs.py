@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from stream.logs import RepeatedLines, log_thread_deaths
+from stream.observe.logs import RepeatedLines, log_thread_deaths
 
 
 class FakeClock:

@@ -20,11 +20,12 @@ from prometheus_client import REGISTRY
 from core.errors import UserError
 from core.settings import Settings
 from sentiment import models
-from stream import metrics, model_lifecycle, model_store
-from stream.batch import BatchScorer
-from stream.health import Health
-from stream.model_gate import Refused, tables_difference
-from stream.model_swap import ModelSwitch, ModelWatcher
+from stream.ingest.batch import BatchScorer
+from stream.lifecycle import model_lifecycle, model_store
+from stream.lifecycle.model_gate import Refused, tables_difference
+from stream.lifecycle.model_swap import ModelSwitch, ModelWatcher
+from stream.observe import metrics
+from stream.observe.health import Health
 from tests.test_model_store import FakeScorer, counts, loaded, stored
 
 
@@ -281,7 +282,7 @@ def big_version(engine, tmp_path: Path) -> str:
 
 
 def test_a_stored_version_over_the_cap_is_refused_before_its_bytes_are_read(engine, tmp_path, monkeypatch):
-    from stream import model_gate
+    from stream.lifecycle import model_gate
 
     version = big_version(engine, tmp_path)
     read = []
@@ -292,7 +293,7 @@ def test_a_stored_version_over_the_cap_is_refused_before_its_bytes_are_read(engi
 
 
 def test_a_refused_version_leaves_nothing_in_the_cache(engine, tmp_path):
-    from stream.model_gate import load_checked
+    from stream.lifecycle.model_gate import load_checked
 
     version = big_version(engine, tmp_path)  # noise: its model.keras is no model
     cache = tmp_path / "cache"
@@ -314,8 +315,8 @@ CHECK_IN_A_FRESH_PROCESS = """
 import sys
 from pathlib import Path
 from core.settings import Settings
-from stream.db import make_engine, upgrade
-from stream.model_gate import Refused, load_checked
+from stream.sql.db import make_engine, upgrade
+from stream.lifecycle.model_gate import Refused, load_checked
 from tests.test_model_lifecycle import big_version
 tmp = Path(sys.argv[1])
 upgrade(f"sqlite:///{tmp / 'store.db'}")

@@ -16,11 +16,11 @@ from prometheus_client import REGISTRY
 from core.errors import UserError
 from core.settings import Settings
 from model.scorer import Inspection, model_version
-from stream import model_store
-from stream.batch import BatchResult, BatchScorer, Incoming, ShadowScores
-from stream.db import upgrade
-from stream.model_gate import LoadedModel, Refused
-from stream.model_swap import ModelSwitch, ModelWatcher
+from stream.ingest.batch import BatchResult, BatchScorer, Incoming, ShadowScores
+from stream.lifecycle import model_store
+from stream.lifecycle.model_gate import LoadedModel, Refused
+from stream.lifecycle.model_swap import ModelSwitch, ModelWatcher
+from stream.sql.db import upgrade
 
 
 def fake_folder(where: Path, content: bytes) -> Path:
@@ -289,7 +289,7 @@ def test_the_observer_compares_the_shadow_and_hands_each_batch_to_its_hooks():
 
 
 def test_model_list_shows_each_workers_evidence_of_shadow_against_live(engine, tmp_path, db_url, capsys, monkeypatch):
-    """The watcher reports the observer's comparison in words (stream/accuracy.py), and `model list` shows it."""
+    """The watcher reports the observer's comparison in words (stream/observe/accuracy.py), and `model list` shows it."""
     good = stored(engine, tmp_path, b"model good")
     said = "shadow 91.9% vs live 91.1% on 4,812 rated reviews, difference +0.8 points (95% interval +0.3 to +1.3), p = 0.003"
     evidence = [None]

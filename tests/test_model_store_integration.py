@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sentiment import models
 from sentiment.local import free_port
 from sentiment.producing import produce_reviews
-from stream import model_store
-from stream.db import make_engine
+from stream.lifecycle import model_store
+from stream.sql.db import make_engine
 from tests.conftest import collect_values, probe, stored_count, wait_until
 from tests.model_variants import variant
 

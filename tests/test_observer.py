@@ -13,9 +13,9 @@ from prometheus_client import REGISTRY
 from core.settings import Settings
 from model.scorer import Inspection
 from schemas import Rejection, Sentiment
-from stream.batch import BatchResult, Incoming
-from stream.drift import DriftMonitor, InputDriftMonitor
-from stream.health import Health
+from stream.ingest.batch import BatchResult, Incoming
+from stream.observe.drift import DriftMonitor, InputDriftMonitor
+from stream.observe.health import Health
 from stream.observer import BatchObserver
 
 

@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
-from stream.db import make_engine, upgrade
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
+from stream.sql.db import make_engine, upgrade
 from tests.conftest import probe, wait_until
 from tests.test_commands import run
 

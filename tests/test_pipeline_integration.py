@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from schemas import validator
 from sentiment.producing import produce_reviews
-from stream.db import make_engine
+from stream.sql.db import make_engine
 from tests.conftest import collect_values
 from training.datasets import ReviewRow
 

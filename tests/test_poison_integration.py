@@ -11,8 +11,8 @@ import pytest
 from kafka import KafkaProducer
 
 from sentiment.producing import produce_reviews
-from stream.db import make_engine
-from stream.queries import scored_count
+from stream.sql.db import make_engine
+from stream.sql.queries import scored_count
 from tests.conftest import collect_values, wait_until
 
 pytestmark = pytest.mark.integration

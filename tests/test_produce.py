@@ -21,7 +21,7 @@ from schemas import Rejection, decode_review
 from sentiment import producing
 from sentiment.local import LocalBroker
 from sentiment.producing import ProduceReport, message_of, produce_reviews
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
 from tests.conftest import ROOT, collect_values
 from training.datasets import BadRow, ReviewRow, read_records
 

@@ -137,7 +137,7 @@ def test_a_password_with_every_reserved_character_connects_in_both_forms(postgre
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from stream.db import make_engine
+    from stream.sql.db import make_engine
 
     password = "p@ss:w/rd%41#?x"
     role = f"scorer_{os.getpid()}"

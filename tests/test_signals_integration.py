@@ -11,8 +11,8 @@ import pytest
 
 from sentiment.local import LocalBroker, LocalPostgres, free_port, read_metric
 from sentiment.producing import produce_reviews
-from stream.db import upgrade
-from stream.topics import create_topics
+from stream.ingest.topics import create_topics
+from stream.sql.db import upgrade
 from tests.conftest import probe, stored_count, wait_until
 
 pytestmark = pytest.mark.integration

@@ -7,10 +7,10 @@ import pytest
 from sqlalchemy import text
 
 from schemas import Sentiment, utc_iso
-from stream.batch import BatchScorer, Incoming
-from stream.db import make_engine, upgrade
-from stream.queries import top_and_bottom_movies
-from stream.sinks import SqlSink
+from stream.ingest.batch import BatchScorer, Incoming
+from stream.ingest.sinks import SqlSink
+from stream.sql.db import make_engine, upgrade
+from stream.sql.queries import top_and_bottom_movies
 
 
 def _s(review_id, movie_id, score, readable=True):

@@ -17,7 +17,7 @@ import pytest
 
 from core.settings import Settings
 from sentiment.local import free_port
-from stream.accuracy import LiveAccuracy
+from stream.observe.accuracy import LiveAccuracy
 from tests.conftest import ROOT, wait_until
 
 # The page and API are served by a real `sentiment serve` process, and explained with the real model.
@@ -364,7 +364,7 @@ def test_a_cold_serve_says_what_it_has(server, browser):
 def worker_state(server: str, samples: list, scores: list[float], reasons: list[str], accuracy=None) -> dict:
     """What a worker's /api/live would answer: the real LiveState, with samples (seconds ago, reviews scored so
     far, PSI, verdict) and the drift window's scores, on top of this server's answer (model, band, film lookups);
-    ``accuracy`` is a stream.accuracy.LiveAccuracy, sampled with the rest."""
+    ``accuracy`` is a stream.observe.accuracy.LiveAccuracy, sampled with the rest."""
     import time
 
     import numpy as np

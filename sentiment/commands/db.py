@@ -24,7 +24,7 @@ def register(sub) -> None:
 def cmd_db(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from stream.db import DATABASE_HINT, current_revision, head_revision, make_engine, upgrade
+    from stream.sql.db import DATABASE_HINT, current_revision, head_revision, make_engine, upgrade
 
     settings = settings_from(args)
     try:

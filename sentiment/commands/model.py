@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             for cfg in configs
         ]
     if args.promote:  # the store must be there before minutes of training, not after
-        from stream.db import database_engine
+        from stream.sql.db import database_engine
 
         database_engine(settings_from(args)).dispose()
     data = args.data

@@ -270,8 +270,8 @@ def add_movies(sub) -> None:
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
-    from stream.db import database_engine
-    from stream.queries import top_and_bottom_movies
+    from stream.sql.db import database_engine
+    from stream.sql.queries import top_and_bottom_movies
 
     settings = settings_from(args)
     engine = database_engine(settings)

@@ -39,8 +39,9 @@ from schemas import (
     label_for,
     text_problem,
 )
-from stream.health import Health
-from stream.http import (
+from stream.observe.health import Health
+from stream.sql.queries import film_sentiment
+from stream.web.http import (
     CLIENTS_KEY,
     REASON,
     REJECTIONS_KEY,
@@ -53,7 +54,6 @@ from stream.http import (
     client_rates,
     reason_for,
 )
-from stream.queries import film_sentiment
 
 log = logging.getLogger("sentiment.web")
 PAGE = Path(__file__).resolve().parent / "index.html"

@@ -10,8 +10,8 @@ from sqlalchemy.engine import Engine
 from core.errors import UserError
 from core.network import check_port_free
 from core.settings import Settings
-from stream.db import database_engine
-from stream.http import Limits, Listener, check_exposure
+from stream.sql.db import database_engine
+from stream.web.http import Limits, Listener, check_exposure
 
 WEB_PORT_HINT = "set SENTIMENT_WEB_PORT / --web-port to a free port (0: no page)"
 

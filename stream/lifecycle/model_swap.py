@@ -29,8 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.messages import first_line
 from core.settings import Settings
 from model.scorer import ModelArtifact, Scorer
-from stream import metrics, model_store
-from stream.model_gate import LoadedModel, Refused, load_checked
+from stream.lifecycle import model_store
+from stream.lifecycle.model_gate import LoadedModel, Refused, load_checked
+from stream.observe import metrics
 
 log = logging.getLogger("sentiment.worker")
 
@@ -224,7 +225,7 @@ class ModelWatcher:
     def say_readiness(self, wanted: model_store.Wanted) -> None:
         """A worker that does not run the store's live version says so: ``/readyz`` and
         ``sentiment_model_live_mismatch``."""
-        from stream.health import health as worker_health
+        from stream.observe.health import health as worker_health
 
         live = wanted.live_version
         running = self.switch.live.version

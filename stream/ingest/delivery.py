@@ -15,10 +15,10 @@ from functools import partial
 from typing import Any, Protocol
 
 from schemas import Sentiment
-from stream import metrics
-from stream.batch import BatchResult, Incoming
-from stream.health import DATABASE_WRITES_FAILING, Health
-from stream.retry import retry_with_backoff
+from stream.ingest.batch import BatchResult, Incoming
+from stream.ingest.retry import retry_with_backoff
+from stream.observe import metrics
+from stream.observe.health import DATABASE_WRITES_FAILING, Health
 
 
 class Sink(Protocol):

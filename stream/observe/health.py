@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from stream import metrics
+from stream.observe import metrics
 
 # /healthz fails when the event loop has not turned for this long (a blocked or dead loop).
 LOOP_STALL_SECONDS = 30.0

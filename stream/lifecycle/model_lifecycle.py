@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from core.errors import UserError
 from core.settings import Settings
-from stream import model_store
+from stream.lifecycle import model_store
 
 NO_WORKER_HINT = "start `sentiment worker` on this database first, or pass --offline to set it for the next start"
 
@@ -69,7 +69,7 @@ def _left_out(folder: Path, files: list[Path]) -> list[str]:
 
 
 def _prepare(folder: Path, settings: Settings, allow_tensorflow: bool, without_metrics: bool):
-    from stream.model_gate import prepare
+    from stream.lifecycle.model_gate import prepare
 
     return prepare(folder, settings, allow_tensorflow=allow_tensorflow, without_metrics=without_metrics)
 

@@ -27,8 +27,8 @@ from aiokafka.errors import (
 
 from core.messages import first_line
 from schemas import Rejection
-from stream import metrics
-from stream.batch import BatchResult, Incoming, dead_letter
+from stream.ingest.batch import BatchResult, Incoming, dead_letter
+from stream.observe import metrics
 
 log = logging.getLogger("sentiment.worker")
 

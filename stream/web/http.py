@@ -44,8 +44,8 @@ from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.errors import UserError
-from stream import metrics
-from stream.health import Health
+from stream.observe import metrics
+from stream.observe.health import Health
 
 log = logging.getLogger("sentiment.http")
 

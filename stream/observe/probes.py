@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from core.messages import first_line
 from core.network import broker_unreachable
 from core.settings import Settings
-from stream.health import DATABASE_DOWN, Health
+from stream.observe.health import DATABASE_DOWN, Health
 
 log = logging.getLogger("sentiment.worker")
 

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from stream.db import metadata
+from stream.sql.db import metadata
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from schemas import LABEL_POSITIVE, Sentiment
-from stream.db import movie_sentiment, review_scores
+from stream.sql.db import movie_sentiment, review_scores
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 

@@ -32,7 +32,7 @@ from core.messages import first_line
 from core.settings import Settings
 from model.samples import SAMPLE_REVIEWS, hostile_texts
 from model.scorer import MODEL_FILE, ModelArtifact, Scorer, load_configured_scorer
-from stream.model_store import (
+from stream.lifecycle.model_store import (
     CorruptVersion,
     artifact_files,
     fetch,
@@ -374,7 +374,7 @@ def _compare_stored_tables(engine: Engine, version: str, cache_dir: Path) -> Non
     job = {"url": engine.url.render_as_string(hide_password=False), "version": version,
            "built": str(cache_path(version, cache_dir))}  # fmt: skip
     try:
-        done = subprocess.run([sys.executable, "-m", "stream.model_gate"], input=json.dumps(job), capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "stream.lifecycle.model_gate"], input=json.dumps(job), capture_output=True,
                               text=True, timeout=300)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Refused("load_failed", f"its stored tables could not be compared: {exc}") from exc
@@ -397,7 +397,7 @@ def compare_in_child(job: dict) -> int:
     """``python -m stream.model_gate`` (a job as JSON on stdin): 0 when the stored tables are the built ones (or
     none of that name is stored), 3 when they differ, 4 when their bytes do not have their stored hash; the reason
     on stdout."""
-    from stream.db import make_engine
+    from stream.sql.db import make_engine
 
     built = Path(job["built"])
     engine = make_engine(job["url"])
@@ -454,7 +454,7 @@ class Start:
 def starting_model(engine: Engine, settings: Settings) -> Start:
     """The models a worker starts with: the store's live version when one is set and passes its check, else the
     configured artifact; and the store's shadow version, when one is set and passes."""
-    from stream.model_store import wanted
+    from stream.lifecycle.model_store import wanted
 
     store = wanted(engine)
     start = Start(load_configured(settings) if store.live is None else None)
@@ -475,8 +475,8 @@ def starting_model(engine: Engine, settings: Settings) -> Start:
 
 
 def _refused_at_start(version: str, role: str, exc: Refused, settings: Settings) -> str:
-    from stream import metrics
-    from stream.health import health
+    from stream.observe import metrics
+    from stream.observe.health import health
 
     metrics.MODEL_SWAP_FAILURES.labels(version=version, reason=exc.reason).inc()
     kept = settings.model if role == "live" else "no shadow"
