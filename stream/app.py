@@ -2,7 +2,7 @@
 
 The agent is a short loop: take a micro-batch -> decode, validate and score it -> hand it to the delivery, which
 writes the results (PostgreSQL, then the ``sentiments`` and dead-letter topics) and only then acks and commits, so
-that offsets advance only past messages whose results are stored and delivered (stream/delivery.py). The batch
+that offsets advance only past messages whose results are stored and delivered (stream/ingest/delivery.py). The batch
 observer keeps the metrics, drift, progress and live charts (stream/observer.py). On SIGTERM or Ctrl-C the worker
 stops within ``shutdown_grace`` seconds in every state; an unfinished batch stays unacked and is scored again after
 a restart (stream/worker.py).
@@ -87,7 +87,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
     if ready is not None and ready.shadow is not None:  # set before start: it scores the backlog too
         watcher.start_with("shadow", ready.shadow, ready.shadow_assignment)
         ready.shadow = None
-    # Faust's producer underneath: its aiokafka producer takes whole batches (stream/publish.py)
+    # Faust's producer underneath: its aiokafka producer takes whole batches (stream/ingest/publish.py)
     results = ResultPublisher(
         sentiments,
         dead_letters,

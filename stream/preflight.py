@@ -29,7 +29,7 @@ class Ready:
     server: MetricsServer | None
     live_assignment: int | None = None  # the model store's live assignment the model follows (None: none set)
     refused: str | None = None  # the store's live version, when it was refused at start
-    shadow: Any = None  # stream.model_gate.LoadedModel: the store's shadow version, loaded before the first batch
+    shadow: Any = None  # lifecycle.model_gate.LoadedModel: the store's shadow version, loaded before the first batch
     shadow_assignment: int | None = None
 
 

@@ -8,7 +8,7 @@ processes in one consumer group and is, to the outside, one worker:
 - **one metrics endpoint** on ``SENTIMENT_METRICS_PORT``: the children write their metrics to
   ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode; a folder of its own per run) and the supervisor
   serves them combined: counters and histograms add up over every process that ever ran, also a killed one, and each
-  gauge combines as ``stream/metrics.py`` declares; ``/healthz`` and ``/readyz`` answer for all of them (``/readyz``
+  gauge combines as ``stream/observe/metrics.py`` declares; ``/healthz`` and ``/readyz`` answer for all of them (``/readyz``
   lists each child's reasons, named);
 - **one page**: child 0 serves the scoring page on ``SENTIMENT_WEB_PORT`` (its live charts show that child's share of
   the stream); the others serve none;
@@ -114,7 +114,7 @@ class Child:
 
 
 class ChildrenHealth:
-    """What the supervisor's ``/healthz`` and ``/readyz`` answer (the shape of stream.health.Health they read)."""
+    """What the supervisor's ``/healthz`` and ``/readyz`` answer (the shape of stream.observe.health.Health they read)."""
 
     def __init__(self, children: list[Child]) -> None:
         self.children = children

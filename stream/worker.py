@@ -1,4 +1,4 @@
-"""Faust's worker with a deadline on stopping, and a log a human can read (stream/logs.py)."""
+"""Faust's worker with a deadline on stopping, and a log a human can read (stream/observe/logs.py)."""
 
 from __future__ import annotations
 

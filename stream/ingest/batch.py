@@ -45,7 +45,7 @@ class BatchResult:
     inputs: Inspection | None = None  # what the scored reviews looked like to the model, for input drift
     ratings: list[int | None] = field(default_factory=list)  # each result's review's rating (1-10), None: unrated
     # the shadow version's scores of the same reviews, one per result in the same order, when one is set; the
-    # observer compares them with the live ones (agreement; accuracy on the rated ones: stream/accuracy.py)
+    # observer compares them with the live ones (agreement; accuracy on the rated ones: stream/observe/accuracy.py)
     shadow: ShadowScores | None = None
     sentiments_sent: bool = False  # set once the broker has the sentiments: a retry sends only what is left
 

@@ -288,7 +288,7 @@ class LeanStream(faust.Stream):
 
 class LeanMonitor(Monitor):
     """Faust's monitor without the per-message and per-event bookkeeping (counters by topic, timings per event):
-    nothing reads them in this worker, which exports its own metrics per batch (stream/metrics.py)."""
+    nothing reads them in this worker, which exports its own metrics per batch (stream/observe/metrics.py)."""
 
     def on_message_in(self, tp, offset: int, message) -> None:
         self.tp_read_offsets[tp] = offset

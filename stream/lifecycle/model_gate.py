@@ -394,7 +394,7 @@ def compared_marker(built: Path, sha256: str) -> Path:
 
 
 def compare_in_child(job: dict) -> int:
-    """``python -m stream.model_gate`` (a job as JSON on stdin): 0 when the stored tables are the built ones (or
+    """``python -m stream.lifecycle.model_gate`` (a job as JSON on stdin): 0 when the stored tables are the built ones (or
     none of that name is stored), 3 when they differ, 4 when their bytes do not have their stored hash; the reason
     on stdout."""
     from stream.sql.db import make_engine

@@ -496,7 +496,7 @@ class WorkerState:
     shadow: str | None
     refused: str | None
     seen_at: datetime
-    evidence: str | None = None  # shadow against live on the rated reviews both scored (stream/accuracy.py)
+    evidence: str | None = None  # shadow against live on the rated reviews both scored (stream/observe/accuracy.py)
     loading: str | None = None  # the version it is loading and checking now
     loading_since: datetime | None = None
     refused_assignment: int | None = None

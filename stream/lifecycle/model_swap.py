@@ -2,7 +2,7 @@
 
 The :class:`ModelWatcher` looks at the store every ``SENTIMENT_MODEL_POLL_INTERVAL`` seconds (one short query, off
 the event loop). When the live or shadow version there is not the one this worker runs, it fetches, unpacks, loads
-and checks that version in a thread (``stream.model_gate.load_checked``) while the stream goes on with the old one,
+and checks that version in a thread (``stream.lifecycle.model_gate.load_checked``) while the stream goes on with the old one,
 then offers it to the :class:`ModelSwitch`. The switch changes models only between two batches: the agent applies
 what is offered before it scores a batch, under the same lock the scoring holds, so no batch is scored by two
 versions and every result carries the version that scored it. A version that fails its check is refused (a log line,

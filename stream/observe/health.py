@@ -1,5 +1,5 @@
 """Is the worker alive, and can it do its job? One state object, read by ``/healthz`` (alive: the event loop turns)
-and ``/readyz`` (ready) on both HTTP servers (``stream/http.py``) and by the ``sentiment_ready`` gauge.
+and ``/readyz`` (ready) on both HTTP servers (``stream/web/http.py``) and by the ``sentiment_ready`` gauge.
 
 Ready means: the model is loaded, the worker has joined its consumer group, both the database and the broker
 answer, and its offsets advance while reviews wait. It stays ready while idle (the database and the broker are probed

@@ -3,7 +3,7 @@
 ``review_scores``: one row per review ever scored (the first score of a review id wins).
 ``movie_sentiment``: per-film aggregates over the rows of ``review_scores``: the mean and the counts over its
 readable reviews, and how many were not readable (``unreadable_count``).
-The schema itself is created by the Alembic migrations in ``stream/migrations`` (``sentiment db upgrade``).
+The schema itself is created by the Alembic migrations in ``stream/sql/migrations`` (``sentiment db upgrade``).
 """
 
 from __future__ import annotations

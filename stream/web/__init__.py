@@ -69,7 +69,7 @@ class LiveState:
     window_scores: object = None  # a callable returning the drift window's scores
     reference_scores: np.ndarray | None = None
     psi_threshold: float = 0.0
-    accuracy: object = None  # a callable returning the live accuracy's state (stream/accuracy.py, as_json)
+    accuracy: object = None  # a callable returning the live accuracy's state (stream/observe/accuracy.py, as_json)
     # (time, {"live <version>": accuracy, ...}): the accuracy of each version measured at each sample
     accuracy_samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
     shadow: object = None  # a callable returning the shadow's agreement and score difference so far, or None
@@ -110,7 +110,7 @@ class LiveState:
 
 def scorer_now(scorer):
     """The scorer for one answer: a holder that follows the live model version (the worker's
-    ``stream.model_swap.ModelSwitch``) gives its current one; a plain scorer is itself."""
+    ``stream.lifecycle.model_swap.ModelSwitch``) gives its current one; a plain scorer is itself."""
     current = getattr(scorer, "current", None)
     return current() if callable(current) else scorer
 
@@ -142,7 +142,7 @@ class ApiError(Exception):
 @web.middleware
 async def json_errors(request: web.Request, handler):
     """An :class:`ApiError` as ``{"error": ..., "reason": ...}`` with its status (its reason code also labels the
-    rejections metric); anything unexpected goes on to ``stream.http.accounting``: a 500, one line, no trace."""
+    rejections metric); anything unexpected goes on to ``stream.web.http.accounting``: a 500, one line, no trace."""
     try:
         return await handler(request)
     except ApiError as exc:
@@ -310,7 +310,7 @@ class ScoringApi:
         self.turns = asyncio.Semaphore(max_concurrent)
 
     async def score(self, request: web.Request) -> web.Response:
-        raw = await request.read()  # already read, within its size and time limits, by stream.http.client_limits
+        raw = await request.read()  # already read, within its size and time limits, by stream.web.http.client_limits
         await self.turns.acquire()
         started = time.perf_counter()
         try:

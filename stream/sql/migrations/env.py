@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations on the engine handed over by ``stream.db.upgrade``."""
+"""Alembic environment: runs migrations on the engine handed over by ``stream.sql.db.upgrade``."""
 
 from alembic import context
 

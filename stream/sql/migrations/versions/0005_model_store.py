@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("live", sa.String(64), nullable=True),
         sa.Column("shadow", sa.String(64), nullable=True),
         sa.Column("refused", sa.String(500), nullable=True),
-        # shadow against live on the rated reviews both scored, in words (stream/accuracy.py), once measured
+        # shadow against live on the rated reviews both scored, in words (stream/observe/accuracy.py), once measured
         sa.Column("evidence", sa.String(500), nullable=True),
         sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
     )
