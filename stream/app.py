@@ -22,7 +22,7 @@ from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, Scorer, load_configured_scorer
 from stream import metrics
 from stream.batch import BatchResult, BatchScorer, Incoming
-from stream.consumer import lean_app_options, tuned_consumer
+from stream.consumer import lean_app_options, lean_topic, tuned_consumer
 from stream.db import make_engine
 from stream.delivery import Delivery
 from stream.health import health
@@ -210,7 +210,7 @@ def faust_app(settings: Settings) -> faust.App:
         store="memory://",
         # on stop, do not wait for the current batch to be processed: it stays unacked and is scored again later
         stream_wait_empty=False,
-        Topic=DeclaredOnceTopic,
+        Topic=lean_topic(DeclaredOnceTopic) if settings.lean_path else DeclaredOnceTopic,
         **lean_app_options(settings.lean_path),
     )
     # Faust's consumer with the fetch wait of the settings; on the lean path, draining each fetch in batches
