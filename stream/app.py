@@ -21,7 +21,7 @@ from core.messages import first_line, redact
 from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, Scorer, load_configured_scorer
 from stream.ingest.batch import BatchResult, BatchScorer, Incoming
-from stream.ingest.consumer import lean_app_options, tuned_consumer
+from stream.ingest.consumer import lean_app_options, lean_topic, tuned_consumer
 from stream.ingest.delivery import Delivery
 from stream.ingest.publish import ResultPublisher, Undeliverable
 from stream.ingest.sinks import SqlSink
@@ -210,7 +210,7 @@ def faust_app(settings: Settings) -> faust.App:
         store="memory://",
         # on stop, do not wait for the current batch to be processed: it stays unacked and is scored again later
         stream_wait_empty=False,
-        Topic=DeclaredOnceTopic,
+        Topic=lean_topic(DeclaredOnceTopic) if settings.lean_path else DeclaredOnceTopic,
         **lean_app_options(settings.lean_path),
     )
     # Faust's consumer with the fetch wait of the settings; on the lean path, draining each fetch in batches

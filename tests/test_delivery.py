@@ -116,7 +116,7 @@ def test_a_batch_of_rejected_messages_only_does_not_touch_the_database():
     assert world.steps() == ["publish", "ack", "ack", "commit", "delivered"]
 
 
-def test_the_next_batch_is_scored_while_one_is_delivered_but_delivered_strictly_after_it():
+def test_batches_are_delivered_as_a_pipeline_each_stage_in_the_order_they_were_taken():
     world = World(store_seconds=0.05)  # the first batch's store is slow
     delivery = world.delivery()
     seen_while_scoring = []
@@ -124,20 +124,42 @@ def test_the_next_batch_is_scored_while_one_is_delivered_but_delivered_strictly_
     async def run():
         await delivery.hand_over(*batch("a"))
         seen_while_scoring.append(list(world.log))  # hand_over returned at once: the caller may score the next
-        await delivery.hand_over(*batch("b"))  # waits for "a" to be delivered first
-        assert ("delivered", "2") in world.log
-        await delivery.hand_over(*batch("c"))
+        await delivery.hand_over(*batch("b"))  # returns at once too: two batches in flight
+        seen_while_scoring.append(list(world.log))
+        await delivery.hand_over(*batch("c"))  # a third waits until the oldest ("a") is delivered
+        assert world.steps().count("delivered") >= 1
         await delivery.drain()
 
     asyncio.run(run())
-    assert seen_while_scoring == [[]]
-    stored = [what for step, what in world.log if step == "store"]
+    assert seen_while_scoring == [[], []]
+    for step in ("store", "publish"):
+        assert [what for kind, what in world.log if kind == step] == ["a-r0", "b-r0", "c-r0"]
     acked = [what for step, what in world.log if step == "ack"]
-    assert stored == ["a-r0", "b-r0", "c-r0"]
     assert acked == ["a-0", "a-1", "b-0", "b-1", "c-0", "c-1"]
     assert world.steps().count("commit") == 3  # once after each batch
-    for name in "bc":  # a batch is stored only once the batch before it is committed and done
-        assert world.log.index(("store", f"{name}-r0")) > world.steps().index("delivered")
+    for name in "abc":  # each batch is stored before it is published, and published before it is acked
+        assert world.log.index(("store", f"{name}-r0")) < world.log.index(("publish", f"{name}-r0"))
+        assert world.log.index(("publish", f"{name}-r0")) < world.log.index(("ack", f"{name}-0"))
+    for n, name in enumerate("abc"):  # nothing of a batch is acked before every batch before it is committed
+        first_ack = world.log.index(("ack", f"{name}-0"))
+        assert world.steps()[:first_ack].count("commit") == n
+
+
+def test_a_batch_whose_delivery_fails_takes_the_batches_behind_it_down_unacked():
+    world = World()
+    delivery = world.delivery()
+    world.before_sleep = lambda: world.health.update(stopping=True)  # SIGTERM while "a" is retried
+
+    async def run():
+        world.publish_failures = 100
+        await delivery.hand_over(*batch("a"))
+        await delivery.hand_over(*batch("b"))
+        await delivery.stop(within=1.0)
+        return [task.cancelled() or task.exception() is not None for task, _ in delivery.pending]
+
+    assert asyncio.run(run()) == [True, True]
+    assert "ack" not in world.steps() and "commit" not in world.steps()
+    assert ("publish", "b-r0") not in world.log  # "b" may be stored, never published before "a"
 
 
 def test_failed_writes_are_retried_with_backoff_and_nothing_is_acked_before_they_succeed():

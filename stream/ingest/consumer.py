@@ -18,6 +18,9 @@ settings), not a fork. What stock Faust 0.15 does per message, and what this lay
   feeds ``noack_take``'s buffer through a processor, one event at a time. :meth:`LeanStream.take_batches` reads the
   channel's queue directly, a whole batch per wake-up, and keeps only what acks and commits rely on (the message
   tracked as unacked, the skip of a stale generation).
+- A topic of raw bytes (key and value ``bytes``, serializer ``raw``: the reviews topic) still goes through Faust's
+  schema per message: the serializer registry, the raw codec and the type check, to give back the same bytes.
+  :func:`lean_topic`'s topics hand the message's key and value to the event as they are.
 - :class:`LeanMonitor` keeps Faust's monitor for what is read (end offsets, commit and rebalance figures) and drops
   the per-message and per-event bookkeeping nobody reads here (the worker exports its own metrics per batch).
 
@@ -301,6 +304,33 @@ class LeanMonitor(Monitor):
 
     def on_message_out(self, tp, offset: int, message) -> None:
         return None
+
+
+def lean_topic(base: type[faust.Topic]) -> type[faust.Topic]:
+    """``base`` whose topics of raw bytes make each event from the message's own key and value (what Faust's schema
+    returns for them, without the registry and codec calls per message); other topics decode as ``base`` does."""
+
+    class LeanTopic(base):
+        def _compile_decode(self) -> None:
+            super()._compile_decode()
+            schema = self.schema
+            raw_bytes = (
+                type(schema) is faust.Schema
+                and schema.key_type is bytes
+                and schema.value_type is bytes
+                and schema.key_serializer == "raw"
+                and schema.value_serializer == "raw"
+            )
+            if raw_bytes:
+                create_event = self.app.create_event
+
+                async def decode(message, *, propagate: bool = False):
+                    return create_event(message.key, message.value, message.headers, message)
+
+                self.decode = decode
+
+    LeanTopic.__name__ = LeanTopic.__qualname__ = f"Lean{base.__name__}"
+    return LeanTopic
 
 
 def tuned_consumer(fetch_max_wait_ms: int, lean: bool) -> type[TunedConsumer]:

@@ -1,9 +1,14 @@
 """Deliver scored batches: store -> publish -> ack -> commit, in the order they were taken.
 
 Offsets advance only past messages whose results are stored and delivered (Quix Streams' checkpoint: the sink is
-flushed, then the offsets are committed). A failed store or publish is retried with backoff, never skipped. One
-batch is delivered while the caller scores the next (two batches in flight); a batch starts its delivery only when
-the one before it is done. Nothing here knows Kafka: the sink, the publisher, ack and commit are handed in.
+flushed, then the offsets are committed). A failed store or publish is retried with backoff, never skipped.
+
+Deliveries are a pipeline of three stages, each taken by one batch at a time and in the order the batches were
+taken: store, publish, then ack and commit. While batch N is published or committed, batch N+1 is stored and batch
+N+2 scored: at most ``IN_FLIGHT`` batches are being delivered (memory stays bounded), and none of them is acked
+before the batch before it is committed. A batch's results are in the database before they are on the topic, and a
+batch is published only after the one before it, so the results keep the order of the reviews in each partition.
+Nothing here knows Kafka: the sink, the publisher, ack and commit are handed in.
 """
 
 from __future__ import annotations
@@ -19,6 +24,30 @@ from stream.ingest.batch import BatchResult, Incoming
 from stream.ingest.retry import retry_with_backoff
 from stream.observe import metrics
 from stream.observe.health import DATABASE_WRITES_FAILING, Health
+
+# Batches being delivered at once (each in another stage), besides the one being scored. One stage at a time was
+# 1 batch: the worker then waited for the database and the broker between two batches (bench/throughput_goals.py).
+IN_FLIGHT = 2
+
+
+class _Stages:
+    """One batch's way through the pipeline: a future for each stage it has passed (the next batch waits on them)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stored = loop.create_future()
+        self.published = loop.create_future()
+
+    def fail(self, exc: BaseException) -> None:
+        """The batch will not pass its remaining stages: the batches after it must not either (they stay unacked)."""
+        for stage in (self.stored, self.published):
+            if stage.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):
+                stage.cancel()
+            else:
+                stage.set_exception(exc)
+                stage.exception()  # marked as seen: there may be no batch after this one to await it
 
 
 class Sink(Protocol):
@@ -49,37 +78,71 @@ class Delivery:
         self.delivered = delivered
         self.health = health
         self.sleep = sleep
-        self.in_flight: asyncio.Future | None = None  # the batch being delivered, at most one
+        self.pending: list[tuple[asyncio.Future, _Stages]] = []  # the batches being delivered, oldest first
+
+    @property
+    def in_flight(self) -> asyncio.Future | None:
+        """The newest batch's delivery (it ends after every batch before it), None before the first."""
+        return self.pending[-1][0] if self.pending else None
 
     async def hand_over(self, events: Sequence[Any], messages: Sequence[Incoming], result: BatchResult) -> None:
-        """Wait until the batch before is delivered, then start delivering this one and return at once."""
-        if self.in_flight is not None:
-            await self.in_flight
-        self.in_flight = asyncio.ensure_future(self.deliver(events, messages, result))
+        """Start delivering this batch behind the ones in flight and return at once; first, when ``IN_FLIGHT``
+        batches are already being delivered, wait until the oldest is done."""
+        self.pending = [(task, stages) for task, stages in self.pending if not task.done()]
+        if len(self.pending) >= IN_FLIGHT:
+            await self.pending[0][0]
+            self.pending.pop(0)
+        before = self.pending[-1] if self.pending else None
+        stages = _Stages()
+        task = asyncio.ensure_future(self.deliver(events, messages, result, stages, before))
+        self.pending.append((task, stages))
 
     async def drain(self) -> None:
-        """Wait until the last batch handed over is delivered."""
+        """Wait until the last batch handed over is delivered (and so every batch before it)."""
         if self.in_flight is not None:
             await self.in_flight
 
     async def stop(self, within: float) -> None:
-        """Stopping: let the batch in flight finish if it can (fewer replays) within ``within`` seconds, else
-        cancel it; it then stays unacked and is scored again after a restart."""
-        if self.in_flight is not None and not self.in_flight.done():
+        """Stopping: let the batches in flight finish if they can (fewer replays) within ``within`` seconds, else
+        cancel them; they then stay unacked and are scored again after a restart."""
+        last = self.in_flight
+        if last is not None and not last.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self.in_flight), timeout=within)
-            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - it stays unacked
-                self.in_flight.cancel()
+                await asyncio.wait_for(asyncio.shield(last), timeout=within)
+            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - they stay unacked
+                for task, _ in self.pending:
+                    task.cancel()
 
-    async def deliver(self, events: Sequence[Any], messages: Sequence[Incoming], result: BatchResult) -> None:
-        """Store, publish and only then ack and commit one scored batch."""
+    async def deliver(
+        self,
+        events: Sequence[Any],
+        messages: Sequence[Incoming],
+        result: BatchResult,
+        stages: _Stages | None = None,
+        before: tuple[asyncio.Future, _Stages] | None = None,
+    ) -> None:
+        """Store, publish and only then ack and commit one scored batch; each stage after the batch ``before``
+        has passed it."""
+        stages = stages or _Stages()
         retry = partial(retry_with_backoff, stopping=lambda: self.health.stopping, sleep=self.sleep)
-        if result.sentiments:
-            new_rows = await retry(
-                "database write", partial(asyncio.to_thread, self._store, result), on_failure=self._database_failed
-            )
-            metrics.DB_ROWS_WRITTEN.inc(new_rows)
-        await retry("publish", partial(self.publish, result))
+        try:
+            if before is not None:
+                await before[1].stored
+            if result.sentiments:
+                new_rows = await retry(
+                    "database write", partial(asyncio.to_thread, self._store, result), on_failure=self._database_failed
+                )
+                metrics.DB_ROWS_WRITTEN.inc(new_rows)
+            stages.stored.set_result(None)
+            if before is not None:
+                await before[1].published
+            await retry("publish", partial(self.publish, result))
+            stages.published.set_result(None)
+            if before is not None:
+                await before[0]
+        except BaseException as exc:
+            stages.fail(exc)
+            raise
         for event in events:
             await self.ack(event)
         # commit now rather than at Faust's next 2.8 s tick: after a crash, only the batches in flight are scored and
