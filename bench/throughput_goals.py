@@ -140,8 +140,8 @@ def main() -> None:
         table.add("memory", "peak RSS per worker process (largest)", max(rss), "MB", "< 400")
         for name, update in (
             ("stock path: ", {"lean_path": False}),
+            ("lean, batch wait 0.1 s (the default before): ", {"batch_wait": 0.1}),
             ("lean: ", {}),
-            ("lean, fetch wait 50 ms: ", {"fetch_max_wait_ms": 50}),
         ):
             run_settings = settings.model_copy(update={"database_url": sql_sink.database(pg.url), **update})
             latency(table, run_settings, broker, rows, 200, 20, workdir, name)

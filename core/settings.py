@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         description="Seconds between a worker's looks at the model store for a new live or shadow version.",
     )
     batch_wait: float = Field(
-        0.1, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
+        0.02, gt=0, le=60, description="Most seconds a review waits for its batch to fill (the floor of the latency)."
     )
     lean_path: bool = Field(
         True,
