@@ -248,14 +248,12 @@ class BatchObserver:
                 self.settings.topic_dlq,
                 why.reason,
             )
-        for message in messages:
-            if message.timestamp is not None:
-                metrics.END_TO_END_SECONDS.observe(max(0.0, now - message.timestamp))
+        metrics.observe_many(
+            metrics.END_TO_END_SECONDS, [max(0.0, now - m.timestamp) for m in messages if m.timestamp is not None]
+        )
         live_version = result.sentiments[0].model_version if result.sentiments else self.model_version
-        live_histogram = metrics.MODEL_SCORE.labels(role="live", version=live_version)
-        for score in scores:
-            metrics.SCORE.observe(score)
-            live_histogram.observe(score)
+        metrics.observe_many(metrics.SCORE, scores)
+        metrics.observe_many(metrics.MODEL_SCORE.labels(role="live", version=live_version), scores)
         if result.shadow is not None and scores:
             self._compare(result, np.asarray(scores, dtype=np.float64))
         if self.batch_hooks and scores:
@@ -278,9 +276,7 @@ class BatchObserver:
         theirs = np.asarray(shadow.scores, dtype=np.float64)
         agreements = int(np.sum((theirs >= 0.5) == (live >= 0.5)))
         difference = float(np.sum(np.abs(theirs - live)))
-        histogram = metrics.MODEL_SCORE.labels(role="shadow", version=version)
-        for score in theirs:
-            histogram.observe(score)
+        metrics.observe_many(metrics.MODEL_SCORE.labels(role="shadow", version=version), theirs)
         metrics.SHADOW_REVIEWS.labels(version=version).inc(len(live))
         metrics.SHADOW_AGREEMENTS.labels(version=version).inc(agreements)
         metrics.SHADOW_ABS_DIFFERENCE.labels(version=version).inc(difference)

@@ -8,6 +8,9 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from core.settings import Settings
@@ -291,3 +294,41 @@ def test_the_lag_is_unknown_not_stale_while_the_consumer_is_blocked():
     clock.now += 5
     observer.watch()
     assert metric("sentiment_consumer_lag_messages") == 5800
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=True, width=64),
+            st.sampled_from([0.0, 0.005, 0.01, 0.25, 0.5, 1.0, 2.5, 10.0, -0.0]),  # on the bucket bounds
+        ),
+        max_size=300,
+    )
+)
+def test_observing_a_batch_at_once_gives_each_bucket_and_the_count_what_one_by_one_gives(values):
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from stream.observe.metrics import observe_many
+
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "", registry=registry)
+    at_once = Histogram("at_once", "", registry=registry)
+    for value in values:
+        one_by_one.observe(value)
+    observe_many(at_once, values)
+
+    def samples(name):
+        return {
+            (sample.name.removeprefix(name), sample.labels.get("le")): sample.value
+            for metric in registry.collect()
+            for sample in metric.samples
+            if sample.name.startswith(name) and not sample.name.endswith("_created")
+        }
+
+    ours, theirs = samples("at_once"), samples("one_by_one")
+    sums = ours.pop(("_sum", None)), theirs.pop(("_sum", None))
+    assert ours == theirs  # every bucket and the count, exactly
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) == len(values) and finite and max(map(abs, finite)) < 1e300:
+        assert sums[0] == pytest.approx(sums[1], rel=1e-9, abs=1e-9 * max(map(abs, finite)) * len(finite))

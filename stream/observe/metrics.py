@@ -8,7 +8,9 @@ high, livemin for readiness and accuracies, so that the worst process shows). On
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 REVIEWS_CONSUMED = Counter("sentiment_reviews_consumed_total", "Messages read from the reviews topic.")
@@ -297,3 +299,18 @@ def forget_version(version: str) -> None:
                     metric.remove(*values)
                 except KeyError:
                     pass
+
+
+def observe_many(histogram, values: Iterable[float]) -> None:
+    """``histogram.observe(v)`` for every value, in one step: the same bucket counts and sum, one lock per bucket
+    touched instead of one per value and bucket (three observations per review were half of the worker's per-batch
+    bookkeeping). ``histogram`` is a Histogram or one of its labelled children."""
+    values = np.asarray(values, dtype=np.float64)
+    if not values.size:
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(float(values.sum()))
+    bounds = histogram._upper_bounds  # ascending, the last +Inf: a value goes to the first bound >= it
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+    for i in np.flatnonzero(counts[: len(bounds)]):  # (NaN sorts past +Inf: counted in no bucket, as observe does)
+        histogram._buckets[i].inc(int(counts[i]))
