@@ -4,6 +4,9 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from core.settings import DEFAULT_MODEL, Settings
 from model.scorer import ModelArtifact
@@ -149,3 +152,20 @@ def test_the_verdict_keeps_a_wide_margin_on_held_out_reviews(scorer, data_dir):
     print(f"\nverdict: imdb_test max {np.nanmax(in_domain):.3f}; Amazon passes 2 after {crossed} shifted reviews")
     assert np.nanmax(in_domain) < 0.5
     assert crossed is not None and crossed <= 1000
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 50),
+    batches=st.lists(st.lists(st.integers(0, 10_000), max_size=120), max_size=12),
+)
+def test_the_input_window_holds_exactly_the_last_reviews_added_whatever_the_batch_sizes(size, batches):
+    from collections import deque
+
+    from stream.observe.drift import _Window
+
+    ours, theirs = _Window(size, np.int64), deque(maxlen=size)
+    for batch in batches:
+        ours.extend(batch)
+        theirs.extend(batch)
+        assert sorted(ours.rows().tolist()) == sorted(theirs)
