@@ -4,6 +4,9 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from schemas import (
     ID_MAX_CHARS,
@@ -189,3 +192,29 @@ def test_the_id_rule_is_the_decoders(value, reason):
     assert (problem.reason if problem else None) == reason
     decoded = decode_review(json.dumps({"review_id": "r", "movie_id": value, "text": "ok"}).encode(), **LIMITS)
     assert decoded == (problem.at("movie_id") if reason else Review("r", value, "ok"))
+
+
+@hypothesis_settings(max_examples=2000, deadline=None)
+@given(
+    ts=st.one_of(
+        st.floats(min_value=-62_135_596_800, max_value=253_402_300_799, allow_nan=False),  # years 1 to 9999
+        st.integers(0, 4_102_444_800_000).map(lambda ms: ms / 1000),  # Kafka's milliseconds, as Faust gives them
+        st.integers(0, 4_102_444_800).map(lambda s: s + 0.9995),  # rounding that carries into the next second
+    )
+)
+def test_event_times_are_formatted_as_datetime_formats_them(ts):
+    from datetime import UTC, datetime
+
+    try:
+        expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError) as exc:
+        with pytest.raises(type(exc)):
+            utc_iso(ts)
+    else:
+        assert utc_iso(ts) == expected
+
+
+@pytest.mark.parametrize("ts", [1e20, -1e20, 253_402_300_800.0, float("inf")])
+def test_a_timestamp_that_is_no_date_raises_as_datetime_does(ts):
+    with pytest.raises((ValueError, OverflowError, OSError)):
+        utc_iso(ts)
