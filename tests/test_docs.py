@@ -129,8 +129,8 @@ def test_the_readme_is_short() -> None:
 # A measured figure: a rate, a time in ms or us, a score to 3-4 decimals (accuracy, AUC, PSI...), a percentage with
 # decimals, a count of tests, a ratio ("0.90x"). Figures inside code spans are quoted output, not claims.
 FIGURE = re.compile(
-    r"\d[\d,.]*(?:-[\d,.]+)?\s*(?:reviews|rows|events|messages|requests)/s"
-    r"|\b\d[\d,.]*(?:-[\d,.]+)?\s*(?:ms|us|µs)\b"
+    r"\d(?:[\d,.]*\d)?(?:-\d(?:[\d,.]*\d)?)?\s*(?:reviews|rows|events|messages|requests)/s"
+    r"|\b\d(?:[\d,.]*\d)?(?:-\d(?:[\d,.]*\d)?)?\s*(?:ms|us|µs)\b"
     r"|\b0\.\d{3,4}\b"
     r"|\b\d{1,3}\.\d{1,2}\s*%"
     r"|\b\d[\d,]* (?:passed|tests)\b"
@@ -189,3 +189,5 @@ def test_the_figure_check_can_fail() -> None:
     assert uncited_figures(far) == ["line 5: 0.9224"]  # a command two blocks away does not count
     assert uncited_figures("Canary accuracy 94.12% and 2,915 passed.\n") == ["line 1: 94.12%, 2,915 passed"]
     assert uncited_figures("It printed `accuracy 0.9412` and waits 5 s (`SENTIMENT_BATCH_WAIT`).\n") == []
+    found = FIGURE.findall("at batch 256, reviews/s: 3,845-5,118 reviews/s; decoding 27-45 us")
+    assert found == ["3,845-5,118 reviews/s", "27-45 us"]
