@@ -258,7 +258,8 @@ def incoming(message) -> Incoming:
 def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None:
     artifact, scorer = model.artifact, model.scorer
     log.info(
-        "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s (%s); database %s; metrics %s",
+        "model %s from %s, scored %s; group %s; batches of up to %d reviews or %.2f s (%s); writes topic %s "
+        "(refused reviews to %s) and database %s; metrics %s",
         scorer.version,
         artifact.folder,
         "compiled (checked against TensorFlow)" if scorer.scoring == "compiled" else "with TensorFlow",
@@ -266,6 +267,8 @@ def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None
         settings.batch_size,
         settings.batch_wait,
         "lean path" if settings.lean_path else "Faust's per-message path",
+        settings.topic_sentiments,
+        settings.topic_dlq,
         redact(settings.database_url),
         f"{where}/metrics (and /healthz, /readyz)" if where else "off (SENTIMENT_METRICS_PORT=0)",
     )

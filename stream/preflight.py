@@ -7,7 +7,6 @@ store's live version when one is set and passes its check, else the configured o
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,14 +73,6 @@ def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
     except KafkaError as exc:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
-    # the broker and the database answered: say what comes next, which is slow on a model's first start (its
-    # compiled tables are built: 15 s or more in which a silent worker looks hung)
-    print(
-        f"sentiment worker: {settings.broker} and the database answer; loading the model (the store's live version, "
-        f"else {settings.model}; a model's first start builds its compiled tables: about 15 s) ...",
-        file=sys.stderr,
-        flush=True,
-    )
     from stream.lifecycle.model_gate import starting_model
 
     try:

@@ -66,7 +66,10 @@ class ScorerWorker(faust.Worker):
 
     def _on_sigint(self) -> None:
         self._begin_stop("Ctrl-C")
-        super()._on_sigint()
+        if self.verbose:
+            super()._on_sigint()
+        else:  # Faust's own handler also writes "-INT- -INT- -INT- ..." to the standard error: our line says it
+            self._schedule_shutdown(signal.SIGINT)
 
     def _on_sigterm(self) -> None:
         self._begin_stop("SIGTERM")

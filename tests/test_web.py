@@ -231,10 +231,18 @@ def browser():
 
 
 def shown(driver, css: str) -> list[str]:
-    """The text of each element the selector finds, as the reader sees it."""
-    from selenium.webdriver.common.by import By
+    """The text of each element the selector finds, as the reader sees it (read in one go: the page redraws its
+    charts every 3 s, and an element found before a redraw is gone after it)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent.trim())", css
+    )
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, css)]
+
+def attributes(driver, css: str, name: str) -> list[str]:
+    """The attribute ``name`` of each element the selector finds, read in one go (see ``shown``)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.getAttribute(arguments[1]))", css, name
+    )
 
 
 def text_of(driver, element_id: str) -> str:
@@ -430,7 +438,7 @@ def test_the_live_charts_read_right(server, browser):
     assert shown(driver, "#drift .empty") == ["no reviews scored yet"]
 
     joining = ["not in its consumer group (joining or rebalancing)", "broker: cannot connect to 127.0.0.1:9092"]
-    starting = [(20 - 5 * i, 30 * i, nan, nan) for i in range(5)]  # 6 reviews/s: 4 rates over 15 s, 120 scored
+    starting = [(20 - 5 * i, 30 * i, nan, nan) for i in range(5)]  # 6 reviews/s: 4 rates over 20 s, 120 scored
     cold = LiveAccuracy(window=2000, min_reviews=200, floor=0.872)
     cold.add([9] * 120, [0.8] * 120, "v-live")
     show_state(driver, worker_state(server, starting, [0.8] * 120, joining, cold))
@@ -439,7 +447,11 @@ def test_the_live_charts_read_right(server, browser):
         "Not in its consumer group (joining or rebalancing)",
         "Broker: cannot connect to 127.0.0.1:9092",
     ]
-    assert text_of(driver, "rate-note") == "Over the last 15 s; 120 reviews scored since the worker started."
+    assert text_of(driver, "rate-note") == "Over the last 20 s; 120 reviews scored since the worker started."
+    # each rate held over its own interval (a step), from the first sample on: 4 intervals, 8 corners, one level
+    (path,) = attributes(driver, '#rate path.series[data-name="reviews/s"]', "d")
+    corners = [tuple(map(float, c[1:].split(","))) for c in path.split()]
+    assert len(corners) == 8 and len({y for _, y in corners}) == 1, path
     assert text_of(driver, "drift-note").startswith("Collecting: 120 of 1,000 scores needed")
     assert shown(driver, "#drift .empty") == ["collecting: 120 of 1,000 scores needed"]
     assert "The 120 most recent scores" in text_of(driver, "hist-note")
@@ -477,7 +489,7 @@ def test_the_live_charts_read_right(server, browser):
     assert "1" in verdict_ticks and max(numbers(verdict_ticks)) >= 1.4
     assert shown(driver, "#drift .y-unit") == ["PSI", "verdict"]
     assert shown(driver, "#drift .alert-label") == ["alert: PSI 0.07 · verdict 1"]
-    tick_height = {t.text: float(t.get_attribute("y")) for t in driver.find_elements(By.CSS_SELECTOR, "#drift .y-tick")}
+    tick_height = dict(zip(shown(driver, "#drift .y-tick"), map(float, attributes(driver, "#drift .y-tick", "y"))))
     alert_line = float(driver.find_element(By.CSS_SELECTOR, "#drift line.alert").get_attribute("y1"))
     assert tick_height["0.07"] == tick_height["1"] == pytest.approx(alert_line + 4)  # the line is at its label
     assert shown(driver, "#drift-legend li") == [
@@ -491,7 +503,7 @@ def test_the_live_charts_read_right(server, browser):
     # live accuracy beside the drift chart: one line per version on a 50-100% axis, the floor at its height
     assert shown(driver, "#accuracy .y-tick") == ["50%", "60%", "70%", "80%", "90%", "100%"]
     assert shown(driver, "#accuracy .x-tick") == MINUTES_AGO
-    assert sorted(p.get_attribute("data-name") for p in driver.find_elements(By.CSS_SELECTOR, "#accuracy .series")) == [
+    assert sorted(attributes(driver, "#accuracy .series", "data-name")) == [
         "live v-live",
         "shadow v-weak",
     ]

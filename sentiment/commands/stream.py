@@ -82,7 +82,6 @@ def add_worker(sub) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.preflight import preflight
     from stream.supervisor import parse_processes
 
     settings = settings_from(args)
@@ -91,6 +90,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream.supervisor import run_supervisor
 
         return run_supervisor(settings, processes, _worker_options(args))
+    # the first line at once, before the checks' imports (about 3 s on a loaded machine) and the model's load (15 s
+    # or more on a model's first start, its compiled tables built): a silent worker looks hung
+    print(
+        f"sentiment worker: checking {settings.broker} and the database, then loading the model (the store's live "
+        f"version, else {settings.model}; a model's first start builds its compiled tables: about 15 s) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    from stream.preflight import preflight
+
     ready = preflight(settings)
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 

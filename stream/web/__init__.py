@@ -58,11 +58,18 @@ from stream.web.http import (
 log = logging.getLogger("sentiment.web")
 PAGE = Path(__file__).resolve().parent / "index.html"
 HISTORY_SECONDS = 600  # how far back the page's live charts reach
+MIN_INTERVAL = 0.5  # seconds: the shortest interval a reviews/s point is measured over
 
 
 @dataclass
 class LiveState:
-    """What the page's charts show, sampled by the worker every few seconds (empty under ``sentiment serve``)."""
+    """What the page's charts show, sampled by the worker every few seconds (empty under ``sentiment serve``).
+
+    A sample holds the reviews scored since ``started`` (a running total): a point of the reviews/s chart is the
+    reviews scored between two consecutive samples over the seconds between them, so every review scored counts in
+    exactly one interval, however it arrived between samples. The first interval starts at ``started`` (the backlog a
+    worker scores before its first sample is in the chart); the intervals touch (no gaps). At most the last
+    ``HISTORY_SECONDS`` of samples at the worker's pace are kept (a fixed number: bounded memory)."""
 
     streaming: bool = False
     samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
@@ -73,9 +80,17 @@ class LiveState:
     # (time, {"live <version>": accuracy, ...}): the accuracy of each version measured at each sample
     accuracy_samples: deque = field(default_factory=lambda: deque(maxlen=HISTORY_SECONDS // 5 + 1))
     shadow: object = None  # a callable returning the shadow's agreement and score difference so far, or None
+    started: float = field(default_factory=lambda: time.time())  # when the running total of ``sample`` was 0
 
     def sample(self, scored_total: float, psi: float, verdict: float, accuracy: dict | None = None) -> None:
         now = time.time()
+        if not self.samples:  # the first interval runs from the start: what was scored before it is counted
+            self.samples.append((min(self.started, now - MIN_INTERVAL), 0, float("nan"), float("nan")))
+        elif len(self.samples) > 1 and now - self.samples[-1][0] < MIN_INTERVAL:
+            # two samples a moment apart (the worker's first probe, then its timer) would make a rate of a few
+            # reviews over a few milliseconds: the later one takes the earlier one's place, its interval grows
+            self.samples.pop()
+            self.accuracy_samples.pop()
         self.samples.append((now, scored_total, psi, verdict))
         self.accuracy_samples.append((now, accuracy or {}))
 
@@ -84,6 +99,7 @@ class LiveState:
         for (t0, n0, _, _), (t1, n1, psi, verdict) in zip(self.samples, list(self.samples)[1:]):
             history.append(
                 {
+                    "start": t0,  # the interval the rate is measured over: (start, time]
                     "time": t1,
                     "reviews_per_second": max(n1 - n0, 0) / max(t1 - t0, 1e-9),
                     "psi": None if psi != psi else psi,
