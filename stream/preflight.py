@@ -7,6 +7,7 @@ store's live version when one is set and passes its check, else the configured o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,9 @@ class Ready:
     shadow_assignment: int | None = None
 
 
-def preflight(settings: Settings) -> Ready:
+def preflight(settings: Settings, answered: Callable[[], None] | None = None) -> Ready:
+    """The quick checks, then the model; ``answered`` is called once the broker and the database answer, before the
+    model loads (the worker's first line says so)."""
     check_exposure(settings)
     if not (settings.model.is_file() or (settings.model / "model.keras").is_file()):
         raise UserError(
@@ -49,14 +52,14 @@ def preflight(settings: Settings) -> Ready:
         else None
     )
     try:
-        return _checked(settings, server)
+        return _checked(settings, server, answered)
     except BaseException:
         if server is not None:
             server.stop()
         raise
 
 
-def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
+def _checked(settings: Settings, server: MetricsServer | None, answered: Callable[[], None] | None) -> Ready:
     from kafka.errors import KafkaError
 
     from stream.ingest.topics import create_topics
@@ -73,6 +76,8 @@ def _checked(settings: Settings, server: MetricsServer | None) -> Ready:
     except KafkaError as exc:
         raise broker_timeout_error(settings, exc) from exc
     engine = database_engine(settings)
+    if answered is not None:
+        answered()
     from stream.lifecycle.model_gate import starting_model
 
     try:

@@ -6,6 +6,7 @@ import argparse
 import json
 import random
 import sys
+import threading
 from pathlib import Path
 
 from core.errors import UserError
@@ -81,6 +82,9 @@ def add_worker(sub) -> None:
     p.set_defaults(func=cmd_worker)
 
 
+ANNOUNCE_AFTER = 3.0  # seconds
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.supervisor import parse_processes
 
@@ -90,17 +94,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from stream.supervisor import run_supervisor
 
         return run_supervisor(settings, processes, _worker_options(args))
-    # the first line at once, before the checks' imports (about 3 s on a loaded machine) and the model's load (15 s
-    # or more on a model's first start, its compiled tables built): a silent worker looks hung
-    print(
-        f"sentiment worker: checking {settings.broker} and the database, then loading the model (the store's live "
-        f"version, else {settings.model}; a model's first start builds its compiled tables: about 15 s) ...",
-        file=sys.stderr,
-        flush=True,
+    # A silent worker looks hung: its first line comes once the broker and the database answer (about 1.5 s), before
+    # the model loads (15 s or more on a model's first start), or after ANNOUNCE_AFTER seconds if the checks take
+    # longer; a check that fails at once fails in its own two lines, with no line before them.
+    loading = (
+        f"loading the model (the store's live version, else {settings.model}; a model's first start builds its "
+        "compiled tables: about 15 s) ..."
     )
-    from stream.preflight import preflight
 
-    ready = preflight(settings)
+    def still_checking() -> None:
+        print(f"sentiment worker: checking {settings.broker} and the database ...", file=sys.stderr, flush=True)
+
+    def answered() -> None:
+        timer.cancel()
+        print(f"sentiment worker: {settings.broker} and the database answer; {loading}", file=sys.stderr, flush=True)
+
+    timer = threading.Timer(ANNOUNCE_AFTER, still_checking)
+    timer.daemon = True
+    timer.start()
+    try:
+        from stream.preflight import preflight
+
+        ready = preflight(settings, answered=answered)
+    finally:
+        timer.cancel()
     from stream.app import run_worker  # imports TensorFlow: after the quick checks
 
     return run_worker(settings, ready, verbose=args.verbose)
