@@ -622,25 +622,8 @@ def progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def keep_freed_memory() -> None:
-    """Keep the memory TensorFlow frees in the heap, for its next step. glibc gives blocks above a threshold (128 KB,
-    rising to at most 32 MB) back to the kernel as soon as they are freed, and trims the heap's top; the pooled branch's
-    Adam step frees and takes again the 25 MB temporaries of the 800,000-row embedding at every batch, so each page
-    was faulted in anew: a third of the fit's CPU time was the kernel's (one epoch on 5,000 reviews: system time
-    7.4 s -> 1.2 s, page faults 2.2 M -> 0.3 M). The arithmetic is the same. No-op where there is no glibc."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: its maximum; blocks under it come from the heap
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not give the heap's top back
-    except (OSError, AttributeError):
-        pass
-
-
 def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = "runs") -> Path:
     """The whole pipeline; returns the run folder."""
-    keep_freed_memory()
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
     unlabelled = [r.text for r in imdb_split("unsup", data)] if cfg.context_branch else None
