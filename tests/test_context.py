@@ -8,6 +8,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training import context as C
 
@@ -25,6 +27,27 @@ def test_positions_keep_every_position_but_padding_in_order():
     assert taken.ids.tolist() == [5, 1, 1, 2, 2, 3, 1] and taken.offsets.tolist() == [0, 3, 7]
     rows, ids = p.distinct()
     assert list(zip(rows.tolist(), ids.tolist())) == [(0, 2), (0, 3), (1, 5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=25), st.integers(0, 2**32 - 1))
+def test_distinct_pairs_and_the_column_order_are_the_global_sorts(reviews, seed):
+    """Each review's distinct known ids, sorted review by review in parallel, are the (row, id) pairs a sort of all
+    the pairs gives, in its order; the counting order is ``argsort(kind="stable")``."""
+    lengths = np.array([len(r) for r in reviews])
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    p = C.Positions(np.array([i for r in reviews for i in r], np.int32), offsets)
+    rows = p.row_of_position()
+    known = p.ids > 1
+    key = np.unique(rows[known] * np.int64(1 << 31) + p.ids[known])
+    got_rows, got_ids = p.distinct()
+    assert got_rows.tolist() == (key >> 31).tolist() and got_ids.tolist() == (key & ((1 << 31) - 1)).tolist()
+    keep = np.random.default_rng(seed).random(41) > 0.5
+    kept_rows, kept_ids = p.distinct(keep)
+    assert (
+        kept_ids.tolist() == got_ids[keep[got_ids]].tolist() and kept_rows.tolist() == got_rows[keep[got_ids]].tolist()
+    )
+    assert C._stable_order(p.ids.astype(np.int64), 41).tolist() == np.argsort(p.ids, kind="stable").tolist()
 
 
 def test_known_means_average_over_known_positions_with_repeats_and_give_zero_without_any():
@@ -171,7 +194,9 @@ def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_cont
     metrics = json.loads((folder / "metrics.json").read_text())
     w_pooled, w_nb, w_context, shift = metrics["calibration"]  # three branches weighed on the validation split
     assert np.isfinite([w_pooled, w_nb, w_context, shift]).all()
-    assert metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
+    assert (
+        metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
+    )
     card = (folder / "model_card.md").read_text()
     assert "context branch" in card and "imdb_unsup" in card
     scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
@@ -217,3 +242,34 @@ def test_the_keras_layer_and_the_compiled_kernel_average_alike():
     expected = [weights[row[row >= 2]].mean() if np.any(row >= 2) else 0.0 for row in ids]
     np.testing.assert_allclose(keras_means, expected, atol=1e-6)
     assert keras_means[0] == keras_means[1] == 0.0
+
+
+@pytest.mark.integration
+def test_one_pass_of_the_vectorizer_gives_both_branches_their_inputs_in_order():
+    """The pipeline vectorizes each text set once (tf.data, batches in parallel) for the naive-Bayes features and the
+    context branch: the same ids, reviews in the same order across batches, as vectorizing batch by batch."""
+    from model.keras_model import import_keras
+
+    import_keras()
+    import keras
+    import tensorflow as tf
+
+    from model.cleaning import CLEANINGS
+    from training.naive_bayes import Features
+    from training.pipeline import Branches, vectorized_positions
+
+    rng = np.random.default_rng(4)
+    words = ["good", "bad", "film", "plot", "not", "great", "!", "awful", "fine", "the"]
+    texts = [" ".join(rng.choice(words, rng.integers(0, 40))) for _ in range(230)] + ["", "unseen words only"]
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=60, standardize=CLEANINGS["tokens"], ngrams=3, output_mode="int", output_sequence_length=50
+    )
+    vectorizer.adapt(texts[:100])
+    one_by_one = C.Positions.of(lambda t: vectorizer(tf.constant(t)), texts, batch=7)
+    ours = vectorized_positions(vectorizer, texts, batch=16)
+    assert np.array_equal(ours.ids, one_by_one.ids) and np.array_equal(ours.offsets, one_by_one.offsets)
+    assert ours.reviews == len(texts) and np.any(ours.ids == 1)  # unknown n-grams kept, as the context mean needs
+    features = Branches(vectorizer, None).features(texts, ours)
+    expected = Features.of(lambda t: vectorizer(tf.constant(t)), texts, vectorizer.vocabulary_size())
+    assert np.array_equal(features.rows, expected.rows) and np.array_equal(features.cols, expected.cols)
+    assert (features.reviews, features.columns) == (expected.reviews, expected.columns)

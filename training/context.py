@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numba
 import numpy as np
@@ -73,13 +74,61 @@ class Positions:
 
     def distinct(self, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(row, id) pairs of each review's distinct known ids (only ids where ``keep`` is true, when given), sorted
-        by row."""
-        rows = self.row_of_position()
-        mask = self.ids > UNKNOWN_ID
-        if keep is not None:
-            mask &= keep[self.ids]
-        key = np.unique(rows[mask] * np.int64(1 << 31) + self.ids[mask])
-        return (key >> 31).astype(np.int64), (key & ((1 << 31) - 1)).astype(np.int64)
+        by row, then id. Computed once per ``Positions`` (each review's ids sorted on their own, in parallel: a sort
+        of all the pairs at once took half of the context fit) and filtered by ``keep``, which keeps that order."""
+        rows, ids = self._distinct
+        if keep is None:
+            return rows, ids
+        mask = keep[ids]
+        return rows[mask], ids[mask]
+
+    @cached_property
+    def _distinct(self) -> tuple[np.ndarray, np.ndarray]:
+        return _distinct_known(self.ids, self.offsets)
+
+
+@numba.njit(cache=True, parallel=True)
+def _distinct_known(ids, offsets):
+    """Each review's distinct ids above [UNK], ascending: (rows, ids), both int64."""
+    n = len(offsets) - 1
+    kept = np.empty(len(ids), np.int64)
+    counts = np.zeros(n, np.int64)
+    for r in numba.prange(n):
+        start = offsets[r]
+        seg = np.sort(ids[start : offsets[r + 1]])
+        c = 0
+        previous = -1
+        for i in range(len(seg)):
+            x = seg[i]
+            if x > UNKNOWN_ID and x != previous:
+                kept[start + c] = x
+                c += 1
+            previous = x
+        counts[r] = c
+    starts = np.zeros(n + 1, np.int64)
+    starts[1:] = np.cumsum(counts)
+    rows = np.empty(starts[-1], np.int64)
+    out = np.empty(starts[-1], np.int64)
+    for r in numba.prange(n):
+        for j in range(counts[r]):
+            rows[starts[r] + j] = r
+            out[starts[r] + j] = kept[offsets[r] + j]
+    return rows, out
+
+
+@numba.njit(cache=True)
+def _stable_order(keys, n_keys):
+    """``np.argsort(keys, kind="stable")`` for keys in [0, n_keys), by counting (linear time)."""
+    next_slot = np.zeros(n_keys + 1, np.int64)
+    for k in keys:
+        next_slot[k + 1] += 1
+    for k in range(n_keys):
+        next_slot[k + 1] += next_slot[k]
+    order = np.empty(len(keys), np.int64)
+    for i in range(len(keys)):
+        order[next_slot[keys[i]]] = i
+        next_slot[keys[i]] += 1
+    return order
 
 
 def _rows_times(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, dense: np.ndarray, n_rows: int) -> np.ndarray:
@@ -112,14 +161,14 @@ class Sparse:
         return _rows_times(self.rows, self.cols, self.values, dense.astype(np.float32), self.shape[0])
 
     def transposed_times(self, dense: np.ndarray) -> np.ndarray:
-        by_col = np.argsort(self.cols, kind="stable")
+        by_col = _stable_order(self.cols, self.shape[1])
         return _rows_times(
             self.cols[by_col], self.rows[by_col], self.values[by_col], dense.astype(np.float32), self.shape[1]
         )
 
 
 def _by_col(rows, cols, values):
-    order = np.argsort(cols, kind="stable")
+    order = _stable_order(cols, int(cols.max()) + 1 if len(cols) else 0)
     return cols[order], rows[order], values[order]
 
 

@@ -185,31 +185,67 @@ class Branches:
     context: context_branch.ContextBranch | None = None
 
     def positions(self, texts: list[str]) -> context_branch.Positions:
-        return context_branch.Positions.of(lambda t: self.vectorizer(tf.constant(t)), texts)
+        """Each review's n-gram ids without the padding, in order: one pass of the vectorizer over the texts (batches
+        in parallel, in order), from which both the naive-Bayes features and the context branch's inputs come."""
+        return vectorized_positions(self.vectorizer, texts)
 
-    def features(self, texts: list[str]) -> Features:
-        return Features.of(lambda t: self.vectorizer(tf.constant(t)), texts, self.vectorizer.vocabulary_size())
+    def features(self, texts: list[str], positions: context_branch.Positions | None = None) -> Features:
+        """The naive-Bayes branch's features: each review's distinct known ids (as ``Features.of`` makes them)."""
+        rows, cols = (positions or self.positions(texts)).distinct()
+        return Features(rows.astype(np.int32), cols.astype(np.int32), len(texts), self.vectorizer.vocabulary_size())
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """One column per branch: the pooled branch's logit, the naive-Bayes branch's (uncalibrated)."""
+        """One column per branch: the pooled branch's logit, the naive-Bayes branch's and the context branch's
+        (uncalibrated)."""
         pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
         call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
         columns = [np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
                                    for i in range(0, len(texts), 1024)])]  # fmt: skip
+        positions = self.positions(texts) if self.naive_bayes is not None or self.context is not None else None
         if self.naive_bayes is not None:
-            columns.append(self.naive_bayes.logits(self.features(texts)))
+            columns.append(self.naive_bayes.logits(self.features(texts, positions)))
         if self.context is not None:
-            columns.append(self.context.logits(self.positions(texts)))
+            columns.append(self.context.logits(positions))
         return np.column_stack(columns)
 
 
+def vectorized_positions(vectorizer, texts: list[str], batch: int = 1024) -> context_branch.Positions:
+    """``Positions.of(vectorizer, texts)``, the batches vectorized by tf.data on every core (in order) and only
+    their known-or-unknown ids (no padding) brought back to numpy."""
+    if not texts:
+        return context_branch.Positions(np.zeros(0, np.int32), np.zeros(1, np.int64))
+
+    def unpadded(t):
+        ids = vectorizer(t)
+        present = ids != 0
+        return tf.cast(tf.boolean_mask(ids, present), tf.int32), tf.reduce_sum(tf.cast(present, tf.int64), axis=1)
+
+    ds = tf.data.Dataset.from_tensor_slices(texts).batch(batch)
+    ds = ds.map(unpadded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+    flat, lengths = [], []
+    for ids, counts in ds.as_numpy_iterator():
+        flat.append(ids)
+        lengths.append(counts)
+    lengths = np.concatenate(lengths)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return context_branch.Positions(np.concatenate(flat), offsets)
+
+
 def fit_naive_bayes_branch(
-    cfg: TrainConfig, branches: Branches, train: Split, val: Split | None = None, verbose: int = 1
+    cfg: TrainConfig,
+    branches: Branches,
+    train: Split,
+    val: Split | None = None,
+    verbose: int = 1,
+    positions: tuple[context_branch.Positions, context_branch.Positions | None] | None = None,
 ) -> dict:
+    """``positions``: the training texts' (and the validation texts') positions when the caller has them already."""
     started = time.perf_counter()
-    validation = (branches.features(val[0]), val[1]) if val is not None else None
+    train_positions, val_positions = positions or (None, None)
+    validation = (branches.features(val[0], val_positions), val[1]) if val is not None else None
     branches.naive_bayes = fit_naive_bayes(
-        branches.features(train[0]), train[1], l2=cfg.nb_l2, learning_rate=cfg.nb_learning_rate,
+        branches.features(train[0], train_positions), train[1], l2=cfg.nb_l2, learning_rate=cfg.nb_learning_rate,
         steps=cfg.nb_steps, smoothing=cfg.nb_smoothing, validation=validation,
     )  # fmt: skip
     seconds = time.perf_counter() - started
@@ -221,7 +257,12 @@ def fit_naive_bayes_branch(
 
 
 def fit_context(
-    cfg: TrainConfig, branches: Branches, train: Split, unlabelled: list[str] | None, verbose: int = 1
+    cfg: TrainConfig,
+    branches: Branches,
+    train: Split,
+    unlabelled: list[str] | None,
+    verbose: int = 1,
+    train_positions: context_branch.Positions | None = None,
 ) -> dict:
     """The context branch from the training texts and the unlabelled ones (never the validation split's: they are
     scored by it)."""
@@ -231,7 +272,7 @@ def fit_context(
     is_unigram = np.array([" " not in token for token in branches.vectorizer.get_vocabulary()])
     is_unigram[:2] = False  # padding and [UNK]
     branches.context = context_branch.fit(
-        branches.positions(train[0]), train[1], branches.positions(unlabelled), is_unigram,
+        train_positions or branches.positions(train[0]), train[1], branches.positions(unlabelled), is_unigram,
         dims=cfg.context_dims, min_reviews=cfg.context_min_reviews, l2=cfg.context_l2, seed=cfg.seed,
     )  # fmt: skip
     record = {**branches.context.record, "context_total_seconds": round(time.perf_counter() - started, 1)}
@@ -287,10 +328,11 @@ def train_and_validate(
     vectorizer, core = build(cfg, train[0])
     fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
     branches = Branches(vectorizer, core)
+    positions = branches.positions(train[0]) if cfg.nb_branch and cfg.context_branch else None  # one pass for both
     if cfg.nb_branch:
-        fitted.update(fit_naive_bayes_branch(cfg, branches, train, val, verbose))
+        fitted.update(fit_naive_bayes_branch(cfg, branches, train, val, verbose, positions=(positions, None)))
     if cfg.context_branch:
-        fitted.update(fit_context(cfg, branches, train, unlabelled, verbose))
+        fitted.update(fit_context(cfg, branches, train, unlabelled, verbose, train_positions=positions))
     if cfg.calibrate:
         logits = branches.logits(val[0])
         fitted["validation_uncalibrated"] = evaluate(1 / (1 + np.exp(-logits.sum(axis=1))), val[1])
@@ -329,13 +371,14 @@ def refit(
         shuffle=False,
     )
     branches = Branches(vectorizer, core, calibration=calibration)
+    positions = branches.positions(texts) if cfg.nb_branch and cfg.context_branch else None  # one pass for both
     record = {}
     if cfg.nb_branch:
-        record = {
-            f"refit_{k}": v for k, v in fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose).items()
-        }
+        nb = fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose, positions=(positions, None))
+        record = {f"refit_{k}": v for k, v in nb.items()}
     if cfg.context_branch:
-        record |= {f"refit_{k}": v for k, v in fit_context(cfg, branches, (texts, labels), unlabelled, verbose).items()}
+        ctx = fit_context(cfg, branches, (texts, labels), unlabelled, verbose, train_positions=positions)
+        record |= {f"refit_{k}": v for k, v in ctx.items()}
     model = end_to_end(cfg, branches)
     record |= {
         "refit_examples": len(texts),
