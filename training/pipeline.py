@@ -325,6 +325,7 @@ def train_and_validate(
 ) -> tuple[keras.Model, dict, np.ndarray, np.ndarray | None]:
     """Build and fit; returns the end-to-end model, the fit record, the validation scores and the calibration."""
     started = time.perf_counter()
+    keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, train[0])
     fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
     branches = Branches(vectorizer, core)
@@ -361,8 +362,8 @@ def refit(
     labels = np.concatenate([train[1], val[1]])
     order = np.random.default_rng(cfg.split_seed).permutation(len(texts))
     texts, labels = [texts[i] for i in order], labels[order]
+    keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, texts)
-    keras.utils.set_random_seed(cfg.seed)
     core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
     history = core.fit(
         _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
