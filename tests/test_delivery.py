@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from schemas import Rejection, Sentiment
 from stream.ingest.batch import BatchResult, Incoming
 from stream.ingest.delivery import Delivery
@@ -235,3 +237,21 @@ def test_on_stop_a_batch_that_finishes_within_the_grace_is_acked():
 
     asyncio.run(run())
     assert world.steps() == ["store", "publish", "ack", "ack", "commit", "delivered"]
+
+
+def test_a_delivery_that_fails_for_another_reason_raises_in_the_caller_at_its_next_batch():
+    world = World()
+    delivery = world.delivery()
+
+    async def broken_commit() -> None:
+        raise RuntimeError("commit refused")
+
+    delivery.commit = broken_commit
+
+    async def run():
+        await delivery.hand_over(*batch("a"))
+        await asyncio.sleep(0.05)  # "a" fails while the caller scores the next batch
+        await delivery.hand_over(*batch("b"))
+
+    with pytest.raises(RuntimeError, match="commit refused"):
+        asyncio.run(run())

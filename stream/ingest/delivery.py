@@ -88,6 +88,9 @@ class Delivery:
     async def hand_over(self, events: Sequence[Any], messages: Sequence[Incoming], result: BatchResult) -> None:
         """Start delivering this batch behind the ones in flight and return at once; first, when ``IN_FLIGHT``
         batches are already being delivered, wait until the oldest is done."""
+        for task, _ in self.pending:
+            if task.done():
+                task.result()  # a delivery that failed raises here, in the caller, as it did before the pipeline
         self.pending = [(task, stages) for task, stages in self.pending if not task.done()]
         if len(self.pending) >= IN_FLIGHT:
             await self.pending[0][0]
