@@ -121,12 +121,11 @@ class Delivery:
         events: Sequence[Any],
         messages: Sequence[Incoming],
         result: BatchResult,
-        stages: _Stages | None = None,
-        before: tuple[asyncio.Future, _Stages] | None = None,
+        stages: _Stages,
+        before: tuple[asyncio.Future, _Stages] | None,
     ) -> None:
         """Store, publish and only then ack and commit one scored batch; each stage after the batch ``before``
         has passed it."""
-        stages = stages or _Stages()
         retry = partial(retry_with_backoff, stopping=lambda: self.health.stopping, sleep=self.sleep)
         try:
             if before is not None:
