@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -127,6 +128,14 @@ def main() -> None:
         ):
             value, note = ratio(a, b)
             table.add("ratios", figure, value, "x", goal, note)
+        # What --processes 2 can reach here at best: the host's cores over the cores one process keeps busy (the
+        # worker's threads, the broker and PostgreSQL it drives); where one process already keeps 1.4 of 2 cores busy,
+        # a second cannot add more than the 0.6 left
+        cores = len(os.sched_getaffinity(0))
+        busy = [r["worker, lean"] * sum(c["worker, lean"].values()) / 1000 for r, c in zip(rounds, cpus)]
+        ceilings = [min(2.0, cores / b) for b in busy]
+        table.add("ratios", "--processes 2 ceiling: cores / cores busy at 1", statistics.median(ceilings), "x", "",
+                  f"{cores} cores; one process keeps " + ", ".join(f"{b:.2f}" for b in busy) + " busy")  # fmt: skip
         # CPU per review: what a review costs whatever else loads the machine; 1000 / it = reviews/s per busy core
         for name in VARIANTS:
             ms = statistics.median(c[name]["worker"] for c in cpus)
