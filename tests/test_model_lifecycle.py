@@ -26,6 +26,7 @@ from stream.lifecycle.model_gate import Refused, tables_difference
 from stream.lifecycle.model_swap import ModelSwitch, ModelWatcher
 from stream.observe import metrics
 from stream.observe.health import Health
+from tests.conftest import wait_until
 from tests.test_model_store import FakeScorer, counts, loaded, stored
 
 
@@ -149,9 +150,12 @@ def test_a_worker_that_cannot_serve_the_live_version_says_so_in_readiness_and_me
     model_store.assign(engine, "live", bad, "me", "promote --offline")
     worker = Worker(engine, "new", one, refuse={bad: Refused("mismatch", "differs by 0.78")})
     workers.append(worker)
-    time.sleep(0.8)
-    reasons = worker.health.reasons()
-    assert any(f"not the store's live version {bad}" in r and "mismatch" in r for r in reasons), reasons
+
+    def says_so() -> bool:
+        return any(f"not the store's live version {bad}" in r and "mismatch" in r for r in worker.health.reasons())
+
+    # its watcher reads the store every few tenths of a second: 0.8 s was too short on a loaded machine
+    assert wait_until(says_so, 15, 0.1), worker.health.reasons()
     assert REGISTRY.get_sample_value("sentiment_model_live_mismatch") == 1
 
 
