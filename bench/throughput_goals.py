@@ -99,7 +99,9 @@ def main() -> None:
         create_topics(broker.bootstrap, [settings.topic_reviews, settings.topic_sentiments, settings.topic_dlq], 4)
         produce_reviews(settings, rows, progress=False)
         n = len(rows)
-        print(f"{n:,} real reviews preloaded, 4 partitions, batches of 256, Tansu + PostgreSQL, {args.rounds} rounds")
+        print(
+            f"{n:,} real reviews preloaded, 4 partitions, batches of {settings.batch_size}, Tansu + PostgreSQL, {args.rounds} rounds"
+        )
         rounds, cpus, rss, profiles = [], [], [], {}
         for i in range(args.rounds):
             rates, cpu, round_rss, round_profiles = one_round(settings, broker, pg, n, workdir, i, args.profile)

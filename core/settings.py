@@ -52,7 +52,13 @@ class Settings(BaseSettings):
         "percent-encoding, whatever characters it holds) and put into the URL quoted; never logged.",
     )
     model: Path = Field(DEFAULT_MODEL, description="Folder of the model artifact; the committed default when unset.")
-    batch_size: int = Field(256, ge=1, le=10_000, description="Most reviews scored in one model call.")
+    batch_size: int = Field(
+        1024,
+        ge=1,
+        le=10_000,
+        description="Most reviews scored in one model call (a backlog's batches are this size; a live stream's close "
+        "after SENTIMENT_BATCH_WAIT).",
+    )
     scoring: str = Field(
         "compiled",
         pattern=f"^({'|'.join(SCORING_CHOICES)})$",
