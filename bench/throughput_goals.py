@@ -137,7 +137,8 @@ def main() -> None:
         busy = [r["worker, lean"] * sum(c["worker, lean"].values()) / 1000 for r, c in zip(rounds, cpus)]
         ceilings = [min(2.0, cores / b) for b in busy]
         table.add("ratios", "--processes 2 ceiling: cores / cores busy at 1", statistics.median(ceilings), "x", "",
-                  f"{cores} cores; one process keeps " + ", ".join(f"{b:.2f}" for b in busy) + " busy")  # fmt: skip
+                  f"{cores} cores; one process keeps " + ", ".join(f"{b:.2f}" for b in busy)
+                  + " busy (true on an otherwise idle host)")  # fmt: skip
         # CPU per review: what a review costs whatever else loads the machine; 1000 / it = reviews/s per busy core
         for name in VARIANTS:
             ms = statistics.median(c[name]["worker"] for c in cpus)
