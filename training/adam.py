@@ -25,7 +25,6 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 
-@tf.function(jit_compile=True)
 def _dense_adam(variable, m, v, gradient, squares, alpha, one_minus_beta_1, one_minus_beta_2, epsilon):
     m_new = m + (gradient - m) * one_minus_beta_1
     v_new = v + (squares - v) * one_minus_beta_2
@@ -37,6 +36,12 @@ def _dense_adam(variable, m, v, gradient, squares, alpha, one_minus_beta_1, one_
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` (without amsgrad or weight decay) whose update of a variable with a sparse gradient
     is one fused pass; other variables are updated by Keras' own code."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # one compiled function per optimizer: a function traced for another model's variables would call them after
+        # they are deleted (the refit builds a second model of the same shapes)
+        self._fused_update = tf.function(_dense_adam, jit_compile=True)
 
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
@@ -54,7 +59,7 @@ class FusedAdam(keras.optimizers.Adam):
         values = tf.cast(gradient.values, dtype)
         dense = tf.convert_to_tensor(tf.IndexedSlices(values, gradient.indices, gradient.dense_shape))
         squares = tf.convert_to_tensor(tf.IndexedSlices(tf.square(values), gradient.indices, gradient.dense_shape))
-        _dense_adam(
+        self._fused_update(
             _tf_variable(variable), _tf_variable(self._momentums[index]), _tf_variable(self._velocities[index]),
             dense, squares, alpha,
             tf.constant(1 - self.beta_1, dtype), tf.constant(1 - self.beta_2, dtype), tf.constant(self.epsilon, dtype),
