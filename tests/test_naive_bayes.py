@@ -40,7 +40,6 @@ def test_the_sparse_products_equal_plain_sums_with_empty_reviews_and_ngrams():
     )
 
 
-
 def test_the_sparse_products_are_numpys_reduceat_sums_to_the_last_bit():
     """The numba products (parallel, no gathered copy) sum in the order ``np.add.reduceat`` did before them (numpy's
     pairwise summation, which splits runs longer than 128): the same bits, so the fit is the same. Runs of every length
@@ -66,6 +65,7 @@ def test_the_sparse_products_are_numpys_reduceat_sums_to_the_last_bit():
     assert np.array_equal(features.times(u), reduceat(u, features.rows, features.cols, 400))
     assert np.array_equal(features.transposed_times(g), reduceat(g, features.cols, features.rows, 5000))
     assert not np.array_equal(features.times(u), np.bincount(features.rows, u[features.cols], 400))  # order matters
+
 
 def test_log_count_ratios_favour_the_class_an_ngram_appears_in():
     # n-gram 2 only in positive reviews, 3 only in negative ones, 4 in both
