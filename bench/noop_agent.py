@@ -6,7 +6,7 @@ to 100% of ``count`` messages, and the CPU milliseconds it spent per message ove
 
 Stock (the default): Faust 0.15 as it comes, ``noack_take(BATCH, within=0.5)``. ``--lean``: the worker's own path
 with scoring switched off: the consumer, stream and monitor of stream/ingest/consumer.py with the worker's fetch settings,
-``take_batches(BATCH, 0.1)``, and the same acks.
+``take_batches(BATCH, 0.1)`` and ``ack_batch``, as the worker acks.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ seen = {"n": 0, "t10": None}
 async def take_and_ack(stream):
     batches = stream.take_batches(batch, 0.1) if lean else stream.noack_take(batch, within=0.5)
     async for events in batches:
-        for event in events:
-            await stream.ack(event)
+        if lean:
+            await stream.ack_batch(events)  # the worker's acks: by offset, a batch at a time
+        else:
+            for event in events:
+                await stream.ack(event)
         seen["n"] += len(events)
         if seen["t10"] is None and seen["n"] >= count // 10:
             seen["t10"] = (time.perf_counter(), seen["n"], time.process_time())

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import faust
@@ -22,7 +23,7 @@ from core.messages import first_line, redact
 from core.settings import Settings, faust_credentials
 from model.scorer import ModelArtifact, Scorer, load_configured_scorer
 from stream.ingest.batch import BatchResult, BatchScorer, Incoming
-from stream.ingest.consumer import lean_app_options, lean_topic, tuned_consumer
+from stream.ingest.consumer import incoming, lean_app_options, lean_topic, tuned_consumer
 from stream.ingest.delivery import Delivery
 from stream.ingest.publish import ResultPublisher, Undeliverable
 from stream.ingest.sinks import SqlSink
@@ -154,7 +155,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
         delivery = Delivery(
             sink=sink,
             publish=results.send,
-            ack=stream.ack,
+            ack=stream.ack_batch if settings.lean_path else partial(ack_each, stream),
             commit=lambda: app.consumer.commit(),
             delivered=observer.delivered,
             health=health,
@@ -167,7 +168,7 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
                 else stream.noack_take(settings.batch_size, within=settings.batch_wait)
             )
             async for events in batches:
-                messages = [incoming(event.message) for event in events]
+                messages = [incoming(event) for event in events]
                 result = await score(messages)
                 await delivery.hand_over(events, messages, result)  # delivered while the next batch is scored
             await delivery.drain()
@@ -175,6 +176,12 @@ def create_app(settings: Settings, ready: Ready | None = None) -> faust.App:
             await delivery.stop(within=settings.shutdown_grace / 2)
 
     return app
+
+
+async def ack_each(stream, events) -> None:
+    """Stock Faust's way: ``Stream.ack`` for each event of a batch."""
+    for event in events:
+        await stream.ack(event)
 
 
 class DeclaredOnceTopic(faust.Topic):
@@ -241,18 +248,6 @@ class GroupOffsets:
         None before the first. While the agent is blocked no fetch is made, and the high watermark goes stale."""
         stamp = self.consumer._thread._ensure_consumer().last_poll_timestamp(tp)
         return None if stamp is None else max(0.0, time.time() - stamp / 1000)
-
-
-def incoming(message) -> Incoming:
-    """A Kafka message as the batch scorer takes it."""
-    return Incoming(
-        value=message.value,
-        key=message.key,
-        timestamp=message.timestamp,
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
 
 
 def log_start(settings: Settings, model: LoadedModel, where: str | None) -> None:

@@ -1,4 +1,3 @@
-import dataclasses
 import json
 
 import numpy as np
@@ -68,9 +67,7 @@ def test_scores_are_probabilities(scorer):
 def test_a_message_whose_timestamp_is_no_date_is_set_aside(scorer):
     """Kafka takes any 64-bit timestamp; one past the year 9999 cannot be an event time (nor a database value)."""
     batch = BatchScorer(scorer, max_text_chars=1000, max_message_bytes=10_000)
-    late = dataclasses.replace(
-        _msg({"review_id": "late", "movie_id": "tt1", "text": "good"}, 3), timestamp=253_402_300_800.0
-    )
+    late = _msg({"review_id": "late", "movie_id": "tt1", "text": "good"}, 3)._replace(timestamp=253_402_300_800.0)
     ok = _msg({"review_id": "ok", "movie_id": "tt1", "text": "good"}, 4)
     result = batch.process([late, ok])
     assert [s.review_id for s in result.sentiments] == ["ok"]

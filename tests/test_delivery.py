@@ -58,8 +58,8 @@ class World:
             raise ConnectionError("broker away")
         self.log.append(("publish", first))
 
-    async def ack(self, event: str) -> None:
-        self.log.append(("ack", event))
+    async def ack(self, events: list[str]) -> None:
+        self.log.extend(("ack", event) for event in events)
 
     async def commit(self) -> None:
         self.log.append(("commit", ""))

@@ -37,7 +37,7 @@ tests/test_lean_path_integration.py kills the worker with kill -9 in the middle 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import faust
@@ -46,6 +46,10 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+from stream.ingest.batch import Incoming
 
 # How long a fetch waits while backpressure pauses some partitions, and how often a fully paused consumer looks again
 PAUSED_POLL = 0.05
@@ -176,12 +180,15 @@ class LeanConsumer(TunedConsumer):
         acks_enabled = conductor.acks_enabled_for(tp.topic)
         room = self._room(tp)
         direct = self._direct_put(tp)
+        if direct is not None:
+            put, on_high, on_drop = direct[1:]
+        topic, partition = tp.topic, tp.partition
         since_yield = 0
+        offset = None
         for record in tp_records:
             if not self.flow_active or app.consumer_generation_id != generation:
                 return False
-            message = to_message(tp, record)
-            offset = message.offset
+            offset = record.offset
             last_read = read_offsets[tp]
             if last_read is not None and offset < last_read:
                 continue  # stock drops it too (read before: a seek back)
@@ -202,28 +209,52 @@ class LeanConsumer(TunedConsumer):
                     return False
                 room = self._room(tp)
                 direct = self._direct_put(tp)
-            if room > 0:
                 if direct is not None:
-                    put, event_type, on_high, on_drop = direct
-                    message.incref(1)
-                    put(event_type(app, message.key, message.value, message.headers, message),
-                        on_pressure_high=on_high, on_pressure_drop=on_drop)  # fmt: skip
+                    put, on_high, on_drop = direct[1:]
+            if direct is not None:
+                stamp = record.timestamp
+                item = (
+                    generation,
+                    Incoming(record.value, record.key, stamp and stamp / 1000, topic, partition, offset),
+                )
+                if room > 0:
+                    put(item, on_pressure_high=on_high, on_pressure_drop=on_drop)
+                    room -= 1
                 else:
-                    await handler(message)  # cannot block: completes without yielding to the loop
+                    await self.wait_first(self._put_when_room(tp, direct, item), self.suspend_flow.wait())
+                    room = self._room(tp)
+            elif room > 0:
+                await handler(to_message(tp, record))  # cannot block: completes without yielding to the loop
                 room -= 1
             else:
-                await self.wait_first(handler(message), self.suspend_flow.wait())
+                await self.wait_first(handler(to_message(tp, record)), self.suspend_flow.wait())
                 room = self._room(tp)
             read_offsets[tp] = offset
+        if direct is not None and offset is not None:
+            app.monitor.tp_read_offsets[tp] = offset  # what on_message_in keeps, once a fetch (see LeanMonitor)
         return True
 
+    async def _put_when_room(self, tp, direct, item) -> None:
+        """What the conductor's handler does when it can block, for a direct partition: wait for flow control and
+        the producer buffer, then for a free place in the queue."""
+        app = self.app
+        queue, put, on_high, on_drop = direct
+        await app.flow_control.acquire()
+        await app.producer.buffer.wait_until_ebb()
+        if queue.full():
+            app.sensors.on_topic_buffer_full(tp)
+            await queue.put(item)
+        else:
+            put(item, on_pressure_high=on_high, on_pressure_drop=on_drop)
+
     def _direct_put(self, tp):
-        """What the conductor's handler does for a partition read by one channel of a :func:`lean_topic` of raw
-        bytes, while it cannot block (see :meth:`_room`): the event made from the message's own key and value, put
-        into that channel's queue with the conductor's backpressure callbacks, as ``(put, event type, on high, on
-        drop)``; None for any other partition (the conductor's handler serves it). Without the handler's per-message
-        flow-control wait, producer-buffer check, decode call and sets (CPU per review of the worker 0.171 -> 0.159 ms,
-        A/B in one run); the same events in the same order."""
+        """How a partition read by one channel of a :func:`lean_topic` of raw bytes is fed: each fetched record goes
+        into that channel's queue as ``(consumer generation, Incoming)``, made straight from the record (no Faust
+        message or event), with the conductor's backpressure callbacks, as ``(queue, put, on high, on drop)``; None
+        for any other partition (the conductor's handler serves it). Without the handler's per-message flow-control
+        wait, producer-buffer check, decode call and sets (CPU per review 0.171 -> 0.159 ms, A/B in one run), and
+        without the message and event objects that acks and the scorer never needed (:meth:`LeanStream.ack_batch`
+        acks by offset)."""
         channels = self.app.topics._tp_index.get(tp)
         if not channels or len(channels) != 1:
             return None
@@ -244,7 +275,8 @@ class LeanConsumer(TunedConsumer):
 
             # the same two functions each time: the queue keeps the drop callback in a set until the pressure drops
             callbacks = self._pressure_callbacks[tp] = (on_high, on_drop)
-        return (channel.queue.put_nowait_enhanced, self.app.conf.Event, *callbacks)
+        queue = channel.queue
+        return (queue, queue.put_nowait_enhanced, *callbacks)
 
     def _room(self, tp) -> int:
         """How many messages of ``tp`` the conductor's handler takes without blocking: 0 while flow control is
@@ -268,9 +300,10 @@ class LeanStream(faust.Stream):
     """Faust's stream with :meth:`take_batches`: ``noack_take`` without the per-event iteration."""
 
     async def take_batches(self, max_: int, within: float) -> AsyncIterator[list]:
-        """Yield lists of at most ``max_`` events, each list once it is full or ``within`` seconds after its first
-        event arrived. Events are not acked: the caller acks each one once its results are stored (as with
-        ``noack_take``)."""
+        """Yield lists of at most ``max_`` items, each list once it is full or ``within`` seconds after its first
+        item arrived. An item is the :class:`Incoming` the consumer's direct path made (see
+        :meth:`LeanConsumer._direct_put`), or, for a topic it does not serve, the Faust event. Nothing is acked: the
+        caller hands each list to :meth:`ack_batch` once its results are stored (as with ``noack_take``)."""
         await self.maybe_start()
         self.enable_acks = False
         channel = self.channel
@@ -309,12 +342,16 @@ class LeanStream(faust.Stream):
                                 break
                     else:
                         value = queue.get_nowait()
-                    message = value.message
-                    if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+                    if type(value) is tuple:  # the direct path's (generation, Incoming)
+                        generation, value = value
+                    else:
+                        message = value.message
+                        generation = message.generation_id
+                    if not flow_control.is_active() or generation != app.consumer_generation_id:
                         # fetched before a rebalance: dropped unacked (stock acks it, which may let a commit pass
                         # it); whoever owns its partition now reads it again from the committed offset
                         continue
-                    if message.topic in acking_topics and not message.tracked:
+                    if type(value) is not Incoming and message.topic in acking_topics and not message.tracked:
                         message.tracked = True
                         add_unacked(message)
                         on_message_in(message.tp, message.offset, message)
@@ -330,6 +367,64 @@ class LeanStream(faust.Stream):
             return
         finally:
             self._channel_stop_iteration(channel)
+
+    async def ack_batch(self, items: Sequence) -> None:
+        """Ack a list :meth:`take_batches` gave, once its results are stored and delivered: each Faust event as
+        ``Stream.ack`` does, the direct path's messages by offset, partition by partition, into the consumer's
+        acked offsets (what ``Consumer.ack`` records per message, under the same lock; the commit reads only those).
+        Stock's per-event sensor calls are not made (:class:`LeanMonitor` ignores them)."""
+        offsets: dict[tuple[str, int], list[int]] = {}
+        for item in items:
+            if type(item) is Incoming:
+                key = (item.topic, item.partition)
+                if (found := offsets.get(key)) is None:
+                    found = offsets[key] = []
+                found.append(item.offset)
+            else:
+                await self.ack(item)
+        if offsets:
+            ack_offsets(self.app.consumer, offsets)
+
+
+def ack_offsets(consumer, offsets: dict[tuple[str, int], list[int]]) -> int:
+    """Record these offsets as acked, as ``Consumer.ack`` does one message at a time: offsets below the committed one
+    and offsets acked before are left out. Returns how many were new."""
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    added = 0
+    with ack_lock:
+        try:
+            for (topic, partition), taken in offsets.items():
+                if not acks_enabled_for(topic):
+                    continue
+                tp = TP(topic, partition)
+                committed = consumer._committed_offset[tp]
+                index = consumer._acked_index[tp]
+                acked = consumer._acked[tp]
+                for offset in taken:
+                    if (committed is None or offset >= committed) and offset not in index:
+                        index.add(offset)
+                        acked.append(offset)
+                        added += 1
+            consumer._n_acked += added
+        finally:
+            notify(consumer._waiting_for_ack)
+    return added
+
+
+def incoming(item) -> Incoming:
+    """A batch item as the batch scorer takes it: the direct path's :class:`Incoming` as it is, a Faust event's (or
+    message's) fields copied."""
+    if type(item) is Incoming:
+        return item
+    message = getattr(item, "message", item)
+    return Incoming(
+        value=message.value,
+        key=message.key,
+        timestamp=message.timestamp,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
 
 
 class LeanMonitor(Monitor):

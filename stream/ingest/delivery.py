@@ -62,14 +62,14 @@ class Delivery:
         *,
         sink: Sink,
         publish: Callable[[BatchResult], Awaitable[None]],
-        ack: Callable[[Any], Awaitable[object]],
+        ack: Callable[[Sequence[Any]], Awaitable[object]],
         commit: Callable[[], Awaitable[object]],
         delivered: Callable[[BatchResult, Sequence[Incoming]], None],
         health: Health,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
-        """``ack`` takes one event (the stream's ack), ``commit`` commits the acked offsets, ``delivered`` hears of
-        each batch once it is committed; ``health`` tells whether the worker is stopping and hears how the database
+        """``ack`` takes a batch's events (the stream acks them), ``commit`` commits the acked offsets, ``delivered``
+        hears of each batch once it is committed; ``health`` tells whether the worker is stopping and hears how the database
         is; ``sleep`` waits between retries."""
         self.sink = sink
         self.publish = publish
@@ -145,8 +145,7 @@ class Delivery:
         except BaseException as exc:
             stages.fail(exc)
             raise
-        for event in events:
-            await self.ack(event)
+        await self.ack(events)
         # commit now rather than at Faust's next 2.8 s tick: after a crash, only the batches in flight are scored and
         # dead-lettered again, not seconds of them (one OffsetCommit per batch; Faust lets one commit run at a time)
         await self.commit()
