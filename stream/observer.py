@@ -263,9 +263,11 @@ class BatchObserver:
             self._watch_accuracy(result, scores)
         if self.inputs_drift is not None and result.inputs is not None:
             self._watch_inputs(result)
-        for m in messages:
-            key = (m.topic, m.partition)
-            self.last_offsets[key] = max(m.offset, self.last_offsets.get(key, -1))
+        # a partition's messages come in offset order (the consumer drops one read before), so its last is its highest
+        last_offsets = self.last_offsets
+        for key, offset in {(m.topic, m.partition): m.offset for m in messages}.items():
+            if offset > last_offsets.get(key, -1):
+                last_offsets[key] = offset
         self.last_progress = self.clock()
         metrics.CONSUMER_LAG.set(self.lag())
         metrics.mark_batch_done()

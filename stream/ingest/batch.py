@@ -146,17 +146,17 @@ class BatchScorer:
         for (review, event_time), score, share in zip(valid, result.inputs.scores, shares):
             score = float(score)
             result.sentiments.append(
-                Sentiment(
-                    review_id=review.review_id,
-                    movie_id=review.movie_id,
-                    score=score,
-                    label=label_for(score),
-                    model_version=scorer.version,
-                    scored_at=scored_at,
-                    event_time=event_time or scored_at,
-                    uncertain=is_uncertain(score, self.uncertain_band),
-                    known_share=share,
-                    readable=is_readable(share, self.min_known_share),
+                Sentiment(  # positional (a third cheaper than by keyword), in the order of its fields
+                    review.review_id,
+                    review.movie_id,
+                    score,
+                    label_for(score),
+                    scorer.version,
+                    scored_at,
+                    event_time or scored_at,
+                    is_uncertain(score, self.uncertain_band),
+                    share,
+                    is_readable(share, self.min_known_share),
                 )
             )
         return result

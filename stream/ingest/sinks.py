@@ -117,8 +117,21 @@ _MERGE_NEW = _MERGE.format(skip_stored="")
 _MERGE_SKIPPING_STORED = _MERGE.format(skip_stored="ON CONFLICT (review_id) DO NOTHING")
 _COPY_INTO_INCOMING = f"COPY incoming_scores ({', '.join(_COLUMNS)}) FROM STDIN"
 _FIELDS = attrgetter(*_SCORE_COLUMNS)  # a result's values in the table's column order
-# a result, then its review's rating (\\N: NULL); str(float) reads back exactly
-_COPY_LINE = "\t".join(f"{{0.{name}}}" for name in _SCORE_COLUMNS) + "\t{1}\n"
+
+
+def _compile_copy_lines(columns: Sequence[str]):
+    """``lines(results, ratings_text)``: one COPY line per result, its fields in ``columns`` order, then its review's
+    rating as text, as one list comprehension over an f-string made from the column names (str(float) reads back
+    exactly). 2.5x faster than ``str.format`` with ``{0.name}`` fields per line (2.4-3.3 against 7.2 us a result):
+    it was the worker's largest own time in a profile (8% of the samples holding the GIL)."""
+    fields = "\\t".join(f"{{r.{name}}}" for name in columns)
+    source = f'def lines(results, ratings):\n    return "".join([f"{fields}\\t{{rating}}\\n" for r, rating in zip(results, ratings)])'
+    scope: dict = {}
+    exec(compile(source, "<copy lines>", "exec"), scope)  # noqa: S102 - the names are the table's own columns
+    return scope["lines"]
+
+
+_copy_lines = _compile_copy_lines(_SCORE_COLUMNS)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _COPY_NULL = "\\N"
 
@@ -128,7 +141,7 @@ def _copy_text(results: Sequence[Sentiment], ratings: Sequence[int | None]) -> s
     RFC 3339 text (PostgreSQL parses it faster than Python). Only a batch whose ids hold a tab, a line break or a
     backslash pays for escaping: the counts of separators show it (the only backslashes are then those of NULL)."""
     ratings_text = [_COPY_NULL if rating is None else str(int(rating)) for rating in ratings]
-    lines = "".join([_COPY_LINE.format(r, rating) for r, rating in zip(results, ratings_text)])
+    lines = _copy_lines(results, ratings_text)
     n = len(results)
     if (
         lines.count("\t") == (len(_COLUMNS) - 1) * n
