@@ -9,8 +9,10 @@ settings), not a fork. What stock Faust 0.15 does per message, and what this lay
   block (flow control open, the producer buffer below its limit, room in every queue the partition feeds: then it
   runs to completion without yielding, so nothing can suspend the flow in between), and falls back to stock's
   ``wait_first`` when it can block. A partition read by one channel of raw bytes (the reviews topic) skips the
-  handler too: its events go straight into the channel's queue, with the handler's backpressure callbacks. Read
-  offsets, gaps, ``commit_every``, the generation check and stopping on a rebalance are kept as stock has them.
+  handler and Faust's per-message objects too: each record goes into the channel's queue as the scorer's own
+  :class:`Incoming` (with the handler's backpressure callbacks), and :meth:`LeanStream.ack_batch` acks a delivered
+  batch by offset (:func:`ack_offsets`). Read offsets, gaps, ``commit_every``, the generation check and stopping on a
+  rebalance are kept as stock has them.
 - While backpressure (``stream_buffer_maxsize``) pauses some partitions, stock asks the fetcher for the others with a
   1 s timeout, and sleeps a fixed 1 s when all are paused: records of a partition that has drained meanwhile waited up
   to a second. Here the fetch waits at most ``PAUSED_POLL`` while anything is paused, and a fully paused consumer
