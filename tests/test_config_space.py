@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from training.config import KEYS, TrainConfig
@@ -52,8 +52,18 @@ def corpus(data_dir):
     return texts, labels, reviews
 
 
+# every branch at once, as training/nbcontext.toml has them (issue 29: the naive-Bayes branch self-trained on the
+# unlabelled reviews, the context branch and the nb_scores table folded into its weights), drawn or not
+EVERY_BRANCH = TrainConfig(
+    name="space", **{**SMALL, "nb_branch": True, "calibrate": True, "context_branch": True, "context_dims": 8,
+                     "context_min_reviews": 2, "nb_self_training": 0.5, "context_nb_scores": True,
+                     "mask_unknown": True, "ngrams": 3, "cleaning": "tokens", "quantize": "int8"},
+)  # fmt: skip
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
 @given(cfg=configs)
+@example(cfg=EVERY_BRANCH)
 def test_every_config_is_served_compiled_as_tensorflow_scores_it(corpus, cfg):
     texts, labels, reviews = corpus
     found = agreement(train_small(cfg, texts, labels), reviews)
