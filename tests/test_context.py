@@ -272,6 +272,9 @@ def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_cont
     # four branches weighed on the validation split (the nb_scores table, then folded into the context weights)
     w_pooled, w_nb, w_context, w_scores, shift = metrics["calibration"]
     assert np.isfinite([w_pooled, w_nb, w_context, w_scores, shift]).all()
+    ablation = metrics["validation_branches"]  # each branch left out in turn, the weights cross-fitted
+    assert set(ablation) == {"all", "without pooled", "without naive_bayes", "without context", "without nb_scores"}
+    assert all(0 < v["log_loss"] < 1 and 0 <= v["accuracy"] <= 1 for v in ablation.values())
     assert (
         metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
     )
