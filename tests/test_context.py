@@ -354,3 +354,38 @@ def test_one_pass_of_the_vectorizer_gives_both_branches_their_inputs_in_order():
     expected = Features.of(lambda t: vectorizer(tf.constant(t)), texts, vectorizer.vocabulary_size())
     assert np.array_equal(features.rows, expected.rows) and np.array_equal(features.cols, expected.cols)
     assert (features.reviews, features.columns) == (expected.reviews, expected.columns)
+
+
+@pytest.mark.integration
+def test_without_the_pooled_branch_no_epoch_runs_and_the_self_trained_naive_bayes_branch_is_served(
+    tiny_data,  # noqa: F811
+    tmp_path,
+):
+    """pooled_branch = false: the pooled branch is not fitted (no epochs, in the held-out fit or the refit) and is served
+    with weight 0; the calibration weighs the naive-Bayes branch alone, self-trained on the unlabelled reviews even
+    without the context branch; the compiled path still scores as TensorFlow does."""
+    from model.keras_model import load_keras_model
+    from model.scorer import load_scorer
+    from training import pipeline
+
+    cfg = TINY.with_overrides(
+        name="tiny-no-pooled", cleaning="tokens", ngrams=3, sequence_length=3000, mask_unknown=True, quantize="int8",
+        refit_on_all=True, nb_branch=True, calibrate=True, nb_steps=50, nb_self_training=0.5, pooled_branch=False,
+        embedding_dim=1, hidden_units=1,
+    )  # fmt: skip
+    folder = pipeline.run(cfg, data=tiny_data, out_dir=tmp_path / "runs")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["history"] == {} and metrics["refit_history"] == {} and metrics["best_epoch"] == 0
+    w_nb, shift = metrics["calibration"]
+    assert w_nb > 0 and metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 50
+    assert "validation_branches" not in metrics  # one branch: nothing to leave out
+    model = load_keras_model(folder / "model.keras")
+    core = next(layer for layer in model.layers if hasattr(layer, "get_layer"))
+    kernel, _ = core.get_layer("pooled_logit").get_weights()
+    assert not np.any(kernel)  # served with weight 0
+    card = (folder / "model_card.md").read_text()
+    assert "not fitted, served with weight 0" in card and "self-trained" in card
+    scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
+    texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "fine"]
+    np.testing.assert_allclose(scorer.inspect(texts).scores, scorer.inspect_tensorflow(texts).scores, atol=1e-5)
+    assert (folder / "training_curves.png").stat().st_size > 1000

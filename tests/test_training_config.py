@@ -110,6 +110,8 @@ NEEDS = {"nb_self_training": ("nb_branch",), "context_nb_scores": ("nb_branch", 
 
 
 def _with_the_branches_they_need(raw: dict) -> dict:
+    if raw.get("pooled_branch") is False and not raw.get("context_branch"):
+        raw = {**raw, "nb_branch": True}
     for name, branches in NEEDS.items():
         if raw.get(name):
             raw = {**raw, **{b: True for b in branches}}
@@ -129,6 +131,7 @@ def test_every_allowed_config_is_accepted(raw):
         ({"nb_self_training": 0.5, "context_branch": True}, "nb_self_training needs nb_branch = true"),
         ({"context_nb_scores": True}, "context_nb_scores needs nb_branch = true and context_branch = true"),
         ({"context_nb_scores": True, "nb_branch": True}, "context_nb_scores needs context_branch = true"),
+        ({"pooled_branch": False}, "pooled_branch = false needs another branch: nb_branch or context_branch = true"),
     ],
 )
 def test_a_key_that_refines_a_branch_is_refused_without_it(raw, message):

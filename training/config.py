@@ -144,6 +144,11 @@ class TrainConfig:
                             probes=(1, 8, 128))  # fmt: skip
     dropout: float = key(0.0, "dropout after the pooling, while fitting (none when serving)", minimum=0.0, below=1.0,
                          group="model", served=True, probes=(0.0, 0.5))  # fmt: skip
+    pooled_branch: bool = key(
+        True, "fit the pooled branch (the embedding average -> Dense -> Dense(1) above); false: it is not fitted and "
+        "is served with weight 0 (its layers stay in the model; make them small), and no epochs are run (needs "
+        "nb_branch or context_branch)", group="model", served=True, probes=(True, False),
+    )  # fmt: skip
     # the naive-Bayes branch (training.naive_bayes)
     nb_branch: bool = key(
         False, "add the naive-Bayes branch: a weight per distinct known n-gram, summed into the logit",
@@ -263,6 +268,8 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
             raise ConfigError(f"{source}: unknown config key {name!r}{_closest(name)}")
         values[name] = KEY[name].check(value, source)
     cfg = TrainConfig(**values)
+    if not cfg.pooled_branch and not (cfg.nb_branch or cfg.context_branch):
+        raise ConfigError(f"{source}: pooled_branch = false needs another branch: nb_branch or context_branch = true")
     needs = (
         ("nb_self_training", cfg.nb_self_training > 0, ("nb_branch",)),
         ("context_nb_scores", cfg.context_nb_scores, ("nb_branch", "context_branch")),

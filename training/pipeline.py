@@ -189,11 +189,12 @@ class Branches:
     nb_scores: context_branch.ContextBranch | None = None
     # the naive-Bayes branch's first fit's logits of the unlabelled reviews (self-training and the nb_scores table)
     unlabelled_nb_logits: np.ndarray | None = None
+    use_pooled: bool = True  # false (pooled_branch = false): not fitted, weight 0
 
     def names(self) -> list[str]:
         """The branches the calibration weighs, in the order of its weights (then its shift)."""
         present = (("naive_bayes", self.naive_bayes), ("context", self.context), ("nb_scores", self.nb_scores))
-        return ["pooled"] + [name for name, branch in present if branch is not None]
+        return ["pooled"] * self.use_pooled + [name for name, branch in present if branch is not None]
 
     def positions(self, texts: list[str]) -> context_branch.Positions:
         """Each review's n-gram ids without the padding, in order: one pass of the vectorizer over the texts (batches
@@ -211,10 +212,12 @@ class Branches:
     def logits(self, texts: list[str]) -> np.ndarray:
         """One column per branch (:meth:`names`): the pooled branch's logit, the naive-Bayes branch's, the context
         branch's and the nb_scores table's (uncalibrated)."""
-        pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
-        call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
-        columns = [np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
-                                   for i in range(0, len(texts), 1024)])]  # fmt: skip
+        columns = []
+        if self.use_pooled:
+            pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
+            call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
+            columns.append(np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
+                                           for i in range(0, len(texts), 1024)]))  # fmt: skip
         linear = self.naive_bayes is not None or self.context is not None or self.nb_scores is not None
         positions = self.positions(texts) if linear else None
         if self.naive_bayes is not None:
@@ -351,6 +354,7 @@ def end_to_end(cfg: TrainConfig, branches: Branches) -> keras.Model:
             serving_core.get_layer(layer.name).set_weights(layer.get_weights())
     names = branches.names()
     weight = dict(zip(names, np.ones(len(names)) if branches.calibration is None else branches.calibration[:-1]))
+    weight.setdefault("pooled", 0.0)  # pooled_branch = false: its layers are served, their output times 0
     shift = 0.0 if branches.calibration is None else float(branches.calibration[-1])
     last = serving_core.get_layer("pooled_logit")
     kernel, bias = last.get_weights()
@@ -420,8 +424,11 @@ def train_and_validate(
     started = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, train[0])
-    fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
-    branches = Branches(vectorizer, core)
+    if cfg.pooled_branch:
+        fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
+    else:
+        fitted = {"history": {}, "best_epoch": 0, "fit_seconds": 0.0}
+    branches = Branches(vectorizer, core, use_pooled=cfg.pooled_branch)
     fitted.update(fit_linear_branches(cfg, branches, train, val, unlabelled, verbose))
     if cfg.calibrate:
         logits = branches.logits(val[0])
@@ -484,21 +491,23 @@ def refit(
     texts, labels = [texts[i] for i in order], labels[order]
     keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, texts)
-    core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
-    history = core.fit(
-        _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
-        epochs=epochs,
-        verbose=verbose,
-        shuffle=False,
-    )
-    branches = Branches(vectorizer, core, calibration=calibration)
+    history = {}
+    if cfg.pooled_branch:
+        core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
+        history = core.fit(
+            _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
+            epochs=epochs,
+            verbose=verbose,
+            shuffle=False,
+        ).history
+    branches = Branches(vectorizer, core, calibration=calibration, use_pooled=cfg.pooled_branch)
     linear = fit_linear_branches(cfg, branches, (texts, labels), None, unlabelled, verbose)
     record = {f"refit_{k}": v for k, v in linear.items()}
     model = end_to_end(cfg, branches)
     record |= {
         "refit_examples": len(texts),
         "refit_epochs": epochs,
-        "refit_history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "refit_history": {k: [float(v) for v in vals] for k, vals in history.items()},
         "refit_seconds": time.perf_counter() - started,
         "parameters": int(model.count_params()),
         "vocabulary_size": int(vectorizer.vocabulary_size()),
@@ -600,10 +609,12 @@ def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3 if nb_history else 2, figsize=(13.5 if nb_history else 9, 3.5))
-    loss_ax, acc_ax = axes[:2]
+    pooled = bool(history.get("loss"))  # none without the pooled branch (pooled_branch = false)
+    panels = 2 * pooled + bool(nb_history)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(4.5 * max(panels, 1), 3.5), squeeze=False)
+    axes = axes[0]
     if nb_history:
-        nb_ax = axes[2]
+        nb_ax = axes[-1]
         nb_ax.plot(nb_history["step"], nb_history["loss"], "o-", label="train loss")
         if nb_history.get("val_accuracy"):
             nb_ax.plot(nb_history["step"], nb_history["val_accuracy"], "o-", label="validation accuracy")
@@ -611,6 +622,12 @@ def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> No
         nb_ax.set_title("naive-Bayes branch")
         nb_ax.grid(alpha=0.3)
         nb_ax.legend()
+    if not pooled:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
+    loss_ax, acc_ax = axes[:2]
     epochs = range(1, len(history["loss"]) + 1)
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         ax.plot(epochs, history[key], "o-", label="train")
@@ -661,6 +678,8 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
         else f"Embedding({cfg.embedding_dim})"
     )
     head = f"Dense({cfg.hidden_units}, relu) -> Dense(1)"
+    if not cfg.pooled_branch:
+        head += " (the pooled branch: not fitted, served with weight 0)"
     if cfg.nb_branch:
         head += (
             ", plus the naive-Bayes branch: one weight per n-gram, summed over the review's distinct known n-grams "
@@ -690,7 +709,8 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
             )
     head += " -> sigmoid"
     if "calibration" in metrics:
-        names = ["pooled"] + (["naive-Bayes"] if cfg.nb_branch else []) + (["context"] if cfg.context_branch else [])
+        names = ["pooled"] * cfg.pooled_branch + (["naive-Bayes"] if cfg.nb_branch else [])
+        names += ["context"] if cfg.context_branch else []
         names += ["nb_scores"] if cfg.context_branch and cfg.context_nb_scores and cfg.nb_branch else []
         names = names[: len(metrics["calibration"]) - 1] + ["shift"]
         weights = ", ".join(f"{name} {w:.3f}" for name, w in zip(names, metrics["calibration"]))
@@ -700,11 +720,15 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
             f"validation row below is therefore in-sample for those {len(names)} numbers)"
         )
     refit_line = (
-        f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews for those "
-        f"{metrics['refit_epochs']} epochs: that is the exported model. The validation row is the held-out fit's; "
+        f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews"
+        + (f" for those {metrics['refit_epochs']} epochs" if cfg.pooled_branch else "")
+        + ": that is the exported model. The validation row is the held-out fit's; "
         "the test row is the exported model's."
         if "refit_examples" in metrics
         else ""
+    )
+    stopped = (
+        f"early-stopped (best epoch {metrics['best_epoch']})" if cfg.pooled_branch else "branches weighed and calibrated"
     )
     config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(cfg).items())
     return f"""# Model card: `{cfg.name}` ({metrics["model_version"]})
@@ -717,7 +741,7 @@ review is positive out (label `positive` when the probability is at least 0.5).
 artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
 
 **Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics["train_examples"]:,} reviews of
-`imdb_train`; early-stopped (best epoch {metrics["best_epoch"]}) on a validation split of {val["examples"]:,} reviews cut from
+`imdb_train`; {stopped} on a validation split of {val["examples"]:,} reviews cut from
 `imdb_train` with seed {cfg.split_seed}; no film has reviews on both sides.{refit_line} `imdb_test` was scored once,
 for the figures below, never for a choice.
 
@@ -765,7 +789,8 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     verbose = progress_verbosity()
     model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose, unlabelled=unlabelled)
     if cfg.refit_on_all:
-        print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews for {fitted['best_epoch']} epochs")
+        epochs = f" for {fitted['best_epoch']} epochs" if cfg.pooled_branch else ""
+        print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews{epochs}")
         model, refitted = refit(
             cfg, train, val, fitted["best_epoch"], calibration, verbose=verbose, unlabelled=unlabelled
         )

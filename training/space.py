@@ -120,7 +120,9 @@ def random_model(cfg: TrainConfig, texts: list[str], seed: int = 0):
     calibration = None
     if cfg.calibrate:
         calibration = np.array(
-            [0.8] + ([1.2] if naive_bayes is not None else []) + ([0.9] if context is not None else [])
+            [0.8] * cfg.pooled_branch + ([1.2] if naive_bayes is not None else [])
+            + ([0.9] if context is not None else [])
             + ([0.4] if nb_scores is not None else []) + [-0.1]
         )  # fmt: skip
-    return end_to_end(cfg, Branches(vectorizer, core, naive_bayes, calibration, context, nb_scores))
+    branches = Branches(vectorizer, core, naive_bayes, calibration, context, nb_scores, use_pooled=cfg.pooled_branch)
+    return end_to_end(cfg, branches)
