@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from training.config import KEYS, TrainConfig
@@ -36,7 +36,12 @@ def allowed(key) -> st.SearchStrategy:
     return probes
 
 
-configs = st.fixed_dictionaries({k.name: allowed(k) for k in KEYS}).map(lambda raw: TrainConfig(**raw))
+# a model needs one fitted branch at least (config_from_dict refuses pooled_branch = false alone)
+configs = (
+    st.fixed_dictionaries({k.name: allowed(k) for k in KEYS})
+    .map(lambda raw: TrainConfig(**raw))
+    .filter(lambda cfg: cfg.pooled_branch or cfg.nb_branch or cfg.context_branch)
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +57,19 @@ def corpus(data_dir):
     return texts, labels, reviews
 
 
+# every branch at once (issue 29: the naive-Bayes branch self-trained on the unlabelled reviews, the context branch
+# and the nb_scores table folded into its weights), and the same without the pooled branch, drawn or not
+EVERY_BRANCH = TrainConfig(
+    name="space", **{**SMALL, "nb_branch": True, "calibrate": True, "context_branch": True, "context_dims": 8,
+                     "context_min_reviews": 2, "nb_self_training": 0.5, "context_nb_scores": True,
+                     "mask_unknown": True, "ngrams": 3, "cleaning": "tokens", "quantize": "int8"},
+)  # fmt: skip
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
 @given(cfg=configs)
+@example(cfg=EVERY_BRANCH)
+@example(cfg=EVERY_BRANCH.with_overrides(pooled_branch=False, embedding_dim=1, hidden_units=1))
 def test_every_config_is_served_compiled_as_tensorflow_scores_it(corpus, cfg):
     texts, labels, reviews = corpus
     found = agreement(train_small(cfg, texts, labels), reviews)

@@ -123,6 +123,57 @@ def test_the_folded_weights_score_as_the_linear_head_on_the_standardised_mean_ve
     np.testing.assert_allclose(branch.logits(train), unfolded, atol=1e-5)
 
 
+def test_the_nb_scores_table_gives_an_ngram_only_unlabelled_reviews_hold_their_naive_bayes_side():
+    """'zorb' (6) and 'blick' (7) occur only in unlabelled reviews, which the naive-Bayes branch scores positive and
+    negative; the table gives each the mean logit of the reviews holding it, and none to an n-gram held by fewer
+    than min_reviews of them (or to padding and [UNK])."""
+    rng = np.random.default_rng(5)
+    zorb, blick, rare = 6, 7, 8
+    filler = lambda: rng.integers(10, 30, 5).tolist()  # noqa: E731
+    unlabelled = [[zorb, *filler()] for _ in range(30)] + [[blick, *filler()] for _ in range(30)]
+    unlabelled += [[rare, zorb, *filler()] for _ in range(3)]
+    scores = np.r_[rng.normal(2.0, 0.5, 30), rng.normal(-2.0, 0.5, 30), [-1.0, -1.0, -1.0]]
+    table = C.nb_score_table(_positions(unlabelled), scores, 30, min_reviews=5)
+    assert table.weights[zorb] == pytest.approx(np.r_[scores[:30], scores[60:]].mean(), rel=1e-5)
+    assert table.weights[zorb] > 1 and table.weights[blick] < -1
+    assert table.weights[rare] == 0 and table.weights[0] == table.weights[1] == 0
+    scored = table.logits(_positions([[zorb, 12, 1], [blick, blick, 12]]))
+    assert scored[0] > 0 > scored[1]
+    np.testing.assert_allclose(scored, [(table.weights[zorb] + table.weights[12]) / 2,
+                                        (2 * table.weights[blick] + table.weights[12]) / 3], rtol=1e-6)  # fmt: skip
+
+
+def test_self_training_teaches_the_naive_bayes_branch_ngrams_only_unlabelled_reviews_hold():
+    """'zorb' (6) occurs in no labelled review, so the first fit gives it no weight; the unlabelled reviews hold it
+    beside 'good' (2), the branch labels them positive, and after self-training 'zorb' weighs positive (and 'blick',
+    beside 'bad', negative). Only the share asked for joins, the surest first."""
+    from training.naive_bayes import Features, most_confident, self_train
+    from training.naive_bayes import fit as nb_fit
+
+    def features(reviews):
+        p = _positions(reviews)
+        rows, cols = p.distinct()
+        return Features(rows.astype(np.int32), cols.astype(np.int32), p.reviews, 30)
+
+    rng = np.random.default_rng(6)
+    good, bad, zorb, blick = 2, 3, 6, 7
+    filler = lambda: rng.integers(10, 30, 4).tolist()  # noqa: E731
+    labelled = features([[good, *filler()] for _ in range(40)] + [[bad, *filler()] for _ in range(40)])
+    labels = np.r_[np.ones(40), np.zeros(40)]
+    unlabelled_reviews = [[good, zorb, *filler()] for _ in range(20)] + [[bad, blick, *filler()] for _ in range(20)]
+    unlabelled_reviews += [[*filler()] for _ in range(40)]  # nothing to be sure of
+    unlabelled = features(unlabelled_reviews)
+    settings = dict(l2=1e-3, learning_rate=0.05, steps=100)
+    first = nb_fit(labelled, labels, **settings)
+    assert first.weights[zorb] == first.weights[blick] == 0
+    logits = first.logits(unlabelled)
+    taught, kept = self_train(labelled, labels, unlabelled, logits, 0.5, **settings)
+    assert len(kept) == 40 and set(kept.tolist()) == set(range(40))  # the ones holding 'good' or 'bad'
+    assert taught.weights[zorb] > 0.1 and taught.weights[blick] < -0.1
+    assert most_confident(np.array([0.1, -3.0, 2.0, 0.5]), 0.5).tolist() == [1, 2]
+    assert len(self_train(labelled, labels, unlabelled, logits, 0.0, **settings)[1]) == 0
+
+
 # --- in the pipeline: a tiny run with the context branch on ---------------------------------------------------------
 
 from tests.test_training import TINY, tiny_data  # noqa: E402,F401  (the tiny data folder fixture)
@@ -130,25 +181,37 @@ from tests.test_training import TINY, tiny_data  # noqa: E402,F401  (the tiny da
 
 @pytest.fixture(scope="module")
 def tiny_context_run(tiny_data, tmp_path_factory):  # noqa: F811
-    """The default design in small with the context branch, recording what texts each context fit was given."""
-    from training import pipeline
+    """The default design in small with the context branch, the nb_scores table and naive-Bayes self-training,
+    recording what texts each context fit, each naive-Bayes fit and each nb_scores table was given."""
+    from training import naive_bayes, pipeline
 
-    fits = []
-    real = C.fit
+    fits, nb_fits, tables = [], [], []
+    real, real_nb, real_table = C.fit, naive_bayes.fit, C.nb_score_table
 
     def recording(train, labels, unlabelled, is_unigram, **kwargs):
         fits.append({"train": train, "unlabelled": unlabelled})
         return real(train, labels, unlabelled, is_unigram, **kwargs)
 
+    def recording_nb(features, labels, **kwargs):
+        nb_fits.append({"features": features, "labels": labels})
+        return real_nb(features, labels, **kwargs)
+
+    def recording_table(unlabelled, scores, vocabulary_size, **kwargs):
+        tables.append({"unlabelled": unlabelled, "scores": scores})
+        return real_table(unlabelled, scores, vocabulary_size, **kwargs)
+
     cfg = TINY.with_overrides(
         name="tiny-context", cleaning="tokens", ngrams=3, sequence_length=3000, max_epochs=2, patience=1,
         mask_unknown=True, quantize="int8", refit_on_all=True, nb_branch=True, calibrate=True, nb_steps=50,
-        context_branch=True, context_dims=8, context_min_reviews=3,
+        context_branch=True, context_dims=8, context_min_reviews=3, nb_self_training=0.5, context_nb_scores=True,
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(C, "fit", recording)
+        patch.setattr(naive_bayes, "fit", recording_nb)
+        patch.setattr(pipeline, "fit_naive_bayes", recording_nb)
+        patch.setattr(C, "nb_score_table", recording_table)
         folder = pipeline.run(cfg, data=tiny_data, out_dir=tmp_path_factory.mktemp("runs"))
-    return folder, fits, cfg
+    return folder, (fits, nb_fits, tables), cfg
 
 
 def _texts_ids(positions: C.Positions) -> set[tuple[int, ...]]:
@@ -163,7 +226,7 @@ def test_the_validation_split_never_enters_the_context_vectors(tiny_context_run,
     from training.datasets import imdb_split
     from training.pipeline import split
 
-    folder, fits, cfg = tiny_context_run
+    folder, (fits, nb_fits, tables), cfg = tiny_context_run
     assert len(fits) == 2  # the held-out fit, then the refit
     train, val = split(imdb_split("train", tiny_data), cfg)
     held_out, refit = fits
@@ -178,6 +241,20 @@ def test_the_validation_split_never_enters_the_context_vectors(tiny_context_run,
     val_ids = _texts_ids(C.Positions.of(lambda t: vectorizer(np.array(t)), val[0]))
     seen = _texts_ids(held_out["train"]) | _texts_ids(held_out["unlabelled"])
     assert not val_ids & seen
+    # nor the naive-Bayes self-training nor the nb_scores table: the held-out fit's two naive-Bayes fits (the first,
+    # then the self-trained one) see the training part and the unlabelled reviews it labelled, never a validation text
+    assert len(nb_fits) == 4 and len(tables) == 2  # first and self-trained fit, held-out and refit; a table each
+    val_sets = {frozenset(ids) - {0, 1} for ids in val_ids}
+    for fitted in nb_fits[:2]:
+        f = fitted["features"]
+        held = {frozenset(f.cols[f.rows == r].tolist()) for r in range(f.reviews)}
+        assert not val_sets & held
+    first, taught = nb_fits[0]["features"], nb_fits[1]["features"]
+    assert first.reviews == len(train[0]) and taught.reviews == len(train[0]) + 50  # half of the 100 unlabelled
+    assert set(nb_fits[1]["labels"][len(train[0]) :].tolist()) <= {0.0, 1.0}
+    assert tables[0]["unlabelled"] is held_out["unlabelled"] and len(tables[0]["scores"]) == 100
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 50
     # the refit (the exported model) learns from every labelled training review
     exported, _, _ = model_parts(load_keras_model(folder / "model.keras"))
     all_ids = _texts_ids(C.Positions.of(lambda t: exported(np.array(t)), train[0] + val[0]))
@@ -192,13 +269,17 @@ def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_cont
 
     folder, _, _ = tiny_context_run
     metrics = json.loads((folder / "metrics.json").read_text())
-    w_pooled, w_nb, w_context, shift = metrics["calibration"]  # three branches weighed on the validation split
-    assert np.isfinite([w_pooled, w_nb, w_context, shift]).all()
+    # four branches weighed on the validation split (the nb_scores table, then folded into the context weights)
+    w_pooled, w_nb, w_context, w_scores, shift = metrics["calibration"]
+    assert np.isfinite([w_pooled, w_nb, w_context, w_scores, shift]).all()
+    ablation = metrics["validation_branches"]  # each branch left out in turn, the weights cross-fitted
+    assert set(ablation) == {"all", "without pooled", "without naive_bayes", "without context", "without nb_scores"}
+    assert all(0 < v["log_loss"] < 1 and 0 <= v["accuracy"] <= 1 for v in ablation.values())
     assert (
         metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
     )
     card = (folder / "model_card.md").read_text()
-    assert "context branch" in card and "imdb_unsup" in card
+    assert "context branch" in card and "imdb_unsup" in card and "self-trained" in card and "nb_scores" in card
     scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
     assert scorer.scoring == "compiled" and scorer.fast.has_context and np.any(scorer.fast.context != 0)
     texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "great great great", *hostile_texts()]
@@ -273,3 +354,38 @@ def test_one_pass_of_the_vectorizer_gives_both_branches_their_inputs_in_order():
     expected = Features.of(lambda t: vectorizer(tf.constant(t)), texts, vectorizer.vocabulary_size())
     assert np.array_equal(features.rows, expected.rows) and np.array_equal(features.cols, expected.cols)
     assert (features.reviews, features.columns) == (expected.reviews, expected.columns)
+
+
+@pytest.mark.integration
+def test_without_the_pooled_branch_no_epoch_runs_and_the_self_trained_naive_bayes_branch_is_served(
+    tiny_data,  # noqa: F811
+    tmp_path,
+):
+    """pooled_branch = false: the pooled branch is not fitted (no epochs, in the held-out fit or the refit) and is served
+    with weight 0; the calibration weighs the naive-Bayes branch alone, self-trained on the unlabelled reviews even
+    without the context branch; the compiled path still scores as TensorFlow does."""
+    from model.keras_model import load_keras_model
+    from model.scorer import load_scorer
+    from training import pipeline
+
+    cfg = TINY.with_overrides(
+        name="tiny-no-pooled", cleaning="tokens", ngrams=3, sequence_length=3000, mask_unknown=True, quantize="int8",
+        refit_on_all=True, nb_branch=True, calibrate=True, nb_steps=50, nb_self_training=0.5, pooled_branch=False,
+        embedding_dim=1, hidden_units=1,
+    )  # fmt: skip
+    folder = pipeline.run(cfg, data=tiny_data, out_dir=tmp_path / "runs")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["history"] == {} and metrics["refit_history"] == {} and metrics["best_epoch"] == 0
+    w_nb, shift = metrics["calibration"]
+    assert w_nb > 0 and metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 50
+    assert "validation_branches" not in metrics  # one branch: nothing to leave out
+    model = load_keras_model(folder / "model.keras")
+    core = next(layer for layer in model.layers if hasattr(layer, "get_layer"))
+    kernel, _ = core.get_layer("pooled_logit").get_weights()
+    assert not np.any(kernel)  # served with weight 0
+    card = (folder / "model_card.md").read_text()
+    assert "not fitted, served with weight 0" in card and "self-trained" in card
+    scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
+    texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "fine"]
+    np.testing.assert_allclose(scorer.inspect(texts).scores, scorer.inspect_tensorflow(texts).scores, atol=1e-5)
+    assert (folder / "training_curves.png").stat().st_size > 1000

@@ -105,10 +105,39 @@ def _allowed(k):
     return st.floats(low, high, exclude_min=k.above is not None, exclude_max=k.below is not None)
 
 
+# keys that refine a branch: refused (naming the branch) unless those branches are on
+NEEDS = {"nb_self_training": ("nb_branch",), "context_nb_scores": ("nb_branch", "context_branch")}
+
+
+def _with_the_branches_they_need(raw: dict) -> dict:
+    if raw.get("pooled_branch") is False and not raw.get("context_branch"):
+        raw = {**raw, "nb_branch": True}
+    for name, branches in NEEDS.items():
+        if raw.get(name):
+            raw = {**raw, **{b: True for b in branches}}
+    return raw
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.fixed_dictionaries({}, optional={k.name: _allowed(k) for k in KEYS}))
+@given(st.fixed_dictionaries({}, optional={k.name: _allowed(k) for k in KEYS}).map(_with_the_branches_they_need))
 def test_every_allowed_config_is_accepted(raw):
     assert asdict(config_from_dict(raw, "c.toml")) == {**asdict(TrainConfig()), **raw}
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"nb_self_training": 0.5}, "nb_self_training needs nb_branch = true"),
+        ({"nb_self_training": 0.5, "context_branch": True}, "nb_self_training needs nb_branch = true"),
+        ({"context_nb_scores": True}, "context_nb_scores needs nb_branch = true and context_branch = true"),
+        ({"context_nb_scores": True, "nb_branch": True}, "context_nb_scores needs context_branch = true"),
+        ({"pooled_branch": False}, "pooled_branch = false needs another branch: nb_branch or context_branch = true"),
+    ],
+)
+def test_a_key_that_refines_a_branch_is_refused_without_it(raw, message):
+    with pytest.raises(ConfigError, match=f"^c.toml: {message}$"):
+        config_from_dict(raw, "c.toml")
+    assert config_from_dict({**raw, "nb_branch": True, "context_branch": True}, "c.toml")
 
 
 def _outside(k):

@@ -144,6 +144,11 @@ class TrainConfig:
                             probes=(1, 8, 128))  # fmt: skip
     dropout: float = key(0.0, "dropout after the pooling, while fitting (none when serving)", minimum=0.0, below=1.0,
                          group="model", served=True, probes=(0.0, 0.5))  # fmt: skip
+    pooled_branch: bool = key(
+        True, "fit the pooled branch (the embedding average -> Dense -> Dense(1) above); false: it is not fitted and "
+        "is served with weight 0 (its layers stay in the model; make them small), and no epochs are run (needs "
+        "nb_branch or context_branch)", group="model", served=True, probes=(True, False),
+    )  # fmt: skip
     # the naive-Bayes branch (training.naive_bayes)
     nb_branch: bool = key(
         False, "add the naive-Bayes branch: a weight per distinct known n-gram, summed into the logit",
@@ -157,6 +162,13 @@ class TrainConfig:
                         group="naive-Bayes branch", probes=(1, 20))  # fmt: skip
     nb_smoothing: float = key(1.0, "the naive-Bayes log-count ratios' additive smoothing", above=0.0, maximum=100.0,
                               group="naive-Bayes branch", probes=(0.5, 1.0))  # fmt: skip
+    # issue 29, round 6: self-training on the unlabelled reviews (training/TUNING.md, rounds 5 and 6)
+    nb_self_training: float = key(
+        0.0, "share of the unlabelled reviews the naive-Bayes branch labels itself: it scores them, the ones it is "
+        "surest of (largest |logit|) join the training reviews with its labels, and it is fitted again; 0 is off "
+        "(needs nb_branch and the unlabelled reviews)", minimum=0.0, maximum=1.0, group="naive-Bayes branch",
+        probes=(0.0, 0.5),
+    )  # fmt: skip
     # the context branch (training.context, issue 29): a weight per n-gram from the unlabelled reviews (imdb_unsup:
     # train/unsup/ of an aclImdb folder or tarball), averaged over the review's known n-grams and added to the logit
     context_branch: bool = key(
@@ -170,6 +182,12 @@ class TrainConfig:
                                    group="context branch")  # fmt: skip
     context_l2: float = key(1e-3, "the L2 penalty of the logistic regression on a review's mean n-gram vector",
                             minimum=0.0, maximum=100.0, group="context branch")  # fmt: skip
+    context_nb_scores: bool = key(
+        False, "with the context branch, a second per-n-gram table: the mean naive-Bayes logit of the unlabelled "
+        "reviews holding the n-gram (at least context_min_reviews of them), averaged over the review's known n-grams "
+        "and weighed by the calibration as a branch of its own, then folded into the context branch's weights (needs "
+        "nb_branch)", group="context branch", served=True, probes=(False, True),
+    )  # fmt: skip
     calibrate: bool = key(
         False, "weigh the branches and calibrate by logistic regression on the validation split (in the weights)",
         group="calibration", served=True, probes=(False, True),
@@ -249,7 +267,18 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
         if name not in KEY:
             raise ConfigError(f"{source}: unknown config key {name!r}{_closest(name)}")
         values[name] = KEY[name].check(value, source)
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    if not cfg.pooled_branch and not (cfg.nb_branch or cfg.context_branch):
+        raise ConfigError(f"{source}: pooled_branch = false needs another branch: nb_branch or context_branch = true")
+    needs = (
+        ("nb_self_training", cfg.nb_self_training > 0, ("nb_branch",)),
+        ("context_nb_scores", cfg.context_nb_scores, ("nb_branch", "context_branch")),
+    )
+    for name, on, branches in needs:
+        off = [b for b in branches if not getattr(cfg, b)]
+        if on and off:
+            raise ConfigError(f"{source}: {name} needs {' and '.join(f'{b} = true' for b in off)}")
+    return cfg
 
 
 def _closest(name: str) -> str:

@@ -287,3 +287,24 @@ def fit(
             "context_seconds": round(time.perf_counter() - started, 1),
         },
     )
+
+
+def nb_score_table(
+    unlabelled: Positions, scores: np.ndarray, vocabulary_size: int, *, min_reviews: int = 5
+) -> ContextBranch:
+    """The ``context_nb_scores`` table (issue 29, round 5's ``plz``): each vocabulary id's mean of ``scores`` (the
+    naive-Bayes branch's logits of the unlabelled reviews) over the unlabelled reviews that hold it; zero for an id
+    held by fewer than ``min_reviews`` of them. A review's value is the table's mean over its known n-gram positions,
+    as for the context vectors: one more per-n-gram table, which the calibration weighs as a branch of its own and
+    folds into the context branch's weights. Only unlabelled reviews enter it: no labelled review's label, and never
+    a review that will be scored."""
+    started = time.perf_counter()
+    table = ngram_vectors(unlabelled, np.asarray(scores, np.float32)[:, None], vocabulary_size, min_reviews)[:, 0]
+    return ContextBranch(
+        weights=table.astype(np.float32),
+        bias=0.0,
+        record={
+            "nb_scores_ngrams": int(np.count_nonzero(table)),
+            "nb_scores_seconds": round(time.perf_counter() - started, 1),
+        },
+    )

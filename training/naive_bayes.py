@@ -191,6 +191,42 @@ def fit(
     return NaiveBayesBranch(weights=r * u, bias=float(b), history=history)
 
 
+def most_confident(logits: np.ndarray, share: float) -> np.ndarray:
+    """The indices (ascending) of the ``share`` of the reviews whose logits are farthest from 0 (ties: the first)."""
+    count = int(round(share * len(logits)))
+    return np.sort(np.argsort(-np.abs(logits), kind="stable")[:count])
+
+
+def join_features(features: Features, other: Features, kept: np.ndarray) -> Features:
+    """``features`` with the reviews ``kept`` (ascending) of ``other`` appended after its own, in that order."""
+    rank = np.full(other.reviews, -1, np.int64)
+    rank[kept] = np.arange(len(kept))
+    mask = rank[other.rows] >= 0
+    rows = (rank[other.rows[mask]] + features.reviews).astype(np.int32)
+    return Features(
+        np.concatenate([features.rows, rows]), np.concatenate([features.cols, other.cols[mask]]),
+        features.reviews + len(kept), features.columns,
+    )  # fmt: skip
+
+
+def self_train(
+    features: Features,
+    labels: np.ndarray,
+    unlabelled: Features,
+    unlabelled_logits: np.ndarray,
+    share: float,
+    **settings,
+) -> tuple[NaiveBayesBranch, np.ndarray]:
+    """Self-training (issue 29, training/TUNING.md round 5): the ``share`` of the unlabelled reviews a first fit is
+    surest of (largest |logit|, ``unlabelled_logits``) join the training reviews with its hard labels, and the
+    branch is fitted again from zero with the same ``settings`` (:func:`fit`'s keywords). Returns the new branch and
+    the indices of the unlabelled reviews it was given."""
+    kept = most_confident(unlabelled_logits, share)
+    pseudo = (np.asarray(unlabelled_logits)[kept] > 0).astype(np.float32)
+    joined = join_features(features, unlabelled, kept)
+    return fit(joined, np.concatenate([np.asarray(labels, np.float32), pseudo]), **settings), kept
+
+
 def fit_calibration(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> np.ndarray:
     """Logistic regression of the labels on the branches' logits (one column each): the weight of each branch and a
     bias, ``[w_1, ..., w_k, c]``. With one branch it is Platt scaling; with two it also weighs them. Newton's method;

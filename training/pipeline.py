@@ -38,7 +38,7 @@ from training.adam import FusedAdam  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.datasets import ReviewRow, imdb_split  # noqa: E402
 from training.metrics import classification_metrics  # noqa: E402
-from training.naive_bayes import Features, NaiveBayesBranch, fit_calibration  # noqa: E402
+from training.naive_bayes import Features, NaiveBayesBranch, fit_calibration, self_train  # noqa: E402
 from training.naive_bayes import fit as fit_naive_bayes  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]
@@ -177,13 +177,24 @@ def fit(cfg: TrainConfig, vectorizer, core: keras.Model, train: Split, val: Spli
 @dataclass
 class Branches:
     """What one fit produced: the pooled branch (a Keras core), the naive-Bayes and context branches (when the config
-    has them), the vectorizer they share, and the calibration that weighs them: ``[w_pooled, (w_nb,) (w_ctx,) c]``."""
+    has them), the vectorizer they share, and the calibration that weighs them:
+    ``[w_pooled, (w_nb,) (w_ctx,) (w_nb_scores,) c]``. The ``context_nb_scores`` table (``nb_scores``) is a branch
+    of its own for the calibration, and is served folded into the context branch's per-n-gram weights."""
 
     vectorizer: keras.layers.TextVectorization
     pooled: keras.Model
     naive_bayes: NaiveBayesBranch | None = None
     calibration: np.ndarray | None = None
     context: context_branch.ContextBranch | None = None
+    nb_scores: context_branch.ContextBranch | None = None
+    # the naive-Bayes branch's first fit's logits of the unlabelled reviews (self-training and the nb_scores table)
+    unlabelled_nb_logits: np.ndarray | None = None
+    use_pooled: bool = True  # false (pooled_branch = false): not fitted, weight 0
+
+    def names(self) -> list[str]:
+        """The branches the calibration weighs, in the order of its weights (then its shift)."""
+        present = (("naive_bayes", self.naive_bayes), ("context", self.context), ("nb_scores", self.nb_scores))
+        return ["pooled"] * self.use_pooled + [name for name, branch in present if branch is not None]
 
     def positions(self, texts: list[str]) -> context_branch.Positions:
         """Each review's n-gram ids without the padding, in order: one pass of the vectorizer over the texts (batches
@@ -192,21 +203,29 @@ class Branches:
 
     def features(self, texts: list[str], positions: context_branch.Positions | None = None) -> Features:
         """The naive-Bayes branch's features: each review's distinct known ids (as ``Features.of`` makes them)."""
-        rows, cols = (positions or self.positions(texts)).distinct()
-        return Features(rows.astype(np.int32), cols.astype(np.int32), len(texts), self.vectorizer.vocabulary_size())
+        positions = positions or self.positions(texts)
+        rows, cols = positions.distinct()
+        return Features(
+            rows.astype(np.int32), cols.astype(np.int32), positions.reviews, self.vectorizer.vocabulary_size()
+        )
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """One column per branch: the pooled branch's logit, the naive-Bayes branch's and the context branch's
-        (uncalibrated)."""
-        pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
-        call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
-        columns = [np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
-                                   for i in range(0, len(texts), 1024)])]  # fmt: skip
-        positions = self.positions(texts) if self.naive_bayes is not None or self.context is not None else None
+        """One column per branch (:meth:`names`): the pooled branch's logit, the naive-Bayes branch's, the context
+        branch's and the nb_scores table's (uncalibrated)."""
+        columns = []
+        if self.use_pooled:
+            pooled = keras.Model(self.pooled.input, self.pooled.get_layer("pooled_logit").output)
+            call = tf.function(lambda t: pooled(self.vectorizer(t), training=False))
+            columns.append(np.concatenate([np.asarray(call(tf.constant(texts[i : i + 1024]))).reshape(-1)
+                                           for i in range(0, len(texts), 1024)]))  # fmt: skip
+        linear = self.naive_bayes is not None or self.context is not None or self.nb_scores is not None
+        positions = self.positions(texts) if linear else None
         if self.naive_bayes is not None:
             columns.append(self.naive_bayes.logits(self.features(texts, positions)))
         if self.context is not None:
             columns.append(self.context.logits(positions))
+        if self.nb_scores is not None:
+            columns.append(self.nb_scores.logits(positions))
         return np.column_stack(columns)
 
 
@@ -240,21 +259,45 @@ def fit_naive_bayes_branch(
     val: Split | None = None,
     verbose: int = 1,
     positions: tuple[context_branch.Positions, context_branch.Positions | None] | None = None,
+    unlabelled: context_branch.Positions | None = None,
 ) -> dict:
-    """``positions``: the training texts' (and the validation texts') positions when the caller has them already."""
+    """``positions``: the training texts' (and the validation texts') positions when the caller has them already.
+    ``unlabelled``: the unlabelled reviews' positions (never a validation text): the first fit scores them (for the
+    nb_scores table and self-training); with ``nb_self_training``, the share it is surest of joins the training
+    reviews with its labels and the branch is fitted again."""
     started = time.perf_counter()
     train_positions, val_positions = positions or (None, None)
     validation = (branches.features(val[0], val_positions), val[1]) if val is not None else None
-    branches.naive_bayes = fit_naive_bayes(
-        branches.features(train[0], train_positions), train[1], l2=cfg.nb_l2, learning_rate=cfg.nb_learning_rate,
-        steps=cfg.nb_steps, smoothing=cfg.nb_smoothing, validation=validation,
-    )  # fmt: skip
+    features = branches.features(train[0], train_positions)
+    settings = dict(l2=cfg.nb_l2, learning_rate=cfg.nb_learning_rate, steps=cfg.nb_steps, smoothing=cfg.nb_smoothing)
+    branches.naive_bayes = fit_naive_bayes(features, train[1], **settings, validation=validation)
+    record: dict = {}
+    branches.unlabelled_nb_logits = None
+    if unlabelled is not None and (cfg.nb_self_training > 0 or cfg.context_nb_scores):
+        unlabelled_features = branches.features([], unlabelled)
+        branches.unlabelled_nb_logits = branches.naive_bayes.logits(unlabelled_features)
+        if cfg.nb_self_training > 0:
+            first = branches.naive_bayes.history
+            record["nb_first_history"] = first
+            branches.naive_bayes, kept = self_train(
+                features, train[1], unlabelled_features, branches.unlabelled_nb_logits, cfg.nb_self_training,
+                **settings, validation=validation,
+            )  # fmt: skip
+            positive = float(np.mean(branches.unlabelled_nb_logits[kept] > 0)) if len(kept) else 0.0
+            record |= {"nb_self_training_reviews": int(len(kept)), "nb_self_training_positive": positive}
+            if verbose and "val_accuracy" in first:
+                print(f"naive-Bayes branch before self-training: validation accuracy {first['val_accuracy'][-1]:.4f}")
     seconds = time.perf_counter() - started
     if verbose:
         last = branches.naive_bayes.history
         shown = f", validation accuracy {last['val_accuracy'][-1]:.4f}" if "val_accuracy" in last else ""
-        print(f"naive-Bayes branch: {cfg.nb_steps} steps in {seconds:.0f} s, loss {last['loss'][-1]:.4f}{shown}")
-    return {"nb_history": branches.naive_bayes.history, "nb_seconds": seconds}
+        taught = (
+            f", self-trained on {record['nb_self_training_reviews']:,} unlabelled reviews"
+            if "nb_self_training_reviews" in record
+            else ""
+        )
+        print(f"naive-Bayes branch: {cfg.nb_steps} steps in {seconds:.0f} s{taught}, loss {last['loss'][-1]:.4f}{shown}")
+    return {"nb_history": branches.naive_bayes.history, "nb_seconds": seconds, **record}
 
 
 def fit_context(
@@ -264,23 +307,35 @@ def fit_context(
     unlabelled: list[str] | None,
     verbose: int = 1,
     train_positions: context_branch.Positions | None = None,
+    unlabelled_positions: context_branch.Positions | None = None,
 ) -> dict:
     """The context branch from the training texts and the unlabelled ones (never the validation split's: they are
-    scored by it)."""
-    if not unlabelled:
+    scored by it); with ``context_nb_scores`` (and the naive-Bayes branch's logits of the unlabelled reviews), the
+    nb_scores table too."""
+    if not unlabelled and unlabelled_positions is None:
         raise ValueError("context_branch needs the unlabelled reviews (imdb_unsup.csv.gz, or aclImdb's train/unsup/)")
     started = time.perf_counter()
     is_unigram = np.array([" " not in token for token in branches.vectorizer.get_vocabulary()])
     is_unigram[:2] = False  # padding and [UNK]
+    if unlabelled_positions is None:
+        unlabelled_positions = branches.positions(unlabelled)
     branches.context = context_branch.fit(
-        train_positions or branches.positions(train[0]), train[1], branches.positions(unlabelled), is_unigram,
+        train_positions or branches.positions(train[0]), train[1], unlabelled_positions, is_unigram,
         dims=cfg.context_dims, min_reviews=cfg.context_min_reviews, l2=cfg.context_l2, seed=cfg.seed,
     )  # fmt: skip
-    record = {**branches.context.record, "context_total_seconds": round(time.perf_counter() - started, 1)}
+    record = {**branches.context.record}
+    branches.nb_scores = None
+    if cfg.context_nb_scores and branches.unlabelled_nb_logits is not None:
+        branches.nb_scores = context_branch.nb_score_table(
+            unlabelled_positions, branches.unlabelled_nb_logits, len(is_unigram), min_reviews=cfg.context_min_reviews
+        )
+        record |= branches.nb_scores.record
+    record["context_total_seconds"] = round(time.perf_counter() - started, 1)
     if verbose:
+        table = f"; nb_scores table: {record['nb_scores_ngrams']:,} n-grams" if branches.nb_scores else ""
         print(
-            f"context branch: {record['context_ngrams']:,} n-grams from {record['context_reviews']:,} reviews "
-            f"in {record['context_total_seconds']:.0f} s"
+            f"context branch: {record['context_ngrams']:,} n-grams from {record['context_reviews']:,} reviews"
+            f"{table} in {record['context_total_seconds']:.0f} s"
         )
     return record
 
@@ -297,18 +352,26 @@ def end_to_end(cfg: TrainConfig, branches: Branches) -> keras.Model:
     for layer in branches.pooled.layers:
         if layer.weights:
             serving_core.get_layer(layer.name).set_weights(layer.get_weights())
-    weights = np.ones(3) if branches.calibration is None else branches.calibration[:-1]
+    names = branches.names()
+    weight = dict(zip(names, np.ones(len(names)) if branches.calibration is None else branches.calibration[:-1]))
+    weight.setdefault("pooled", 0.0)  # pooled_branch = false: its layers are served, their output times 0
     shift = 0.0 if branches.calibration is None else float(branches.calibration[-1])
     last = serving_core.get_layer("pooled_logit")
     kernel, bias = last.get_weights()
     if naive_bayes is not None:
-        shift += weights[1] * naive_bayes.bias
-        serving_core.get_layer("naive_bayes").set_weights([(weights[1] * naive_bayes.weights).astype(np.float32)])
+        shift += weight["naive_bayes"] * naive_bayes.bias
+        serving_core.get_layer("naive_bayes").set_weights(
+            [(weight["naive_bayes"] * naive_bayes.weights).astype(np.float32)]
+        )
     if context is not None:
-        w_context = weights[2 if naive_bayes is not None else 1]
-        shift += w_context * context.bias
-        serving_core.get_layer("context").set_weights([(w_context * context.weights).astype(np.float32)])
-    last.set_weights([kernel * weights[0], bias * weights[0] + shift])
+        # the context branch and the nb_scores table are both averages over the known n-grams: one table, summed
+        table = weight["context"] * context.weights.astype(np.float64)
+        shift += weight["context"] * context.bias
+        if branches.nb_scores is not None:
+            table = table + weight["nb_scores"] * branches.nb_scores.weights.astype(np.float64)
+            shift += weight["nb_scores"] * branches.nb_scores.bias
+        serving_core.get_layer("context").set_weights([table.astype(np.float32)])
+    last.set_weights([kernel * weight["pooled"], bias * weight["pooled"] + shift])
     if cfg.quantize == "int8":
         serving_core.get_layer("embedding").quantize("int8")
     texts = keras.Input(shape=(), dtype="string", name="text")
@@ -321,6 +384,39 @@ def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarr
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
 
+def needs_unlabelled(cfg: TrainConfig) -> bool:
+    """Whether fitting ``cfg`` reads the unlabelled reviews (the context branch, or naive-Bayes self-training)."""
+    return cfg.context_branch or (cfg.nb_branch and cfg.nb_self_training > 0)
+
+
+def fit_linear_branches(
+    cfg: TrainConfig, branches: Branches, train: Split, val: Split | None, unlabelled: list[str] | None, verbose: int
+) -> dict:
+    """The naive-Bayes branch (self-trained on the unlabelled reviews when the config says so), then the context
+    branch and its nb_scores table: each text set vectorized once for all of them. ``val`` (when given) is only
+    watched by the naive-Bayes fit's history: no validation text enters any fit."""
+    record: dict = {}
+    uses_unlabelled = needs_unlabelled(cfg)
+    if uses_unlabelled and not unlabelled:
+        raise ValueError(
+            "context_branch and nb_self_training need the unlabelled reviews (imdb_unsup.csv.gz, or aclImdb's "
+            "train/unsup/)"
+        )
+    shared = cfg.nb_branch and cfg.context_branch
+    positions = branches.positions(train[0]) if shared else None  # one pass for both
+    unlabelled_positions = branches.positions(unlabelled) if uses_unlabelled else None
+    if cfg.nb_branch:
+        record |= fit_naive_bayes_branch(
+            cfg, branches, train, val, verbose, positions=(positions, None), unlabelled=unlabelled_positions
+        )
+    if cfg.context_branch:
+        record |= fit_context(
+            cfg, branches, train, unlabelled, verbose, train_positions=positions,
+            unlabelled_positions=unlabelled_positions,
+        )  # fmt: skip
+    return record
+
+
 def train_and_validate(
     cfg: TrainConfig, train: Split, val: Split, verbose: int = 1, unlabelled: list[str] | None = None
 ) -> tuple[keras.Model, dict, np.ndarray, np.ndarray | None]:
@@ -328,23 +424,53 @@ def train_and_validate(
     started = time.perf_counter()
     keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, train[0])
-    fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
-    branches = Branches(vectorizer, core)
-    positions = branches.positions(train[0]) if cfg.nb_branch and cfg.context_branch else None  # one pass for both
-    if cfg.nb_branch:
-        fitted.update(fit_naive_bayes_branch(cfg, branches, train, val, verbose, positions=(positions, None)))
-    if cfg.context_branch:
-        fitted.update(fit_context(cfg, branches, train, unlabelled, verbose, train_positions=positions))
+    if cfg.pooled_branch:
+        fitted = fit(cfg, vectorizer, core, train, val, verbose=verbose)
+    else:
+        fitted = {"history": {}, "best_epoch": 0, "fit_seconds": 0.0}
+    branches = Branches(vectorizer, core, use_pooled=cfg.pooled_branch)
+    fitted.update(fit_linear_branches(cfg, branches, train, val, unlabelled, verbose))
     if cfg.calibrate:
         logits = branches.logits(val[0])
         fitted["validation_uncalibrated"] = evaluate(1 / (1 + np.exp(-logits.sum(axis=1))), val[1])
         branches.calibration = fit_calibration(logits, val[1])
         fitted["calibration"] = [float(v) for v in branches.calibration]
+        if logits.shape[1] > 1:
+            fitted["validation_branches"] = branch_ablation(logits, val[1], branches.names())
+            if verbose:
+                shown = ", ".join(
+                    f"{name} {v['accuracy']:.4f} ({v['log_loss']:.4f})" for name, v in fitted["validation_branches"].items()
+                )
+                print(f"validation accuracy (log loss), branch weights cross-fitted: {shown}")
     model = end_to_end(cfg, branches)
     fitted["training_seconds"] = time.perf_counter() - started  # vocabulary, fitting and export model
     fitted["parameters"] = int(model.count_params())
     fitted["vocabulary_size"] = int(vectorizer.vocabulary_size())
     return model, fitted, predict(model, val[0]), branches.calibration
+
+
+def branch_ablation(logits: np.ndarray, labels: np.ndarray, names: list[str], parts: int = 10) -> dict:
+    """What each branch adds, read on the validation split without reading a review's own label: the calibration
+    (branch weights and shift) cross-fitted, each of ``parts`` random parts scored by the weights fitted on the
+    others, for all the branches and for all but each one. Accuracy, log loss and calibration error (10 bins)."""
+    from training.metrics import expected_calibration_error
+
+    y = np.asarray(labels, np.float64)
+    part = np.random.default_rng(0).integers(0, parts, len(y))
+    out = {}
+    for left_out in [None, *names]:
+        columns = [i for i, name in enumerate(names) if name != left_out]
+        p = np.zeros(len(y))
+        for k in range(parts):
+            theta = fit_calibration(logits[part != k][:, columns], y[part != k])
+            p[part == k] = 1 / (1 + np.exp(-(logits[part == k][:, columns] @ theta[:-1] + theta[-1])))
+        q = np.clip(p, 1e-12, 1 - 1e-12)
+        out["all" if left_out is None else f"without {left_out}"] = {
+            "accuracy": round(float(np.mean((p > 0.5) == (y > 0.5))), 5),
+            "log_loss": round(float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))), 5),
+            "calibration_error": round(float(expected_calibration_error(y, p)), 5),
+        }
+    return out
 
 
 def refit(
@@ -365,27 +491,23 @@ def refit(
     texts, labels = [texts[i] for i in order], labels[order]
     keras.utils.set_random_seed(cfg.seed)  # before build: the initial weights come from it
     vectorizer, core = build(cfg, texts)
-    core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
-    history = core.fit(
-        _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
-        epochs=epochs,
-        verbose=verbose,
-        shuffle=False,
-    )
-    branches = Branches(vectorizer, core, calibration=calibration)
-    positions = branches.positions(texts) if cfg.nb_branch and cfg.context_branch else None  # one pass for both
-    record = {}
-    if cfg.nb_branch:
-        nb = fit_naive_bayes_branch(cfg, branches, (texts, labels), None, verbose, positions=(positions, None))
-        record = {f"refit_{k}": v for k, v in nb.items()}
-    if cfg.context_branch:
-        ctx = fit_context(cfg, branches, (texts, labels), unlabelled, verbose, train_positions=positions)
-        record |= {f"refit_{k}": v for k, v in ctx.items()}
+    history = {}
+    if cfg.pooled_branch:
+        core.compile(optimizer=_optimizer(cfg), loss="binary_crossentropy", metrics=["accuracy"])
+        history = core.fit(
+            _token_dataset(vectorizer, texts, labels, cfg.batch_size, shuffle_seed=cfg.seed),
+            epochs=epochs,
+            verbose=verbose,
+            shuffle=False,
+        ).history
+    branches = Branches(vectorizer, core, calibration=calibration, use_pooled=cfg.pooled_branch)
+    linear = fit_linear_branches(cfg, branches, (texts, labels), None, unlabelled, verbose)
+    record = {f"refit_{k}": v for k, v in linear.items()}
     model = end_to_end(cfg, branches)
     record |= {
         "refit_examples": len(texts),
         "refit_epochs": epochs,
-        "refit_history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "refit_history": {k: [float(v) for v in vals] for k, vals in history.items()},
         "refit_seconds": time.perf_counter() - started,
         "parameters": int(model.count_params()),
         "vocabulary_size": int(vectorizer.vocabulary_size()),
@@ -487,10 +609,12 @@ def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3 if nb_history else 2, figsize=(13.5 if nb_history else 9, 3.5))
-    loss_ax, acc_ax = axes[:2]
+    pooled = bool(history.get("loss"))  # none without the pooled branch (pooled_branch = false)
+    panels = 2 * pooled + bool(nb_history)
+    fig, axes = plt.subplots(1, max(panels, 1), figsize=(4.5 * max(panels, 1), 3.5), squeeze=False)
+    axes = axes[0]
     if nb_history:
-        nb_ax = axes[2]
+        nb_ax = axes[-1]
         nb_ax.plot(nb_history["step"], nb_history["loss"], "o-", label="train loss")
         if nb_history.get("val_accuracy"):
             nb_ax.plot(nb_history["step"], nb_history["val_accuracy"], "o-", label="validation accuracy")
@@ -498,6 +622,12 @@ def plot_curves(history: dict, path: Path, nb_history: dict | None = None) -> No
         nb_ax.set_title("naive-Bayes branch")
         nb_ax.grid(alpha=0.3)
         nb_ax.legend()
+    if not pooled:
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
+    loss_ax, acc_ax = axes[:2]
     epochs = range(1, len(history["loss"]) + 1)
     for ax, key in ((loss_ax, "loss"), (acc_ax, "accuracy")):
         ax.plot(epochs, history[key], "o-", label="train")
@@ -548,36 +678,57 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
         else f"Embedding({cfg.embedding_dim})"
     )
     head = f"Dense({cfg.hidden_units}, relu) -> Dense(1)"
+    if not cfg.pooled_branch:
+        head += " (the pooled branch: not fitted, served with weight 0)"
     if cfg.nb_branch:
         head += (
             ", plus the naive-Bayes branch: one weight per n-gram, summed over the review's distinct known n-grams "
-            f"(NB log-count ratios times weights fitted by {cfg.nb_steps} steps of full-batch Adam, L2 {cfg.nb_l2})"
+            f"(NB log-count ratios times weights fitted by {cfg.nb_steps} steps of full-batch Adam, L2 {cfg.nb_l2}"
         )
+        if cfg.nb_self_training > 0:
+            taught = metrics.get("nb_self_training_reviews", 0)
+            head += (
+                f"; self-trained: it scored the unlabelled `imdb_unsup` reviews, the {taught:,} it was surest of "
+                "joined the training reviews with the labels it gave them, and it was fitted again"
+            )
+        head += ")"
     if cfg.context_branch:
         head += (
             ", plus the context branch: one weight per n-gram, averaged over the review's known n-grams, learned "
             f"from the {metrics.get('context_reviews', 0):,} training and unlabelled `imdb_unsup` reviews (each "
             f"review a {cfg.context_dims}-dimension SVD of its idf-weighted unigrams; each n-gram seen in at least "
             f"{cfg.context_min_reviews} of them the mean vector of the reviews that hold it; a logistic regression "
-            "on a review's mean n-gram vector, folded into one weight per n-gram). The unlabelled reviews' labels "
-            "are never guessed: only their words are used, to place n-grams near the n-grams they occur with"
+            "on a review's mean n-gram vector, folded into one weight per n-gram). The context vectors use only the "
+            "unlabelled reviews' words, to place n-grams near the n-grams they occur with"
         )
+        if cfg.context_nb_scores and cfg.nb_branch:
+            head += (
+                "; beside it, and served in the same per-n-gram weights, the nb_scores table: each n-gram held by at "
+                f"least {cfg.context_min_reviews} unlabelled reviews gets the mean of the naive-Bayes branch's logits "
+                "of those reviews (averaged over the review's known n-grams, weighed by the calibration)"
+            )
     head += " -> sigmoid"
     if "calibration" in metrics:
-        names = ["pooled"] + (["naive-Bayes"] if cfg.nb_branch else []) + (["context"] if cfg.context_branch else [])
+        names = ["pooled"] * cfg.pooled_branch + (["naive-Bayes"] if cfg.nb_branch else [])
+        names += ["context"] if cfg.context_branch else []
+        names += ["nb_scores"] if cfg.context_branch and cfg.context_nb_scores and cfg.nb_branch else []
         names = names[: len(metrics["calibration"]) - 1] + ["shift"]
         weights = ", ".join(f"{name} {w:.3f}" for name, w in zip(names, metrics["calibration"]))
         head += (
             f". The branches are weighed and calibrated by logistic regression on the validation split's logits "
             f"({weights}), folded into the exported weights, so that the probability means what it says (the "
-            "validation row below is therefore in-sample for those three numbers)"
+            f"validation row below is therefore in-sample for those {len(names)} numbers)"
         )
     refit_line = (
-        f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews for those "
-        f"{metrics['refit_epochs']} epochs: that is the exported model. The validation row is the held-out fit's; "
+        f" Then fitted again on all {metrics['refit_examples']:,} labelled `imdb_train` reviews"
+        + (f" for those {metrics['refit_epochs']} epochs" if cfg.pooled_branch else "")
+        + ": that is the exported model. The validation row is the held-out fit's; "
         "the test row is the exported model's."
         if "refit_examples" in metrics
         else ""
+    )
+    stopped = (
+        f"early-stopped (best epoch {metrics['best_epoch']})" if cfg.pooled_branch else "branches weighed and calibrated"
     )
     config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(cfg).items())
     return f"""# Model card: `{cfg.name}` ({metrics["model_version"]})
@@ -590,7 +741,7 @@ review is positive out (label `positive` when the probability is at least 0.5).
 artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
 
 **Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics["train_examples"]:,} reviews of
-`imdb_train`; early-stopped (best epoch {metrics["best_epoch"]}) on a validation split of {val["examples"]:,} reviews cut from
+`imdb_train`; {stopped} on a validation split of {val["examples"]:,} reviews cut from
 `imdb_train` with seed {cfg.split_seed}; no film has reviews on both sides.{refit_line} `imdb_test` was scored once,
 for the figures below, never for a choice.
 
@@ -628,15 +779,18 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     """The whole pipeline; returns the run folder."""
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
-    unlabelled = [r.text for r in imdb_split("unsup", data)] if cfg.context_branch else None
+    unlabelled = [r.text for r in imdb_split("unsup", data)] if needs_unlabelled(cfg) else None
     if unlabelled is not None and not unlabelled:  # before minutes of fitting, not after
-        raise ValueError("context_branch needs unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's train/unsup/")
+        raise ValueError(
+            "context_branch and nb_self_training need unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's train/unsup/"
+        )
     shown = f"  unlabelled {len(unlabelled):,}" if unlabelled is not None else ""
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}{shown}", flush=True)
     verbose = progress_verbosity()
     model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose, unlabelled=unlabelled)
     if cfg.refit_on_all:
-        print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews for {fitted['best_epoch']} epochs")
+        epochs = f" for {fitted['best_epoch']} epochs" if cfg.pooled_branch else ""
+        print(f"refitting on all {len(train[0]) + len(val[0]):,} training reviews{epochs}")
         model, refitted = refit(
             cfg, train, val, fitted["best_epoch"], calibration, verbose=verbose, unlabelled=unlabelled
         )

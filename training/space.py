@@ -111,9 +111,18 @@ def random_model(cfg: TrainConfig, texts: list[str], seed: int = 0):
 
         weights = np.concatenate([[0.0, 0.0], rng.normal(0.0, 1.0, size - 2)]).astype(np.float32)
         context = ContextBranch(weights=weights, bias=-0.05, record={})
+    nb_scores = None
+    if cfg.context_branch and cfg.nb_branch and cfg.context_nb_scores:  # folded into the context weights
+        from training.context import ContextBranch
+
+        weights = np.concatenate([[0.0, 0.0], rng.normal(0.0, 2.0, size - 2)]).astype(np.float32)
+        nb_scores = ContextBranch(weights=weights, bias=0.0, record={})
     calibration = None
     if cfg.calibrate:
         calibration = np.array(
-            [0.8] + ([1.2] if naive_bayes is not None else []) + ([0.9] if context is not None else []) + [-0.1]
-        )
-    return end_to_end(cfg, Branches(vectorizer, core, naive_bayes, calibration, context))
+            [0.8] * cfg.pooled_branch + ([1.2] if naive_bayes is not None else [])
+            + ([0.9] if context is not None else [])
+            + ([0.4] if nb_scores is not None else []) + [-0.1]
+        )  # fmt: skip
+    branches = Branches(vectorizer, core, naive_bayes, calibration, context, nb_scores, use_pooled=cfg.pooled_branch)
+    return end_to_end(cfg, branches)
