@@ -4,6 +4,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 from importlib import import_module
 
 import pytest
@@ -232,3 +233,21 @@ def test_help_and_a_mistyped_command_import_no_heavy_library(argv):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = [line for line in done.stderr.splitlines() if line.startswith("LOADED")]
     assert loaded == ["LOADED"], f"sentiment {' '.join(argv)} imported {loaded}"
+
+
+def test_train_seed_trains_each_config_under_that_seed_named_apart(monkeypatch, tmp_path):
+    """`sentiment train --seed N` (docs/training.md's three-seed figures): each config trained with seed N, under a
+    name of its own; a config already at that seed keeps its name. The training itself is replaced: this is the
+    command's part."""
+    import training.pipeline
+    from sentiment.cli import main
+    from training.config import load_config
+
+    trained = []
+    monkeypatch.setattr(training.pipeline, "run", lambda cfg, data=None, out_dir=None: trained.append(cfg) or tmp_path)
+    root = Path(__file__).resolve().parent.parent / "training"
+    main(["train", "--config", str(root / "nbcontext.toml"), "--seed", "7", "--out", str(tmp_path)])
+    main(["train", "--config", str(root / "nbcontext.toml"), "--seed", "42", "--out", str(tmp_path)])
+    base = load_config(root / "nbcontext.toml")
+    assert [(c.seed, c.name) for c in trained] == [(7, "nbcontext-seed7"), (42, "nbcontext")]
+    assert trained[0].with_overrides(seed=42, name="nbcontext") == base  # nothing else changed

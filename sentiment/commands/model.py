@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("--promote takes one --config: which of the runs should be the live version?")
     if args.seed is not None:  # another draw: its runs are named apart from the config's own seed's
         configs = [
-            cfg if cfg.seed == args.seed else cfg.withoverrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
+            cfg if cfg.seed == args.seed else cfg.with_overrides(seed=args.seed, name=f"{cfg.name}-seed{args.seed}")
             for cfg in configs
         ]
     if args.promote:  # the store must be there before minutes of training, not after
