@@ -385,6 +385,8 @@ def test_without_the_pooled_branch_no_epoch_runs_and_the_self_trained_naive_baye
     assert not np.any(kernel)  # served with weight 0
     card = (folder / "model_card.md").read_text()
     assert "not fitted, served with weight 0" in card and "self-trained" in card
+    # what the unlabelled reviews gave this model, and only that: no context branch here
+    assert "the 50 it was surest of joined its training reviews" in card and "(the context branch)" not in card
     scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
     texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "fine"]
     np.testing.assert_allclose(scorer.inspect(texts).scores, scorer.inspect_tensorflow(texts).scores, atol=1e-5)

@@ -662,6 +662,24 @@ def plot_confusion(cm: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _unlabelled_line(cfg: TrainConfig, metrics: dict) -> str:
+    """The model card's sentence on what the unlabelled ``imdb_unsup`` reviews gave the model (none: empty)."""
+    uses = []
+    if cfg.context_branch:
+        uses.append("their words place each n-gram near the n-grams it occurs with (the context branch)")
+    if cfg.nb_branch and cfg.context_branch and cfg.context_nb_scores:
+        uses.append("the naive-Bayes branch's first fit scored them, and each n-gram's mean score is a table beside it")
+    if cfg.nb_branch and cfg.nb_self_training > 0:
+        taught = metrics.get("nb_self_training_reviews", 0)
+        uses.append(f"the {taught:,} it was surest of joined its training reviews with the labels it gave them")
+    if not uses:
+        return ""
+    return (
+        " The unlabelled `imdb_unsup` reviews (films in neither `imdb_train` nor `imdb_test`; none of the validation "
+        f"split's) were read too: {'; '.join(uses)}. No person labelled them."
+    )
+
+
 def model_card(cfg: TrainConfig, metrics: dict) -> str:
     test, val = metrics["test"], metrics["validation"]
     grams = "unigrams" if cfg.ngrams == 1 else f"1- to {cfg.ngrams}-grams"
@@ -742,8 +760,8 @@ artifact is {metrics["artifact_bytes"] / 1e6:.1f} MB.
 
 **Data.** IMDB Large Movie Review Dataset (Maas et al., ACL 2011). Trained on {metrics["train_examples"]:,} reviews of
 `imdb_train`; {stopped} on a validation split of {val["examples"]:,} reviews cut from
-`imdb_train` with seed {cfg.split_seed}; no film has reviews on both sides.{refit_line} `imdb_test` was scored once,
-for the figures below, never for a choice.
+`imdb_train` with seed {cfg.split_seed}; no film has reviews on both sides.{refit_line}{_unlabelled_line(cfg, metrics)}
+`imdb_test` was scored once, for the figures below, never for a choice.
 
 | split | accuracy | precision | recall | F1 | ROC AUC | calibration error |
 |---|---:|---:|---:|---:|---:|---:|
