@@ -4,8 +4,8 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -231,7 +231,8 @@ def test_the_validation_split_never_enters_the_context_vectors(tiny_context_run,
     train, val = split(imdb_split("train", tiny_data), cfg)
     held_out, refit = fits
     assert held_out["train"].reviews == len(train[0]) and refit["train"].reviews == len(train[0]) + len(val[0])
-    assert held_out["unlabelled"].reviews == refit["unlabelled"].reviews == 100
+    # a tenth of the 100 unlabelled reviews is held out of every fit: the drift reference is the model's scores on them
+    assert held_out["unlabelled"].reviews == refit["unlabelled"].reviews == 90
     from model.keras_model import load_keras_model, model_parts
 
     # the validation texts, vectorized as the held-out fit's vectorizer did (its vocabulary: the training part's)
@@ -250,11 +251,22 @@ def test_the_validation_split_never_enters_the_context_vectors(tiny_context_run,
         held = {frozenset(f.cols[f.rows == r].tolist()) for r in range(f.reviews)}
         assert not val_sets & held
     first, taught = nb_fits[0]["features"], nb_fits[1]["features"]
-    assert first.reviews == len(train[0]) and taught.reviews == len(train[0]) + 50  # half of the 100 unlabelled
+    assert first.reviews == len(train[0]) and taught.reviews == len(train[0]) + 45  # half of the 90 unlabelled
     assert set(nb_fits[1]["labels"][len(train[0]) :].tolist()) <= {0.0, 1.0}
-    assert tables[0]["unlabelled"] is held_out["unlabelled"] and len(tables[0]["scores"]) == 100
+    assert tables[0]["unlabelled"] is held_out["unlabelled"] and len(tables[0]["scores"]) == 90
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 50
+    assert metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 45
+    from model.scorer import ModelArtifact
+
+    reference = json.loads((folder / "reference_scores.json").read_text())
+    assert len(reference["scores"]) == 10 and "held out of training" in reference["source"]
+    assert ModelArtifact.at(folder).reference_inputs()["reviews"] == 10  # the same ten reviews
+    from training.pipeline import reference_indices
+
+    unsup = [r.text for r in imdb_split("unsup", tiny_data)]
+    held = [unsup[i] for i in reference_indices(len(unsup), cfg.split_seed, 10)]
+    held_ids = _texts_ids(C.Positions.of(lambda t: vectorizer(np.array(t)), held))
+    assert len(held_ids) == 10 and not held_ids & _texts_ids(held_out["unlabelled"])
     # the refit (the exported model) learns from every labelled training review
     exported, _, _ = model_parts(load_keras_model(folder / "model.keras"))
     all_ids = _texts_ids(C.Positions.of(lambda t: exported(np.array(t)), train[0] + val[0]))
@@ -275,9 +287,7 @@ def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_cont
     ablation = metrics["validation_branches"]  # each branch left out in turn, the weights cross-fitted
     assert set(ablation) == {"all", "without pooled", "without naive_bayes", "without context", "without nb_scores"}
     assert all(0 < v["log_loss"] < 1 and 0 <= v["accuracy"] <= 1 for v in ablation.values())
-    assert (
-        metrics["context_reviews"] == metrics["train_examples"] + 100 and metrics["refit_context_reviews"] == 400 + 100
-    )
+    assert metrics["context_reviews"] == metrics["train_examples"] + 90 and metrics["refit_context_reviews"] == 400 + 90
     card = (folder / "model_card.md").read_text()
     assert "context branch" in card and "imdb_unsup" in card and "self-trained" in card and "nb_scores" in card
     scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
@@ -377,7 +387,7 @@ def test_without_the_pooled_branch_no_epoch_runs_and_the_self_trained_naive_baye
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["history"] == {} and metrics["refit_history"] == {} and metrics["best_epoch"] == 0
     w_nb, shift = metrics["calibration"]
-    assert w_nb > 0 and metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 50
+    assert w_nb > 0 and metrics["nb_self_training_reviews"] == metrics["refit_nb_self_training_reviews"] == 45
     assert "validation_branches" not in metrics  # one branch: nothing to leave out
     model = load_keras_model(folder / "model.keras")
     core = next(layer for layer in model.layers if hasattr(layer, "get_layer"))
@@ -386,7 +396,7 @@ def test_without_the_pooled_branch_no_epoch_runs_and_the_self_trained_naive_baye
     card = (folder / "model_card.md").read_text()
     assert "not fitted, served with weight 0" in card and "self-trained" in card
     # what the unlabelled reviews gave this model, and only that: no context branch here
-    assert "the 50 it was surest of joined its training reviews" in card and "(the context branch)" not in card
+    assert "the 45 it was surest of joined its training reviews" in card and "(the context branch)" not in card
     scorer = load_scorer(folder, scoring="compiled", cache_dir=tmp_path)
     texts = ["Great film!!! :-) loved it", "awful... 1/10 :(", "fine"]
     np.testing.assert_allclose(scorer.inspect(texts).scores, scorer.inspect_tensorflow(texts).scores, atol=1e-5)

@@ -111,7 +111,8 @@ def test_inspection_scores_are_the_models_scores(scorer):
     np.testing.assert_allclose(seen.scores, scorer.score(texts), atol=1e-6)
     cap = scorer.keras_model.get_layer(index=1).get_config()["output_sequence_length"]
     assert seen.ngrams[1] == 0 and seen.known[2] == 0 and seen.ngrams[3] == cap  # capped at the sequence length
-    assert (seen.known <= seen.ngrams).all() and seen.pooled.shape == (5, 8)
+    embedding_dim = ModelArtifact.at(DEFAULT_MODEL).metrics()["config"]["embedding_dim"]
+    assert (seen.known <= seen.ngrams).all() and seen.pooled.shape == (5, embedding_dim)
 
 
 def test_the_verdict_keeps_a_wide_margin_on_held_out_reviews(scorer, data_dir):

@@ -43,7 +43,7 @@ from training.naive_bayes import fit as fit_naive_bayes  # noqa: E402
 
 Split = tuple[list[str], np.ndarray]
 ACL_IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
-REFERENCE_SIZE = 5000  # unlabelled reviews scored for the drift reference of a refit model
+REFERENCE_SIZE = 5000  # most unlabelled reviews in a drift reference (refit models; those that read imdb_unsup)
 
 
 def download(dest: Path) -> Path:
@@ -296,7 +296,9 @@ def fit_naive_bayes_branch(
             if "nb_self_training_reviews" in record
             else ""
         )
-        print(f"naive-Bayes branch: {cfg.nb_steps} steps in {seconds:.0f} s{taught}, loss {last['loss'][-1]:.4f}{shown}")
+        print(
+            f"naive-Bayes branch: {cfg.nb_steps} steps in {seconds:.0f} s{taught}, loss {last['loss'][-1]:.4f}{shown}"
+        )
     return {"nb_history": branches.naive_bayes.history, "nb_seconds": seconds, **record}
 
 
@@ -439,7 +441,8 @@ def train_and_validate(
             fitted["validation_branches"] = branch_ablation(logits, val[1], branches.names())
             if verbose:
                 shown = ", ".join(
-                    f"{name} {v['accuracy']:.4f} ({v['log_loss']:.4f})" for name, v in fitted["validation_branches"].items()
+                    f"{name} {v['accuracy']:.4f} ({v['log_loss']:.4f})"
+                    for name, v in fitted["validation_branches"].items()
                 )
                 print(f"validation accuracy (log loss), branch weights cross-fitted: {shown}")
     model = end_to_end(cfg, branches)
@@ -519,22 +522,38 @@ def evaluate(scores: np.ndarray, labels: np.ndarray) -> dict:
     return classification_metrics(labels, scores)
 
 
+def reference_indices(count: int, seed: int, size: int = REFERENCE_SIZE) -> np.ndarray:
+    """Which of ``count`` unlabelled reviews make a drift reference of ``size``, picked with ``seed`` (ascending)."""
+    return np.sort(np.random.default_rng(seed).choice(count, size=min(size, count), replace=False))
+
+
 def reference_sample(data, seed: int, size: int = REFERENCE_SIZE) -> list[str]:
-    """The unlabelled ``imdb_unsup`` reviews a refit model's drift reference is made of (films in neither train nor
-    test), picked with ``seed``: the same texts each time, so a reference can be rebuilt for a saved model."""
+    """The unlabelled ``imdb_unsup`` reviews a drift reference is made of (films in neither train nor test), picked
+    with ``seed``: the same texts each time, so a reference can be rebuilt for a saved model. With all 50,000 of
+    them, these are the ones a model that reads unlabelled reviews is trained without."""
     unlabelled = [r.text for r in imdb_split("unsup", data)]
-    rng = np.random.default_rng(seed)
-    picked = rng.choice(len(unlabelled), size=min(size, len(unlabelled)), replace=False)
-    return [unlabelled[i] for i in sorted(picked)]
+    return [unlabelled[i] for i in reference_indices(len(unlabelled), seed, size)]
 
 
 def drift_reference(
-    cfg: TrainConfig, model: keras.Model, data, val_scores: np.ndarray, val_texts: list[str]
+    cfg: TrainConfig,
+    model: keras.Model,
+    data,
+    val_scores: np.ndarray,
+    val_texts: list[str],
+    held_unlabelled: list[str] | None = None,
 ) -> tuple[np.ndarray, str, list[str]]:
     """The score distribution the drift metrics compare live traffic with: the exported model's scores on
-    in-domain reviews it never saw, and those reviews (for the input reference). Without a refit, that is the
-    validation split. A refit model has seen the validation split (and scores it more confidently than new
-    reviews), so it scores up to ``REFERENCE_SIZE`` unlabelled ``imdb_unsup`` reviews instead."""
+    in-domain reviews it never saw, and those reviews (for the input reference). A model that read unlabelled
+    reviews was trained without ``held_unlabelled``: those, in their natural mix of stars. Otherwise, without a
+    refit, the validation split. A refit model has seen the validation split (and scores it more confidently than
+    new reviews), so it scores up to ``REFERENCE_SIZE`` unlabelled ``imdb_unsup`` reviews instead."""
+    if held_unlabelled:
+        source = (
+            f"{len(held_unlabelled):,} reviews of imdb_unsup held out of training "
+            "(unlabelled; films in neither train nor test)"
+        )
+        return predict(model, held_unlabelled), source, held_unlabelled
     if not cfg.refit_on_all:
         return val_scores, "validation split of imdb_train", val_texts
     try:
@@ -545,6 +564,23 @@ def drift_reference(
         return val_scores, source, val_texts
     source = f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
     return predict(model, sample), source, sample
+
+
+def input_reference_texts(cfg: TrainConfig, data, texts: list[str], source: str) -> tuple[list[str], str]:
+    """The reviews the input-drift reference (unknown n-gram share, length) is made of: the same ``REFERENCE_SIZE``
+    unlabelled ``imdb_unsup`` reviews for every model when they are there, else the score reference's. What a review
+    looks like to the vocabulary does not depend on whether a branch read it (the vocabulary is the labelled training
+    reviews'), and these 5,000 include the mixed 5- and 6-star reviews the labelled splits leave out: the scales of
+    the drift verdict were chosen against them (bench/drift_thresholds.py)."""
+    if source.endswith("(unlabelled; films in neither train nor test)"):
+        return texts, source
+    try:
+        sample = reference_sample(data, cfg.split_seed)
+    except (FileNotFoundError, ValueError):
+        return texts, source
+    if not sample:
+        return texts, source
+    return sample, f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
 
 
 def export(
@@ -675,8 +711,10 @@ def _unlabelled_line(cfg: TrainConfig, metrics: dict) -> str:
     if not uses:
         return ""
     return (
-        " The unlabelled `imdb_unsup` reviews (films in neither `imdb_train` nor `imdb_test`; none of the validation "
-        f"split's) were read too: {'; '.join(uses)}. No person labelled them."
+        " The unlabelled `imdb_unsup` reviews (films in neither `imdb_train` nor `imdb_test`) were read too: "
+        f"{'; '.join(uses)}. No person labelled them. A tenth of them (at most {REFERENCE_SIZE:,}) were held out of all "
+        "of this: "
+        "the drift reference is the model's scores on those."
     )
 
 
@@ -746,7 +784,9 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
         else ""
     )
     stopped = (
-        f"early-stopped (best epoch {metrics['best_epoch']})" if cfg.pooled_branch else "branches weighed and calibrated"
+        f"early-stopped (best epoch {metrics['best_epoch']})"
+        if cfg.pooled_branch
+        else "branches weighed and calibrated"
     )
     config_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in asdict(cfg).items())
     return f"""# Model card: `{cfg.name}` ({metrics["model_version"]})
@@ -797,12 +837,20 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     """The whole pipeline; returns the run folder."""
     train_rows, test_rows = load(data)
     train, val = split(train_rows, cfg)
-    unlabelled = [r.text for r in imdb_split("unsup", data)] if needs_unlabelled(cfg) else None
-    if unlabelled is not None and not unlabelled:  # before minutes of fitting, not after
-        raise ValueError(
-            "context_branch and nb_self_training need unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's train/unsup/"
-        )
+    unlabelled, held_unlabelled = None, None
+    if needs_unlabelled(cfg):
+        every = [r.text for r in imdb_split("unsup", data)]
+        if not every:  # before minutes of fitting, not after
+            raise ValueError(
+                "context_branch and nb_self_training need unlabelled reviews: imdb_unsup.csv.gz, or aclImdb's "
+                "train/unsup/"
+            )
+        # a tenth (at most REFERENCE_SIZE) never reaches a branch: the drift reference, reviews the model never read
+        held = set(reference_indices(len(every), cfg.split_seed, min(REFERENCE_SIZE, len(every) // 10)).tolist())
+        held_unlabelled = [every[i] for i in sorted(held)]
+        unlabelled = [text for i, text in enumerate(every) if i not in held]
     shown = f"  unlabelled {len(unlabelled):,}" if unlabelled is not None else ""
+    shown += f" (and {len(held_unlabelled):,} held out for the drift reference)" if held_unlabelled else ""
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}{shown}", flush=True)
     verbose = progress_verbosity()
     model, fitted, val_scores, calibration = train_and_validate(cfg, train, val, verbose=verbose, unlabelled=unlabelled)
@@ -821,11 +869,14 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
         "test": evaluate(test_scores, np.array([r.label for r in test_rows])),
         **fitted,
     }
-    reference_scores, reference_source, reference_texts = drift_reference(cfg, model, data, val_scores, list(val[0]))
+    reference_scores, reference_source, reference_texts = drift_reference(
+        cfg, model, data, val_scores, list(val[0]), held_unlabelled
+    )
     metrics["drift_reference"] = reference_source
     folder = export(cfg, model, Path(out_dir), metrics, reference_scores)
     exported = load_scorer(folder)
-    write_input_reference(folder, input_reference(exported, reference_texts, reference_source))
+    inputs = input_reference_texts(cfg, data, reference_texts, reference_source)
+    write_input_reference(folder, input_reference(exported, *inputs))
     # the artifact must score exactly as the model in memory did
     probe = [r.text for r in test_rows[:32]] + [r.text for r in test_rows[-32:]]
     reloaded = exported.score(probe)
