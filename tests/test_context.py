@@ -306,6 +306,11 @@ def test_the_context_branch_is_calibrated_served_exactly_and_explained(tiny_cont
         e = explainer.explain(text)
         assert e.total == pytest.approx(e.score - e.base, abs=1e-5)
         assert e.score == pytest.approx(float(scorer.fast.score([text]).scores[0]), abs=1e-6)
+    # a text with no known n-gram is "no evidence": 0.5 in both paths, and the base the attributions start from
+    nothing = ["qzxvbn wqpzkx", "映画"]
+    np.testing.assert_allclose(scorer.inspect(nothing).scores, 0.5, atol=1e-6)
+    np.testing.assert_allclose(scorer.inspect_tensorflow(nothing).scores, 0.5, atol=1e-6)
+    assert explainer.explain(texts[0]).base == pytest.approx(0.5, abs=1e-6)
     # each known position's context share is its n-gram's weight over the known count; they add up to the branch
     _, ids = scorer.fast.vectorize("great great film")
     terms = scorer.fast.context_terms(ids)

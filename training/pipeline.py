@@ -31,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 warnings.filterwarnings("ignore", message=".*[Yy]our input ran out of data.*")
 
 from model.cleaning import CLEANINGS  # noqa: E402
-from model.layers import DistinctSum, ForgetUnknown, KnownAverage, MaskedAverage  # noqa: E402
+from model.layers import UNKNOWN_ID, DistinctSum, ForgetUnknown, KnownAverage, MaskedAverage  # noqa: E402
 from model.scorer import MODEL_FILE, input_reference, load_scorer, model_version  # noqa: E402
 from training import context as context_branch  # noqa: E402
 from training.adam import FusedAdam  # noqa: E402
@@ -374,10 +374,30 @@ def end_to_end(cfg: TrainConfig, branches: Branches) -> keras.Model:
             shift += weight["nb_scores"] * branches.nb_scores.bias
         serving_core.get_layer("context").set_weights([table.astype(np.float32)])
     last.set_weights([kernel * weight["pooled"], bias * weight["pooled"] + shift])
+    if context is not None:
+        _centre_on_no_evidence(serving_core)
     if cfg.quantize == "int8":
         serving_core.get_layer("embedding").quantize("int8")
     texts = keras.Input(shape=(), dtype="string", name="text")
     return keras.Model(texts, serving_core(vectorizer(texts)), name="sentiment")
+
+
+def _centre_on_no_evidence(core: keras.Model) -> None:
+    """Make a review with no known n-gram score 0.5 ("no evidence"), changing no other score: the context table is
+    an average over the known n-grams, so a constant added to each of its n-grams' weights and taken off the bias
+    cancels for every review that has one, and moves only the one that has none (whose average is 0). Without this
+    the empty review lands wherever the branches' biases put it (0.72 for nbcontext), outside the uncertain band;
+    it is also the base value ``explain`` attributes from."""
+    logit_of = keras.Model(core.input, core.get_layer("logit").output)  # before the sigmoid: no rounding to 0 or 1
+    logit = float(np.asarray(logit_of(np.zeros((1, 1), dtype=np.int64), training=False)).reshape(-1)[0])
+    context = core.get_layer("context")
+    (table,) = context.get_weights()
+    table = table.astype(np.float64)
+    table[UNKNOWN_ID + 1 :] += logit  # padding and [UNK] are never averaged
+    context.set_weights([table.astype(np.float32)])
+    last = core.get_layer("pooled_logit")
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel, bias - np.float32(logit)])
 
 
 def predict(model: keras.Model, texts: list[str], batch: int = 1024) -> np.ndarray:
@@ -880,8 +900,10 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
     # the artifact must score exactly as the model in memory did
     probe = [r.text for r in test_rows[:32]] + [r.text for r in test_rows[-32:]]
     reloaded = exported.score(probe)
-    if not np.allclose(reloaded, np.concatenate([test_scores[:32], test_scores[-32:]]), atol=1e-5):
-        raise RuntimeError(f"exported model at {folder} does not reproduce its scores")
+    expected = np.concatenate([test_scores[:32], test_scores[-32:]])
+    if not np.allclose(reloaded, expected, atol=1e-5):
+        worst = float(np.abs(reloaded - expected).max())
+        raise RuntimeError(f"exported model at {folder} does not reproduce its scores (largest difference {worst:.3g})")
     print(
         f"validation accuracy {metrics['validation']['accuracy']:.4f}  test accuracy {metrics['test']['accuracy']:.4f}"
         f"  ({metrics['training_seconds']:.0f} s, {metrics['parameters']:,} parameters)"
