@@ -586,21 +586,22 @@ def drift_reference(
     return predict(model, sample), source, sample
 
 
-def input_reference_texts(cfg: TrainConfig, data, texts: list[str], source: str) -> tuple[list[str], str]:
-    """The reviews the input-drift reference (unknown n-gram share, length) is made of: the same ``REFERENCE_SIZE``
-    unlabelled ``imdb_unsup`` reviews for every model when they are there, else the score reference's. What a review
-    looks like to the vocabulary does not depend on whether a branch read it (the vocabulary is the labelled training
-    reviews'), and these 5,000 include the mixed 5- and 6-star reviews the labelled splits leave out: the scales of
-    the drift verdict were chosen against them (bench/drift_thresholds.py)."""
-    if source.endswith("(unlabelled; films in neither train nor test)"):
-        return texts, source
+def unlabelled_reference(cfg: TrainConfig, data) -> tuple[list[str], str] | None:
+    """The input-drift reference's reviews (unknown n-gram share, length) for a model whose score reference is the
+    labelled validation split: the same ``REFERENCE_SIZE`` unlabelled ``imdb_unsup`` reviews as every other model's,
+    with their source; None without them. What a review looks like to the vocabulary does not depend on whether a
+    branch read it (the vocabulary is the labelled training reviews'), and these include the mixed 5- and 6-star
+    reviews the labelled splits leave out: the drift verdict's scales were chosen against them
+    (bench/drift_thresholds.py)."""
     try:
         sample = reference_sample(data, cfg.split_seed)
     except (FileNotFoundError, ValueError):
-        return texts, source
-    if not sample:
-        return texts, source
-    return sample, f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)"
+        return None
+    return (
+        (sample, f"{len(sample):,} reviews of imdb_unsup (unlabelled; films in neither train nor test)")
+        if sample
+        else None
+    )
 
 
 def export(
@@ -889,13 +890,16 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
         "test": evaluate(test_scores, np.array([r.label for r in test_rows])),
         **fitted,
     }
+    val_texts = list(val[0])
     reference_scores, reference_source, reference_texts = drift_reference(
-        cfg, model, data, val_scores, list(val[0]), held_unlabelled
+        cfg, model, data, val_scores, val_texts, held_unlabelled
     )
     metrics["drift_reference"] = reference_source
     folder = export(cfg, model, Path(out_dir), metrics, reference_scores)
     exported = load_scorer(folder)
-    inputs = input_reference_texts(cfg, data, reference_texts, reference_source)
+    inputs = (reference_texts, reference_source)
+    if reference_texts is val_texts:  # the labelled split: the unlabelled sample instead, when there is one
+        inputs = unlabelled_reference(cfg, data) or inputs
     write_input_reference(folder, input_reference(exported, *inputs))
     # the artifact must score exactly as the model in memory did
     probe = [r.text for r in test_rows[:32]] + [r.text for r in test_rows[-32:]]
