@@ -58,11 +58,13 @@ def corpus(data_dir):
 
 
 # every branch at once (issue 29: the naive-Bayes branch self-trained on the unlabelled reviews, the context branch
-# and the nb_scores table folded into its weights), and the same without the pooled branch, drawn or not
+# with its second view and the nb_scores table folded into its weights), and the same without the pooled branch,
+# drawn or not
 EVERY_BRANCH = TrainConfig(
     name="space", **{**SMALL, "nb_branch": True, "calibrate": True, "context_branch": True, "context_dims": 8,
-                     "context_min_reviews": 2, "nb_self_training": 0.5, "context_nb_scores": True,
-                     "mask_unknown": True, "ngrams": 3, "cleaning": "tokens", "quantize": "int8"},
+                     "context_bigram_dims": 4, "context_min_reviews": 2, "nb_self_training": 0.5,
+                     "context_nb_scores": True, "mask_unknown": True, "ngrams": 3, "cleaning": "tokens",
+                     "quantize": "int8"},
 )  # fmt: skip
 
 

@@ -98,8 +98,10 @@ def test_an_ngram_never_labelled_learns_its_sentiment_from_the_unlabelled_review
     assert scored[0] > scored[1]
 
 
-def test_the_folded_weights_score_as_the_linear_head_on_the_standardised_mean_vector(monkeypatch):
-    """One weight per n-gram is the same function as the head on the review's mean n-gram vector."""
+@pytest.mark.parametrize("bigram_dims", [0, 3])
+def test_the_folded_weights_score_as_the_linear_head_on_the_standardised_mean_vector(monkeypatch, bigram_dims):
+    """One weight per n-gram is the same function as the head on the review's mean n-gram vector; with the second
+    view, on the two views' mean vectors side by side (ids 20-29 play the bigrams)."""
     captured = {}
     real = C.logistic_regression
 
@@ -113,14 +115,34 @@ def test_the_folded_weights_score_as_the_linear_head_on_the_standardised_mean_ve
     reviews = [rng.integers(1, 30, rng.integers(1, 20)).tolist() for _ in range(120)]
     labels = (rng.random(120) > 0.5).astype(float)
     train, unlabelled = _positions(reviews), _positions(reviews[:60])
-    is_unigram = np.r_[False, False, np.ones(28, bool)]
-    branch = C.fit(train, labels, unlabelled, is_unigram, dims=3, min_reviews=2, l2=1e-2)
+    is_unigram = np.r_[False, False, np.ones(18, bool), np.zeros(10, bool)]
+    is_bigram = np.r_[np.zeros(20, bool), np.ones(10, bool)]
+    branch = C.fit(
+        train, labels, unlabelled, is_unigram, dims=3, min_reviews=2, l2=1e-2, is_bigram=is_bigram,
+        bigram_dims=bigram_dims,
+    )  # fmt: skip
     corpus = train.concat(unlabelled)
-    table = C.ngram_vectors(corpus, C.review_vectors(corpus, is_unigram, 3, 0), 30, 2)
-    features = C.known_means(train, table)
+    views = [(is_unigram, 3)] + ([(is_bigram, bigram_dims)] if bigram_dims else [])
+    features = np.hstack(
+        [C.known_means(train, C.ngram_vectors(corpus, C.review_vectors(corpus, m, d, 0), 30, 2)) for m, d in views]
+    )
+    assert features.shape[1] == 3 + bigram_dims == len(captured["w"])
     mu, sigma = features.mean(axis=0), features.std(axis=0) + 1e-12
     unfolded = ((features - mu) / sigma) @ captured["w"] + captured["b"]
     np.testing.assert_allclose(branch.logits(train), unfolded, atol=1e-5)
+
+
+def test_the_second_view_reads_the_bigrams_and_the_unigram_view_does_not():
+    """The unigram SVD never sees a bigram column; the second view reads only them: two corpora that differ only in
+    their bigrams give the same unigram vectors and different second-view vectors."""
+    rng = np.random.default_rng(3)
+    words = [rng.integers(2, 20, 8).tolist() for _ in range(80)]
+    a = _positions([w + [20 + i % 5] for i, w in enumerate(words)])
+    b = _positions([w + [25 + i % 3] for i, w in enumerate(words)])
+    is_unigram = np.r_[False, False, np.ones(18, bool), np.zeros(10, bool)]
+    is_bigram = np.r_[np.zeros(20, bool), np.ones(10, bool)]
+    np.testing.assert_array_equal(C.review_vectors(a, is_unigram, 3, 0), C.review_vectors(b, is_unigram, 3, 0))
+    assert not np.allclose(np.abs(C.review_vectors(a, is_bigram, 3, 0)), np.abs(C.review_vectors(b, is_bigram, 3, 0)))
 
 
 def test_the_nb_scores_table_gives_an_ngram_only_unlabelled_reviews_hold_their_naive_bayes_side():

@@ -106,7 +106,11 @@ def _allowed(k):
 
 
 # keys that refine a branch: refused (naming the branch) unless those branches are on
-NEEDS = {"nb_self_training": ("nb_branch",), "context_nb_scores": ("nb_branch", "context_branch")}
+NEEDS = {
+    "nb_self_training": ("nb_branch",),
+    "context_nb_scores": ("nb_branch", "context_branch"),
+    "context_bigram_dims": ("context_branch",),
+}
 
 
 def _with_the_branches_they_need(raw: dict) -> dict:
@@ -131,6 +135,7 @@ def test_every_allowed_config_is_accepted(raw):
         ({"nb_self_training": 0.5, "context_branch": True}, "nb_self_training needs nb_branch = true"),
         ({"context_nb_scores": True}, "context_nb_scores needs nb_branch = true and context_branch = true"),
         ({"context_nb_scores": True, "nb_branch": True}, "context_nb_scores needs context_branch = true"),
+        ({"context_bigram_dims": 300}, "context_bigram_dims needs context_branch = true"),
         ({"pooled_branch": False}, "pooled_branch = false needs another branch: nb_branch or context_branch = true"),
     ],
 )

@@ -177,6 +177,12 @@ class TrainConfig:
     )  # fmt: skip
     context_dims: int = key(200, "dimensions of the SVD of the reviews' idf-weighted binary unigrams", minimum=1,
                             maximum=1000, group="context branch")  # fmt: skip
+    # issue 29, round 8: a second view of the reviews' words beside the unigram SVD (training/TUNING.md)
+    context_bigram_dims: int = key(
+        0, "dimensions of a second SVD, of the reviews' idf-weighted binary bigrams; its n-gram means sit beside the "
+        "unigram SVD's in the context branch's one logistic regression (0: none)", minimum=0,
+        maximum=1000, group="context branch", probes=(0, 4),
+    )  # fmt: skip
     context_min_reviews: int = key(5, "an n-gram gets a context vector when at least this many training and "
                                    "unlabelled reviews hold it", minimum=1, maximum=1_000_000,
                                    group="context branch")  # fmt: skip
@@ -273,6 +279,7 @@ def config_from_dict(raw: dict[str, Any], source: str) -> TrainConfig:
     needs = (
         ("nb_self_training", cfg.nb_self_training > 0, ("nb_branch",)),
         ("context_nb_scores", cfg.context_nb_scores, ("nb_branch", "context_branch")),
+        ("context_bigram_dims", cfg.context_bigram_dims > 0, ("context_branch",)),
     )
     for name, on, branches in needs:
         off = [b for b in branches if not getattr(cfg, b)]

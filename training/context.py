@@ -172,10 +172,11 @@ def _by_col(rows, cols, values):
     return cols[order], rows[order], values[order]
 
 
-def review_vectors(corpus: Positions, is_unigram: np.ndarray, dims: int, seed: int, power: int = 2) -> np.ndarray:
-    """Each review's ``dims``-dimension vector: the truncated SVD (``U S``) of the binary unigram matrix, each column
-    weighted by its idf and each row L2-normalised. Randomized SVD (Halko et al.) with ``power`` power iterations."""
-    rows, cols = corpus.distinct(is_unigram)
+def review_vectors(corpus: Positions, terms: np.ndarray, dims: int, seed: int, power: int = 2) -> np.ndarray:
+    """Each review's ``dims``-dimension vector: the truncated SVD (``U S``) of the binary matrix of its ``terms``
+    (a mask of vocabulary ids: the unigrams, or the bigrams), each column weighted by its idf and each
+    row L2-normalised. Randomized SVD (Halko et al.) with ``power`` power iterations."""
+    rows, cols = corpus.distinct(terms)
     used, cols = np.unique(cols, return_inverse=True)
     n = corpus.reviews
     df = np.bincount(cols, minlength=len(used))
@@ -263,26 +264,45 @@ def fit(
     min_reviews: int = 5,
     l2: float = 1e-3,
     seed: int = 0,
+    is_bigram: np.ndarray | None = None,
+    bigram_dims: int = 0,
 ) -> ContextBranch:
     """The context branch from the labelled training reviews (``train``, ``labels``) and the unlabelled ones. Only
     these texts enter the review vectors and the n-gram vectors: never pass a review that will be scored (a
-    validation split), or its score will read the branch's own memory of it."""
+    validation split), or its score will read the branch's own memory of it.
+
+    With ``bigram_dims`` (and ``is_bigram``), a second view (issue 29, round 8): a ``bigram_dims``-dimension SVD of
+    the reviews' bigrams gives each n-gram a second mean vector, and the head reads both (``dims + bigram_dims``
+    features). Still one weight per n-gram: each view's table folds on its own part of the
+    head, so the two tables are never held side by side in one array."""
     started = time.perf_counter()
     corpus = train.concat(unlabelled)
-    vectors = review_vectors(corpus, is_unigram, dims, seed)
-    svd_seconds = time.perf_counter() - started
-    table = ngram_vectors(corpus, vectors, len(is_unigram), min_reviews)
-    features = known_means(train, table)
+    views = [(is_unigram, dims)]
+    if bigram_dims:
+        if is_bigram is None:
+            raise ValueError("bigram_dims needs is_bigram, the vocabulary's bigrams")
+        views.append((is_bigram, bigram_dims))
+    tables, svd_seconds = [], 0.0
+    for terms, view_dims in views:
+        svd_started = time.perf_counter()
+        vectors = review_vectors(corpus, terms, view_dims, seed)
+        svd_seconds += time.perf_counter() - svd_started
+        tables.append(ngram_vectors(corpus, vectors, len(is_unigram), min_reviews))
+    features = np.hstack([known_means(train, table) for table in tables])
     mu, sigma = features.mean(axis=0), features.std(axis=0) + 1e-12
     w, b = logistic_regression((features - mu) / sigma, labels, l2)
     folded = w / sigma
-    weights = (table.astype(np.float64) @ folded).astype(np.float32)
+    weights = np.zeros(len(is_unigram), np.float64)
+    start = 0
+    for table in tables:  # the head's part for each view
+        weights += table.astype(np.float64) @ folded[start : start + table.shape[1]]
+        start += table.shape[1]
     return ContextBranch(
-        weights=weights,
+        weights=weights.astype(np.float32),
         bias=float(b - folded @ mu),
         record={
             "context_reviews": int(corpus.reviews),
-            "context_ngrams": int(np.count_nonzero(np.any(table != 0, axis=1))),
+            "context_ngrams": int(np.count_nonzero(np.any(tables[0] != 0, axis=1))),
             "context_svd_seconds": round(svd_seconds, 1),
             "context_seconds": round(time.perf_counter() - started, 1),
         },

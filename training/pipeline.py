@@ -317,13 +317,15 @@ def fit_context(
     if not unlabelled and unlabelled_positions is None:
         raise ValueError("context_branch needs the unlabelled reviews (imdb_unsup.csv.gz, or aclImdb's train/unsup/)")
     started = time.perf_counter()
-    is_unigram = np.array([" " not in token for token in branches.vectorizer.get_vocabulary()])
+    spaces = np.array([token.count(" ") for token in branches.vectorizer.get_vocabulary()])
+    is_unigram, is_bigram = spaces == 0, spaces == 1
     is_unigram[:2] = False  # padding and [UNK]
     if unlabelled_positions is None:
         unlabelled_positions = branches.positions(unlabelled)
     branches.context = context_branch.fit(
         train_positions or branches.positions(train[0]), train[1], unlabelled_positions, is_unigram,
         dims=cfg.context_dims, min_reviews=cfg.context_min_reviews, l2=cfg.context_l2, seed=cfg.seed,
+        is_bigram=is_bigram, bigram_dims=cfg.context_bigram_dims,
     )  # fmt: skip
     record = {**branches.context.record}
     branches.nb_scores = None
