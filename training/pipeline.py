@@ -772,13 +772,18 @@ def model_card(cfg: TrainConfig, metrics: dict) -> str:
             )
         head += ")"
     if cfg.context_branch:
+        second_view = (
+            f", and a {cfg.context_bigram_dims}-dimension one of its bigrams beside it"
+            if cfg.context_bigram_dims
+            else ""
+        )
         head += (
             ", plus the context branch: one weight per n-gram, averaged over the review's known n-grams, learned "
             f"from the {metrics.get('context_reviews', 0):,} training and unlabelled `imdb_unsup` reviews (each "
-            f"review a {cfg.context_dims}-dimension SVD of its idf-weighted unigrams; each n-gram seen in at least "
-            f"{cfg.context_min_reviews} of them the mean vector of the reviews that hold it; a logistic regression "
-            "on a review's mean n-gram vector, folded into one weight per n-gram). The context vectors use only the "
-            "unlabelled reviews' words, to place n-grams near the n-grams they occur with"
+            f"review a {cfg.context_dims}-dimension SVD of its idf-weighted unigrams{second_view}; each n-gram seen "
+            f"in at least {cfg.context_min_reviews} of them the mean vector of the reviews that hold it; a logistic "
+            "regression on a review's mean n-gram vector, folded into one weight per n-gram). The context vectors "
+            "use only the unlabelled reviews' words, to place n-grams near the n-grams they occur with"
         )
         if cfg.context_nb_scores and cfg.nb_branch:
             head += (
