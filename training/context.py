@@ -273,8 +273,8 @@ def fit(
 
     With ``bigram_dims`` (and ``is_bigram``), a second view (issue 29, round 8): a ``bigram_dims``-dimension SVD of
     the reviews' bigrams gives each n-gram a second mean vector, and the head reads both (``dims + bigram_dims``
-    features). Still one weight per n-gram: each view's table folds on its own part of the
-    head, so the two tables are never held side by side in one array."""
+    features). Still one weight per n-gram: each view's table folds on its own part of the head, so the two tables
+    are never held side by side in one array."""
     started = time.perf_counter()
     corpus = train.concat(unlabelled)
     views = [(is_unigram, dims)]
