@@ -735,9 +735,8 @@ def _unlabelled_line(cfg: TrainConfig, metrics: dict) -> str:
         return ""
     return (
         " The unlabelled `imdb_unsup` reviews (films in neither `imdb_train` nor `imdb_test`) were read too: "
-        f"{'; '.join(uses)}. No person labelled them. A tenth of them (at most {REFERENCE_SIZE:,}) were held out of all "
-        "of this: "
-        "the drift reference is the model's scores on those."
+        f"{'; '.join(uses)}. No person labelled them. A tenth of them (at most {REFERENCE_SIZE:,}) were held out of "
+        "all of this: the drift reference is the model's scores on those."
     )
 
 
@@ -874,9 +873,10 @@ def run(cfg: TrainConfig, data: Path | str | None = None, out_dir: Path | str = 
                 "train/unsup/"
             )
         # a tenth (at most REFERENCE_SIZE) never reaches a branch: the drift reference, reviews the model never read
-        held = set(reference_indices(len(every), cfg.split_seed, min(REFERENCE_SIZE, len(every) // 10)).tolist())
-        held_unlabelled = [every[i] for i in sorted(held)]
-        unlabelled = [text for i, text in enumerate(every) if i not in held]
+        held = np.zeros(len(every), dtype=bool)
+        held[reference_indices(len(every), cfg.split_seed, min(REFERENCE_SIZE, len(every) // 10))] = True
+        held_unlabelled = [text for text, out in zip(every, held) if out]
+        unlabelled = [text for text, out in zip(every, held) if not out]
     shown = f"  unlabelled {len(unlabelled):,}" if unlabelled is not None else ""
     shown += f" (and {len(held_unlabelled):,} held out for the drift reference)" if held_unlabelled else ""
     print(f"train {len(train[0]):,}  validation {len(val[0]):,}  test {len(test_rows):,}{shown}", flush=True)
